@@ -1,0 +1,56 @@
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
+"""traffik: rate limiting for Starlette and FastAPI.
+
+The curated traffik 1.0.0b2 API is re-exported here by name.
+"""
+
+from traffik.__about__ import __version__
+from traffik.backends.base import (
+    ThrottleBackend,
+    connection_identifier,
+    connection_throttled,
+    get_throttle_backend,
+)
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.decisions import Decision
+from traffik.rates import Rate
+from traffik.types import (
+    UNLIMITED,
+    AsyncLock,
+    ConnectionIdentifier,
+    ConnectionThrottledHandler,
+    Dependency,
+    ExceptionHandler,
+    HTTPConnectionT,
+    HTTPConnectionTcon,
+    LockConfig,
+    Matchable,
+    Stringable,
+    WaitPeriod,
+)
+from traffik.utils import get_ip_address
+
+__all__ = [
+    "UNLIMITED",
+    "AsyncLock",
+    "ConnectionIdentifier",
+    "ConnectionThrottledHandler",
+    "Decision",
+    "Dependency",
+    "ExceptionHandler",
+    "HTTPConnectionT",
+    "HTTPConnectionTcon",
+    "InMemoryBackend",
+    "LockConfig",
+    "Matchable",
+    "Rate",
+    "Stringable",
+    "ThrottleBackend",
+    "WaitPeriod",
+    "__version__",
+    "connection_identifier",
+    "connection_throttled",
+    "get_ip_address",
+    "get_throttle_backend",
+]

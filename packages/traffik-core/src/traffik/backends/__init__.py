@@ -1,0 +1,1 @@
+"""Storage backends. ``traffik.backends.redis`` and ``.memcached`` need their distributions."""

@@ -1,0 +1,85 @@
+"""Which backend is active: the context variable, ``app.state``, and ``ThrottleContext``."""
+
+from __future__ import annotations
+
+import typing
+from contextvars import ContextVar, Token
+
+if typing.TYPE_CHECKING:
+    from types import TracebackType
+
+    from traffik.backends.base import ThrottleBackend
+
+__all__ = [
+    "BACKEND_STATE_KEY",
+    "ThrottleContext",
+    "get_throttle_backend",
+    "throttle_backend_ctx",
+]
+
+#: Attribute of ``app.state`` holding the backend registered by ``backend(app)``.
+BACKEND_STATE_KEY = "__traffik_throttle_backend"
+
+#: The backend of the innermost ``async with backend(...)`` block, if any.
+throttle_backend_ctx: ContextVar[ThrottleBackend[typing.Any, typing.Any] | None] = ContextVar(
+    "throttle_backend_ctx", default=None
+)
+
+
+def get_throttle_backend(app: typing.Any = None) -> ThrottleBackend[typing.Any, typing.Any] | None:
+    """The active backend: the context variable first, then ``app.state``; None if neither."""
+    backend = throttle_backend_ctx.get()
+    if backend is not None:
+        return backend
+    if app is not None:
+        state = getattr(app, "state", None)
+        if state is not None:
+            return typing.cast(
+                "ThrottleBackend[typing.Any, typing.Any] | None",
+                getattr(state, BACKEND_STATE_KEY, None),
+            )
+    return None
+
+
+class ThrottleContext:
+    """``async with backend(...)``: initialise, make the backend current, clean up on exit.
+
+    On exit the backend's data is reset unless ``persistent``, and the backend is
+    closed if ``close_on_exit``.
+    """
+
+    __slots__ = ("_token", "backend", "close_on_exit", "persistent")
+
+    def __init__(
+        self, backend: ThrottleBackend[typing.Any, typing.Any], persistent: bool, close_on_exit: bool
+    ) -> None:
+        self.backend = backend
+        self.persistent = persistent
+        self.close_on_exit = close_on_exit
+        self._token: Token[ThrottleBackend[typing.Any, typing.Any] | None] | None = None
+
+    async def __aenter__(self) -> ThrottleBackend[typing.Any, typing.Any]:
+        await self.backend.initialize()
+        self._token = throttle_backend_ctx.set(self.backend)
+        return self.backend
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            try:
+                throttle_backend_ctx.reset(self._token)
+            except ValueError:
+                # Exited in another context (for instance a lifespan run by a task
+                # group): the variable belongs to that context and dies with it.
+                pass
+            self._token = None
+        try:
+            if not self.persistent:
+                await self.backend.reset()
+        finally:
+            if self.close_on_exit:
+                await self.backend.close()

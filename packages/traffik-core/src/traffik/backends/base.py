@@ -1,0 +1,354 @@
+"""The backend contract: storage primitives, one-step decisions, lifecycle.
+
+A backend stores throttling state under keys that start with its namespace. It
+offers the traffik 1.0.0b2 primitives (``get``, ``set``, ``increment``, locks, ...)
+for custom strategies, and :meth:`ThrottleBackend.decide`, which runs a built-in
+strategy's transition atomically. Backends that only implement the primitives get
+a correct generic ``decide`` (lock, read, transition, write); the built-in
+backends replace it with a native atomic step.
+
+Every exception a backend method raises, other than traffik's own, is wrapped
+into :class:`~traffik.exceptions.BackendError` here, at this one boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time as _time
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from traffik.backends._context import (
+    BACKEND_STATE_KEY,
+    ThrottleContext,
+    get_throttle_backend,
+    throttle_backend_ctx,
+)
+from traffik.backends._locking import AsyncLockContext
+from traffik.decisions import Decision
+from traffik.exceptions import BackendError, TraffikException
+from traffik.handlers import connection_throttled
+from traffik.identifiers import connection_identifier
+from traffik.strategies._base import Strategy, decode_state, encode_state
+from traffik.types import HTTPConnectionT
+
+if typing.TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from traffik.rates import Rate
+    from traffik.types import AsyncLock
+
+__all__ = [
+    "BACKEND_STATE_KEY",
+    "BackendCapabilities",
+    "Clock",
+    "ThrottleBackend",
+    "ThrottleContext",
+    "build_key",
+    "connection_identifier",
+    "connection_throttled",
+    "get_throttle_backend",
+    "throttle_backend_ctx",
+    "wall_clock_ms",
+]
+
+T = typing.TypeVar("T")
+
+#: A clock: a zero-argument callable returning milliseconds as an int.
+Clock = typing.Callable[[], int]
+
+#: How long the generic ``decide`` waits for its per-key lock, in seconds.
+GENERIC_DECIDE_LOCK_TIMEOUT = 5.0
+
+#: Methods wrapped so that client errors surface as BackendError.
+_WRAPPED = (
+    "initialize",
+    "close",
+    "get",
+    "set",
+    "delete",
+    "increment",
+    "decrement",
+    "increment_with_ttl",
+    "expire",
+    "multi_get",
+    "get_lock",
+    "reset",
+    "clear",
+    "decide",
+    "peek",
+)
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch (the default clock of shared backends)."""
+    return _time.time_ns() // 1_000_000
+
+
+def build_key(namespace: str, key: str, *args: typing.Any, **kwargs: typing.Any) -> str:
+    """``namespace:key``; extra arguments are folded into a digest after the namespace."""
+    if not args and not kwargs:
+        return f"{namespace}:{key}"
+    parts = sorted([str(key), *map(str, args), *(f"{k}={v}" for k, v in kwargs.items())])
+    digest = hashlib.blake2b(":".join(parts).encode(), digest_size=16).hexdigest()
+    return f"{namespace}:{digest}"
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a backend promises beyond the core contract; the conformance kit reads it.
+
+    A test of the kit that needs a flag skips, naming the flag, when it is False.
+    """
+
+    #: Two instances built with the same settings see the same data (Redis, Memcached).
+    shared_state: bool = False
+    #: ``decide(..., now_ms=...)`` uses the given time instead of the backend's clock.
+    injectable_clock: bool = False
+    #: Locks exclude holders in other backend instances (and processes).
+    distributed_locks: bool = False
+    #: ``decrement`` below zero returns negative numbers.
+    negative_counters: bool = True
+    #: The backend keeps one clock for every app host (a server clock).
+    server_clock: bool = False
+
+
+def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(func)
+    async def wrapper(self: ThrottleBackend[typing.Any, typing.Any], *args: typing.Any, **kwargs: typing.Any) -> T:
+        try:
+            return await func(self, *args, **kwargs)
+        except TraffikException:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{type(self).__name__}.{name}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    wrapper.__traffik_wrapped__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
+    """Storage for throttling state, shared by every throttle that uses it.
+
+    ``connection`` is the client or handle (``None`` until :meth:`initialize`).
+    ``namespace`` prefixes every key. ``identifier`` and ``handle_throttled`` are the
+    defaults for throttles that do not set their own. ``persistent=False`` makes a
+    ``backend(...)`` context reset the namespace's data on exit.
+    """
+
+    #: Override in subclasses to declare optional guarantees.
+    capabilities: typing.ClassVar[BackendCapabilities] = BackendCapabilities()
+    #: Methods a subclass wants left unwrapped (hot paths that cannot raise client errors).
+    unwrapped_methods: typing.ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: typing.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _WRAPPED:
+            if name in cls.unwrapped_methods:
+                continue
+            func = cls.__dict__.get(name)
+            if func is None or getattr(func, "__traffik_wrapped__", False):
+                continue
+            if not callable(func):
+                continue
+            setattr(cls, name, _wrap(name, func))
+
+    def __init__(
+        self,
+        connection: T | None = None,
+        *,
+        namespace: str,
+        identifier: typing.Any = None,
+        handle_throttled: typing.Any = None,
+        persistent: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}.")
+        self.connection: T | None = connection
+        self.namespace = namespace
+        self.identifier = identifier or connection_identifier
+        self.handle_throttled = handle_throttled or connection_throttled
+        self.persistent = persistent
+        self.clock: Clock = clock or wall_clock_ms
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r})"
+
+    # -- keys -----------------------------------------------------------------
+
+    async def get_key(self, key: str, *args: typing.Any, **kwargs: typing.Any) -> str:
+        """The storage key for ``key``: it always starts with ``namespace:``."""
+        return build_key(self.namespace, key, *args, **kwargs)
+
+    def state_key(self, key: str, strategy: Strategy) -> str:
+        """Where ``strategy`` keeps the state of throttle key ``key``."""
+        return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
+
+    def now_ms(self) -> int:
+        """The backend's current time in milliseconds (its ``clock``)."""
+        return self.clock()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @abstractmethod
+    async def initialize(self) -> None:
+        """Open connections and resources. Calling it again is a no-op."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. Later calls raise BackendConnectionError until re-initialised."""
+
+    @abstractmethod
+    async def reset(self) -> None:
+        """Delete every key in this backend's namespace (and nothing outside it)."""
+
+    async def clear(self) -> None:
+        """Delete every key in this backend's namespace (an alias of :meth:`reset`)."""
+        await self.reset()
+
+    # -- primitives -----------------------------------------------------------
+
+    @abstractmethod
+    async def get(self, key: str) -> str | None:
+        """The value stored at ``key``, or None."""
+
+    @abstractmethod
+    async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        """Store ``value`` at ``key``, replacing value and TTL; ``expire`` in seconds."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+
+    @abstractmethod
+    async def increment(self, key: str, amount: int = 1) -> int:
+        """Atomically add ``amount`` (a missing key counts as 0); keep any TTL; return the new value."""
+
+    async def decrement(self, key: str, amount: int = 1) -> int:
+        """Atomically subtract ``amount``; return the new value."""
+        return await self.increment(key, -amount)
+
+    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
+        """Atomically add ``amount``; if this created the key, give it ``ttl`` seconds to live.
+
+        A later call never extends the TTL. This default holds a per-key lock.
+        """
+        async with await self.lock(f"lock:incr:{key}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT):
+            value = await self.increment(key, amount)
+            if value == amount:
+                await self.expire(key, ttl)
+            return value
+
+    async def expire(self, key: str, seconds: float) -> bool:
+        """Give an existing ``key`` a TTL of ``seconds``; False if it does not exist."""
+        async with await self.lock(f"lock:expire:{key}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT):
+            value = await self.get(key)
+            if value is None:
+                return False
+            await self.set(key, value, expire=seconds)
+            return True
+
+    async def multi_get(self, *keys: str) -> list[str | None]:
+        """The values of ``keys``, in order (None for missing ones)."""
+        return [await self.get(key) for key in keys]
+
+    @abstractmethod
+    async def get_lock(self, name: str) -> AsyncLock:
+        """A lock named ``name`` (already namespaced), owned by whoever acquires it."""
+
+    async def lock(
+        self,
+        name: str,
+        release_timeout: float | None = None,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+    ) -> AsyncLockContext:
+        """``async with await backend.lock("lock:x"): ...``: a context holding lock ``name``.
+
+        Raises :class:`~traffik.exceptions.LockTimeoutError` on entry if the lock is
+        not acquired (non-blocking and held, or ``blocking_timeout`` seconds passed).
+        """
+        full = await self.get_key(name)
+        lock = await self.get_lock(full)
+        return AsyncLockContext(
+            lock,
+            full,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            release_timeout=release_timeout,
+        )
+
+    # -- decisions ------------------------------------------------------------
+
+    async def decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
+    ) -> Decision:
+        """Charge ``cost`` to throttle key ``key`` under ``strategy`` and ``rate``, atomically.
+
+        This generic version holds a per-key lock around read, transition and write.
+        ``now_ms`` overrides the backend's clock (used by tests).
+        """
+        skey = self.state_key(key, strategy)
+        async with await self.lock(f"lock:{skey}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT):
+            state = decode_state(await self.get(skey))
+            now = self.now_ms() if now_ms is None else now_ms
+            step = strategy.decide(state, now, rate, cost)
+            if step.write:
+                if step.state is None:
+                    if state is not None:
+                        await self.delete(skey)
+                else:
+                    await self.set(skey, encode_state(step.state), expire=math.ceil(step.ttl_ms / 1000) or 1)
+        return step.decision
+
+    async def peek(self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None) -> Decision:
+        """The decision a one-unit request would get now, charging nothing."""
+        state = decode_state(await self.get(self.state_key(key, strategy)))
+        now = self.now_ms() if now_ms is None else now_ms
+        return strategy.peek(state, now, rate)
+
+    # -- contexts -------------------------------------------------------------
+
+    def __call__(
+        self,
+        app: typing.Any = None,
+        persistent: bool | None = None,
+        close_on_exit: bool | None = None,
+    ) -> ThrottleContext:
+        """A context that initialises this backend and makes it current.
+
+        With ``app``, the backend is also stored on ``app.state`` for throttles and
+        middleware to find. Outermost contexts default to ``persistent=self.persistent``
+        and close the backend on exit; a context nested in one of the same backend
+        defaults to persistent and leaves it open.
+        """
+        nested = throttle_backend_ctx.get() is self
+        if app is not None:
+            setattr(app.state, BACKEND_STATE_KEY, self)
+        if persistent is None:
+            persistent = True if nested else self.persistent
+        if close_on_exit is None:
+            close_on_exit = not nested
+        return ThrottleContext(self, persistent=persistent, close_on_exit=close_on_exit)
+
+    @typing.no_type_check
+    def lifespan(self, app: typing.Any) -> typing.AsyncContextManager[None]:
+        """A Starlette/FastAPI ``lifespan``: the backend is open while the app runs, closed after."""
+        return _lifespan(self, app)
+
+
+async def _lifespan_gen(backend: ThrottleBackend[typing.Any, typing.Any], app: typing.Any) -> AsyncIterator[None]:
+    async with backend(app):
+        yield
+
+
+def _lifespan(backend: ThrottleBackend[typing.Any, typing.Any], app: typing.Any) -> typing.AsyncContextManager[None]:
+    import contextlib
+
+    return contextlib.asynccontextmanager(_lifespan_gen)(backend, app)

@@ -1,0 +1,96 @@
+"""Exceptions raised by traffik.
+
+::
+
+    TraffikException(Exception)
+    ├── ConfigurationError            bad settings, or no backend to use
+    ├── BackendError                  a storage call failed (client errors are wrapped)
+    │   └── BackendConnectionError    backend unreachable, not initialised, or closed
+    ├── LockTimeoutError(TimeoutError)  a lock was not acquired in time
+    ├── AnonymousConnection           the client cannot be identified
+    └── ConnectionThrottled(starlette.exceptions.HTTPException)  quota exceeded (429)
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from starlette.exceptions import HTTPException
+
+__all__ = [
+    "AnonymousConnection",
+    "BackendConnectionError",
+    "BackendError",
+    "ConfigurationError",
+    "ConnectionThrottled",
+    "LockTimeoutError",
+    "TraffikException",
+]
+
+
+class TraffikException(Exception):
+    """Base class of every exception traffik raises."""
+
+
+class ConfigurationError(TraffikException):
+    """The configuration is invalid, or no backend could be resolved at call time."""
+
+
+class BackendError(TraffikException):
+    """A backend operation failed; the original exception is chained as ``__cause__``."""
+
+
+class BackendConnectionError(BackendError):
+    """The backend is unreachable, or was used before ``initialize()`` or after ``close()``."""
+
+
+class LockTimeoutError(TraffikException, TimeoutError):
+    """A lock could not be acquired within its ``blocking_timeout``."""
+
+
+class AnonymousConnection(TraffikException):
+    """The connection carries no client address, so the default identifier cannot key it."""
+
+
+class ConnectionThrottled(HTTPException, TraffikException):
+    """The client exceeded its quota. An ``HTTPException``: Starlette and FastAPI answer 429.
+
+    ``wait_period`` and ``retry_after`` are both the whole number of seconds to wait
+    (``None`` when the request can never be admitted, for instance a cost above the
+    quota). ``wait_ms`` is the exact wait in milliseconds.
+    """
+
+    def __init__(
+        self,
+        wait_period: float | None = None,
+        status_code: int = 429,
+        detail: typing.Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        wait_ms: float | None = None,
+    ) -> None:
+        seconds: int | None
+        if wait_period is None:
+            seconds = None
+        elif math.isinf(wait_period):
+            seconds = None
+        else:
+            seconds = max(0, math.ceil(wait_period))
+        if detail is None:
+            phrase = HTTPStatus(status_code).phrase
+            if seconds is None:
+                detail = f"{phrase}. This request cannot be admitted."
+            else:
+                detail = f"{phrase}. Retry after {seconds} second(s)."
+        merged = dict(headers or {})
+        if seconds is not None:
+            merged.setdefault("Retry-After", str(seconds))
+        super().__init__(status_code=status_code, detail=detail, headers=merged)
+        self.wait_period: int | None = seconds
+        self.retry_after: int | None = seconds
+        if wait_ms is None and seconds is not None:
+            wait_ms = seconds * 1000.0
+        self.wait_ms: float | None = wait_ms

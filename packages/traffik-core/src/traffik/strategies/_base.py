@@ -1,0 +1,147 @@
+"""The strategy contract: a pure transition over a small integer state.
+
+A built-in strategy is a frozen dataclass whose :meth:`Strategy.decide` maps
+``(state, now_ms, rate, cost)`` to a :class:`Transition`: the new state, how long
+the storage must keep it, and the :class:`~traffik.decisions.Decision`. It does no
+I/O, so every backend can run it atomically in its own way (synchronously in
+memory, as a Lua script in Redis, in a CAS loop in Memcached, under a lock in a
+third-party backend). The Python code here is the reference every native port
+must match decision for decision.
+
+State is a tuple of ints (never floats: Lua numbers are doubles, and drift would
+make Redis and Python disagree). It is stored as the ASCII text ``"a,b,c"``.
+Strategies must stay correct when a stored state outlives its TTL (the TTL only
+reclaims memory) and when the clock steps backwards (elapsed time is clamped at 0).
+"""
+
+from __future__ import annotations
+
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from traffik.decisions import Decision
+from traffik.rates import MAX_EXACT_PRODUCT, Rate
+from traffik.types import StrategyStat, Stringable, WaitPeriod
+
+if typing.TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+
+__all__ = [
+    "State",
+    "Strategy",
+    "Transition",
+    "check_cost",
+    "decode_state",
+    "encode_state",
+]
+
+State = tuple[int, ...]
+
+
+class Transition(typing.NamedTuple):
+    """The result of one step of a strategy."""
+
+    #: The state to store; ``None`` means the key should hold nothing.
+    state: State | None
+    #: Milliseconds the storage must keep ``state``; after that it is equivalent to no state.
+    ttl_ms: int
+    decision: Decision
+    #: False when the storage needs no write at all (the stored state stays valid).
+    write: bool = True
+
+
+def check_cost(cost: object) -> int:
+    """Return ``cost`` if it is a positive int, else raise ``ValueError`` saying why."""
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise ValueError(
+            f"cost must be a positive whole number of units, got {cost!r}; pass an int such as cost=1."
+        )
+    if cost <= 0:
+        raise ValueError(
+            f"cost must be at least 1, got {cost}; a request cannot refund or skip its quota."
+        )
+    return cost
+
+
+def encode_state(state: State) -> str:
+    """The stored text of a state: decimal ints joined by commas."""
+    return ",".join(map(str, state))
+
+
+def decode_state(raw: str | bytes | None) -> State | None:
+    """Parse stored state text; ``None`` (treated as a fresh key) if absent or corrupt."""
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    if not raw:
+        return None
+    try:
+        return tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        return None
+
+
+def _check_positive(name: str, value: object, *, allow_none: bool = True, allow_zero: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "at least 1"
+        raise ValueError(f"{name} must be {bound}, got {value}.")
+
+
+@dataclass(frozen=True)
+class Strategy(ABC):
+    """Base class of the built-in strategies.
+
+    Subclasses implement :meth:`decide`. They keep the traffik 1.0.0b2 protocol:
+    ``await strategy(key, rate, backend, cost) -> wait_ms`` and ``get_stat``.
+    """
+
+    #: Stable short name; part of every storage key and of the Lua script's name.
+    name: typing.ClassVar[str] = "strategy"
+
+    def capacity(self, rate: Rate) -> int:
+        """The largest cost a fresh key admits at once (the limit, unless burst or debt adds)."""
+        return rate.limit
+
+    @abstractmethod
+    def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
+        """One atomic step: charge ``cost`` at ``now_ms`` if it fits, and say so."""
+
+    def peek(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        """The decision a one-unit request would get now, without charging anything."""
+        return self.decide(state, now_ms, rate, 1).decision
+
+    def storage_suffix(self) -> str:
+        """Suffix appended to a throttle key to name this strategy's state."""
+        return self.name
+
+    def _check_exact(self, rate: Rate, capacity: int) -> None:
+        if capacity * rate.expire > MAX_EXACT_PRODUCT:
+            raise ValueError(
+                f"{type(self).__name__} capacity {capacity} over a {rate.expire} ms window is too "
+                f"large to count exactly (capacity x window_ms must be at most 2**53 - 1)."
+            )
+
+    async def __call__(
+        self, key: Stringable, rate: Rate, backend: ThrottleBackend[typing.Any, typing.Any], cost: int = 1
+    ) -> WaitPeriod:
+        """Charge ``cost`` to ``key``; return the wait in ms (0.0 admitted, inf never)."""
+        if rate.unlimited:
+            return 0.0
+        decision = await backend.decide(str(key), self, rate, check_cost(cost))
+        return decision.wait_ms
+
+    async def get_stat(
+        self, key: Stringable, rate: Rate, backend: ThrottleBackend[typing.Any, typing.Any]
+    ) -> StrategyStat:
+        """A snapshot of ``key``: units left and the wait a one-unit request would get."""
+        if rate.unlimited:
+            return StrategyStat(key=key, rate=rate, hits_remaining=float("inf"), wait_time=0.0)
+        decision = await backend.peek(str(key), self, rate)
+        remaining = decision.remaining + 1 if decision.allowed else decision.remaining
+        return StrategyStat(key=key, rate=rate, hits_remaining=float(remaining), wait_time=decision.wait_ms)

@@ -1,0 +1,41 @@
+"""The continuous meter behind the bucket strategies.
+
+A meter holds a ``level``: units in use, scaled by the window length so that
+refills are exact integers (the rate drains ``limit`` scaled units per
+millisecond). A request of ``cost`` units fits while ``level + cost x W`` stays
+within ``capacity x W``. A token bucket of ``burst`` tokens, a leaky bucket of
+``limit`` and a bucket with debt are all this meter with different capacities:
+for the same capacity they admit exactly the same requests.
+"""
+
+from __future__ import annotations
+
+from traffik.decisions import NEVER, Decision
+from traffik.rates import Rate
+from traffik.strategies._arith import ceil_div
+from traffik.strategies._base import State, Transition
+
+__all__ = ["meter_step"]
+
+
+def meter_step(state: State | None, now_ms: int, rate: Rate, cost: int, capacity: int) -> Transition:
+    """One step of a meter of ``capacity`` units refilled at ``rate``. State: ``(level, last_ms)``."""
+    limit, window = rate.limit, rate.expire
+    top = capacity * window
+    level = 0
+    if state is not None and len(state) == 2:
+        level, last = state
+        elapsed = now_ms - last
+        if elapsed > 0:
+            # Compare before multiplying: elapsed x limit could exceed 2**53.
+            level = 0 if elapsed >= ceil_div(level, limit) else level - elapsed * limit
+    need = cost * window
+    if level + need <= top:
+        level += need
+        drain = ceil_div(level, limit)
+        decision = Decision(True, capacity, (top - level) // window, drain, 0, window)
+        return Transition((level, now_ms), drain, decision)
+    retry = NEVER if cost > capacity else ceil_div(level + need - top, limit)
+    drain = ceil_div(level, limit)
+    decision = Decision(False, capacity, (top - level) // window, drain, retry, window)
+    return Transition(state, drain, decision, write=False)

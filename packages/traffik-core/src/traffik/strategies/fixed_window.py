@@ -1,0 +1,40 @@
+"""Fixed window: count units in windows aligned to the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from traffik.decisions import NEVER, Decision
+from traffik.rates import Rate
+from traffik.strategies._base import State, Strategy, Transition
+
+__all__ = ["FixedWindowStrategy"]
+
+
+@dataclass(frozen=True)
+class FixedWindowStrategy(Strategy):
+    """Up to ``limit`` units per window; windows start at multiples of the window length.
+
+    State: ``(window_start_ms, used)``. Rejected requests are not counted, so a
+    client that keeps retrying is admitted as soon as the next window opens. A
+    window start later than the current one (a clock behind the writer's) is
+    honoured rather than reset, so skewed hosts cannot double the quota.
+    Fast and O(1); allows up to twice the limit across a window boundary.
+    """
+
+    name = "fw"
+
+    def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
+        limit, window = rate.limit, rate.expire
+        start = now_ms - now_ms % window
+        used = 0
+        if state is not None and len(state) == 2 and state[0] >= start:
+            start, used = state
+        reset = start + window - now_ms
+        if used + cost <= limit:
+            used += cost
+            decision = Decision(True, limit, limit - used, reset, 0, window)
+            return Transition((start, used), reset, decision)
+        retry = NEVER if cost > limit else reset
+        decision = Decision(False, limit, limit - used, reset if used else 0, retry, window)
+        return Transition(state, reset, decision, write=False)

@@ -1,0 +1,56 @@
+"""GCRA: the generic cell rate algorithm, one theoretical arrival time per key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from traffik.decisions import NEVER, Decision
+from traffik.rates import Rate
+from traffik.strategies._arith import ceil_div
+from traffik.strategies._base import State, Strategy, Transition, _check_positive
+
+__all__ = ["GCRAStrategy"]
+
+
+@dataclass(frozen=True)
+class GCRAStrategy(Strategy):
+    """GCRA with a burst tolerance of ``burst`` units (default: the limit).
+
+    State: the theoretical arrival time (TAT) as ``(tat_ms, remainder)`` where the
+    exact TAT is ``tat_ms + remainder / limit`` ms; each unit advances it by
+    ``window / limit`` ms. Admitted iff the new TAT is at most ``burst`` emission
+    intervals ahead of now. Equivalent to a token bucket of ``burst`` tokens.
+    """
+
+    name = "gcra"
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("burst", self.burst)
+
+    def capacity(self, rate: Rate) -> int:
+        return self.burst if self.burst is not None else rate.limit
+
+    def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
+        limit, window = rate.limit, rate.expire
+        burst = self.capacity(rate)
+        self._check_exact(rate, burst)
+        tolerance = burst * window
+        # ahead: how far the TAT is past now, in units of 1/limit ms (0 if in the past).
+        ahead = 0
+        if state is not None and len(state) == 2:
+            tat_ms, rem = state
+            if tat_ms >= now_ms:
+                # Bounded by the tolerance, so this product stays exact.
+                ahead = (tat_ms - now_ms) * limit + rem
+        need = cost * window
+        if ahead + need <= tolerance:
+            ahead += need
+            tat = (now_ms + ahead // limit, ahead % limit)
+            reset = ceil_div(ahead, limit)
+            decision = Decision(True, burst, (tolerance - ahead) // window, reset, 0, window)
+            return Transition(tat, reset, decision)
+        retry = NEVER if cost > burst else ceil_div(ahead + need - tolerance, limit)
+        reset = ceil_div(ahead, limit)
+        decision = Decision(False, burst, (tolerance - ahead) // window, reset, retry, window)
+        return Transition(state, reset, decision, write=False)
