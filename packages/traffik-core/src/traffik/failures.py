@@ -1,21 +1,184 @@
-"""What a throttle does when its backend fails (placeholder: the failure-policy work fills it in).
+"""What a throttle does when its backend fails, is slow, or is down.
 
-:func:`decide_with_policy` is the single entry point throttles use to reach a
-backend's ``decide``; failure policies, timeouts, circuit breaking, the local
-block cache and events all hook in here.
+Every throttle reaches its backend through :func:`decide_with_policy`. For a
+backend with a :class:`FailurePolicy` (network backends get
+:data:`DEFAULT_NETWORK_POLICY`), each call is bounded by ``timeout``; failures
+feed a circuit breaker that stops calling a dead server and probes it for
+recovery; refusals are remembered in a local block cache; and when the backend
+cannot answer, ``on_error`` decides:
+
+- ``"fallback"`` (the default for network backends): decide on a local
+  :class:`~traffik.backends.inmemory.InMemoryBackend` with the same rate, so every
+  app instance keeps enforcing the limit on its own while the shared store is
+  down (the fleet admits at most instances x limit; nobody gets a 500, and
+  nobody is locked out);
+- ``"allow"``: admit (fail open);
+- ``"throttle"``: refuse, with Retry-After until the next recovery probe (fail closed);
+- ``"raise"``: let the :class:`~traffik.exceptions.BackendError` propagate;
+- a backend instance: decide on that backend instead (for example a second Redis).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+import sys
 import typing
+from dataclasses import dataclass
+
+from traffik import events
+from traffik._blockcache import BlockCache
+from traffik._circuit import CLOSED, OPEN, CircuitBreaker
+from traffik.decisions import NEVER, Decision
+from traffik.exceptions import BackendError, ConfigurationError
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
-    from traffik.decisions import Decision
     from traffik.rates import Rate
     from traffik.strategies._base import Strategy
 
-__all__ = ["decide_with_policy"]
+__all__ = [
+    "DEFAULT_NETWORK_POLICY",
+    "ON_ERROR_ACTIONS",
+    "FailurePolicy",
+    "OnError",
+    "decide_with_policy",
+    "local_fallback_backend",
+]
+
+logger = logging.getLogger("traffik.failures")
+
+#: The named actions; a ThrottleBackend instance is accepted too (fall back to it).
+ON_ERROR_ACTIONS = ("fallback", "allow", "throttle", "raise")
+OnError = typing.Union[str, "ThrottleBackend[typing.Any, typing.Any]"]
+
+
+def check_on_error(value: object) -> None:
+    """Raise ConfigurationError unless ``value`` is a known action or a backend."""
+    if isinstance(value, str) and value in ON_ERROR_ACTIONS:
+        return
+    from traffik.backends.base import ThrottleBackend
+
+    if isinstance(value, ThrottleBackend):
+        return
+    raise ConfigurationError(
+        f"on_error must be one of {', '.join(map(repr, ON_ERROR_ACTIONS))} or a backend "
+        f"instance to fall back to, got {value!r}."
+    )
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """How a backend's failures are handled (set as ``backend.failure_policy``).
+
+    ``timeout`` bounds each decision (seconds; None: unbounded). After
+    ``failure_threshold`` consecutive failures the circuit opens for
+    ``recovery_time`` seconds, doubling on each failed probe up to
+    ``max_recovery_time``. ``block_cache_size`` refusals are kept locally (0: off).
+    """
+
+    on_error: OnError = "fallback"
+    timeout: float | None = 0.25
+    failure_threshold: int = 5
+    recovery_time: float = 0.5
+    max_recovery_time: float = 5.0
+    block_cache_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        check_on_error(self.on_error)
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds or None, got {self.timeout!r}.")
+        if self.block_cache_size < 0:
+            raise ConfigurationError(f"block_cache_size must be 0 (off) or more, got {self.block_cache_size}.")
+        # Validates thresholds and times with a clear message.
+        try:
+            CircuitBreaker(self.failure_threshold, self.recovery_time, self.max_recovery_time)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+
+#: The policy network backends (Redis, Memcached) start with.
+DEFAULT_NETWORK_POLICY = FailurePolicy()
+
+
+class _Guard:
+    """The runtime state behind a backend's policy: its breaker and block cache."""
+
+    __slots__ = ("breaker", "cache", "policy")
+
+    def __init__(self, policy: FailurePolicy) -> None:
+        self.policy = policy
+        self.breaker = CircuitBreaker(policy.failure_threshold, policy.recovery_time, policy.max_recovery_time)
+        self.cache = BlockCache(policy.block_cache_size) if policy.block_cache_size else None
+
+
+def _guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> _Guard | None:
+    policy = backend.failure_policy
+    if policy is None:
+        return None
+    guard: _Guard | None = backend.__dict__.get("_traffik_guard")
+    if guard is None or guard.policy is not policy:
+        guard = _Guard(policy)
+        backend.__dict__["_traffik_guard"] = guard
+    return guard
+
+
+_fallback: ThrottleBackend[typing.Any, typing.Any] | None = None
+
+
+async def local_fallback_backend() -> ThrottleBackend[typing.Any, typing.Any]:
+    """The process-wide in-memory backend used by the ``"fallback"`` action."""
+    global _fallback
+    if _fallback is None:
+        from traffik.backends.inmemory import InMemoryBackend
+
+        backend: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="traffik-fallback", max_keys=100_000)
+        await backend.initialize()
+        _fallback = backend
+    return _fallback
+
+
+_T = typing.TypeVar("_T")
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(awaitable: typing.Awaitable[_T], timeout: float | None) -> _T:
+        if timeout is None:
+            return await awaitable
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(awaitable: typing.Awaitable[_T], timeout: float | None) -> _T:
+        if timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, timeout)
+
+
+def _emit_decision(decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    events.emit(
+        events.ThrottleEvent(
+            events.ALLOWED if decision.allowed else events.THROTTLED,
+            policy=decision.policy,
+            key=key,
+            backend=repr(backend),
+            decision=decision,
+        )
+    )
+
+
+def _circuit_event(kind: str | None, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    if kind is None:
+        return
+    name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(kind, events.CIRCUIT_HALF_OPEN)
+    if kind == OPEN:
+        logger.warning("traffik: %r keeps failing; answering by policy until it recovers", backend)
+    elif kind == CLOSED:
+        logger.info("traffik: %r answers again", backend)
+    if events.has_subscribers():
+        events.emit(events.ThrottleEvent(name, backend=repr(backend)))
 
 
 async def decide_with_policy(
@@ -25,7 +188,95 @@ async def decide_with_policy(
     rate: Rate,
     cost: int,
     *,
-    policy: typing.Any = None,
+    policy: OnError | None = None,
 ) -> Decision:
-    """Ask ``backend`` to decide; on a backend failure apply ``policy`` (or the backend's)."""
-    return await backend.decide(key, strategy, rate, cost)
+    """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action)."""
+    guard = _guard_of(backend)
+    if guard is None:
+        try:
+            decision = await backend.decide(key, strategy, rate, cost)
+        except BackendError as exc:
+            if policy is None or policy == "raise":
+                raise
+            return await _on_error(backend, key, strategy, rate, cost, policy, exc, None)
+        if events.has_subscribers():
+            _emit_decision(decision, key, backend)
+        return decision
+
+    if cost > strategy.capacity(rate):
+        # Can never fit: no need to ask anyone.
+        return strategy.decide(None, 0, rate, cost).decision
+
+    action = guard.policy.on_error if policy is None else policy
+    cache = guard.cache
+    cache_key = ""
+    if cache is not None:
+        cache_key = f"{key}:{strategy.storage_suffix()}:{rate.limit}/{rate.expire}"
+        local = cache.get(cache_key, cost)
+        if local is not None:
+            if events.has_subscribers():
+                events.emit(events.ThrottleEvent(events.LOCAL_BLOCK, policy=local.policy, key=key, backend=repr(backend), decision=local))
+            return local
+
+    allowed, change = guard.breaker.allow_call()
+    _circuit_event(change, backend)
+    if not allowed:
+        return await _on_error(backend, key, strategy, rate, cost, action, None, guard)
+    try:
+        if change is not None:
+            # A recovery probe: the backend may never have connected (app started while it was down).
+            await _bounded(backend.initialize(), guard.policy.timeout)
+        decision = await _bounded(backend.decide(key, strategy, rate, cost), guard.policy.timeout)
+    except (BackendError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
+        _circuit_event(guard.breaker.record_failure(), backend)
+        if action == "raise":
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}") from exc
+        return await _on_error(backend, key, strategy, rate, cost, action, exc, guard)
+    _circuit_event(guard.breaker.record_success(), backend)
+    if cache is not None and not decision.allowed:
+        cache.put(cache_key, cost, decision)
+    if events.has_subscribers():
+        _emit_decision(decision, key, backend)
+    return decision
+
+
+async def _on_error(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    strategy: Strategy,
+    rate: Rate,
+    cost: int,
+    action: OnError,
+    error: BaseException | None,
+    guard: _Guard | None,
+) -> Decision:
+    """Answer without the backend, as ``action`` says."""
+    if error is not None:
+        logger.debug("traffik: %r failed on %s: %r", backend, key, error)
+        if events.has_subscribers():
+            events.emit(events.ThrottleEvent(events.BACKEND_ERROR, key=key, backend=repr(backend), error=error))
+    if events.has_subscribers():
+        detail = action if isinstance(action, str) else repr(action)
+        events.emit(events.ThrottleEvent(events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail))
+    if action == "allow":
+        return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
+    if action == "throttle":
+        wait = guard.breaker.retry_after() if guard is not None else 0.0
+        retry = max(1, math.ceil(wait * 1000)) if wait else 1000
+        return Decision(False, rate.limit, 0, retry, retry, rate.expire)
+    if action == "raise":
+        if isinstance(error, BackendError):
+            raise error
+        raise BackendError(f"{backend!r} is unavailable (its circuit is open); on_error='raise'.") from error
+    if action == "fallback":
+        fallback = await local_fallback_backend()
+    else:
+        fallback = typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+    try:
+        return await fallback.decide(key, strategy, rate, cost)
+    except BackendError:
+        logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
+        retry = rate.expire if strategy.capacity(rate) >= cost else NEVER
+        return Decision(False, rate.limit, 0, rate.expire, retry, rate.expire)

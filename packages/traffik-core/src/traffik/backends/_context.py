@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import typing
+import logging
 from contextvars import ContextVar, Token
+
+from traffik.exceptions import BackendError
 
 if typing.TYPE_CHECKING:
     from types import TracebackType
@@ -16,6 +19,8 @@ __all__ = [
     "get_throttle_backend",
     "throttle_backend_ctx",
 ]
+
+logger = logging.getLogger("traffik")
 
 #: Attribute of ``app.state`` holding the backend registered by ``backend(app)``.
 BACKEND_STATE_KEY = "__traffik_throttle_backend"
@@ -59,7 +64,21 @@ class ThrottleContext:
         self._token: Token[ThrottleBackend[typing.Any, typing.Any] | None] | None = None
 
     async def __aenter__(self) -> ThrottleBackend[typing.Any, typing.Any]:
-        await self.backend.initialize()
+        try:
+            await self.backend.initialize()
+        except BackendError as exc:
+            policy = self.backend.failure_policy
+            if policy is None or policy.on_error == "raise":
+                raise
+            # Start anyway: throttles answer by the failure policy, and the circuit
+            # breaker's probes connect the backend once it is reachable.
+            logger.warning(
+                "traffik: %r could not be initialised (%s); starting anyway, answering by its "
+                "failure policy (%s) until it is reachable.",
+                self.backend,
+                exc,
+                policy.on_error,
+            )
         self._token = throttle_backend_ctx.set(self.backend)
         return self.backend
 

@@ -29,7 +29,8 @@ from traffik.backends._context import (
 )
 from traffik.backends._locking import AsyncLockContext
 from traffik.decisions import Decision
-from traffik.exceptions import BackendError, TraffikException
+from traffik.exceptions import BackendError, ConfigurationError, TraffikException
+from traffik.failures import DEFAULT_NETWORK_POLICY, FailurePolicy
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.strategies._base import Strategy, decode_state, encode_state
@@ -83,6 +84,10 @@ _WRAPPED = (
 )
 
 
+#: Methods after which locally cached refusals are forgotten.
+_RESETS = frozenset({"reset", "clear"})
+
+
 def wall_clock_ms() -> int:
     """Milliseconds since the Unix epoch (the default clock of shared backends)."""
     return _time.time_ns() // 1_000_000
@@ -120,13 +125,16 @@ def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitab
     @functools.wraps(func)
     async def wrapper(self: ThrottleBackend[typing.Any, typing.Any], *args: typing.Any, **kwargs: typing.Any) -> T:
         try:
-            return await func(self, *args, **kwargs)
+            result = await func(self, *args, **kwargs)
         except TraffikException:
             raise
         except Exception as exc:
             raise BackendError(
                 f"{type(self).__name__}.{name}() failed: {type(exc).__name__}: {exc}"
             ) from exc
+        if name in _RESETS:
+            self._forget_local_blocks()
+        return result
 
     wrapper.__traffik_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper
@@ -167,6 +175,7 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         handle_throttled: typing.Any = None,
         persistent: bool = False,
         clock: Clock | None = None,
+        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}.")
@@ -176,6 +185,14 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         self.handle_throttled = handle_throttled or connection_throttled
         self.persistent = persistent
         self.clock: Clock = clock or wall_clock_ms
+        if failure_policy == "default":
+            failure_policy = DEFAULT_NETWORK_POLICY if self.capabilities.shared_state else None
+        elif failure_policy is not None and not isinstance(failure_policy, FailurePolicy):
+            raise ConfigurationError(
+                f"failure_policy must be a traffik.failures.FailurePolicy or None, got {failure_policy!r}."
+            )
+        #: What happens when this backend fails (see traffik.failures); None: errors propagate.
+        self.failure_policy: FailurePolicy | None = failure_policy
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r})"
@@ -189,6 +206,11 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def state_key(self, key: str, strategy: Strategy) -> str:
         """Where ``strategy`` keeps the state of throttle key ``key``."""
         return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
+
+    def _forget_local_blocks(self) -> None:
+        guard = self.__dict__.get("_traffik_guard")
+        if guard is not None and guard.cache is not None:
+            guard.cache.clear()
 
     def now_ms(self) -> int:
         """The backend's current time in milliseconds (its ``clock``)."""

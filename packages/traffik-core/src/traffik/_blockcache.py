@@ -1,0 +1,75 @@
+"""A bounded local cache of refusals: keys known to be over their limit until some time.
+
+Quotas in every built-in strategy only come back with time, so once a backend
+refused cost ``c`` for a key until ``T``, any request of cost ``>= c`` for that
+key is refused until ``T`` too; answering it locally saves a network round trip
+during floods. Only a reset of the backend by another process can make the
+local answer stale, and then only until ``T``.
+"""
+
+from __future__ import annotations
+
+import time as _time
+import typing
+from collections import OrderedDict
+
+from traffik.decisions import Decision
+
+__all__ = ["BlockCache"]
+
+
+def _monotonic_ms() -> int:
+    return _time.monotonic_ns() // 1_000_000
+
+
+class BlockCache:
+    """At most ``max_entries`` blocked keys (least recently blocked evicted first)."""
+
+    __slots__ = ("_clock", "_entries", "max_entries")
+
+    def __init__(self, max_entries: int = 10_000, *, clock: typing.Callable[[], int] = _monotonic_ms) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}.")
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[int, int, int, Decision]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, cost: int) -> Decision | None:
+        """The refusal to answer locally for ``key`` and ``cost``, or None to ask the backend."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        until, blocked_cost, at, decision = entry
+        now = self._clock()
+        if now >= until:
+            del self._entries[key]
+            return None
+        if cost < blocked_cost:
+            return None
+        return Decision(
+            False,
+            decision.limit,
+            decision.remaining,
+            max(0, decision.reset_ms - (now - at)),
+            until - now,
+            decision.window_ms,
+            decision.policy,
+        )
+
+    def put(self, key: str, cost: int, decision: Decision) -> None:
+        """Remember a refusal (ignored unless it has a finite, positive retry-after)."""
+        if decision.allowed or decision.retry_after_ms <= 0:
+            return
+        now = self._clock()
+        entries = self._entries
+        entries[key] = (now + decision.retry_after_ms, cost, now, decision)
+        entries.move_to_end(key)
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every refusal (called when the backend is reset)."""
+        self._entries.clear()
