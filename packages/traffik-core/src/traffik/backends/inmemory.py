@@ -14,6 +14,7 @@ from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies._base import decode_state, encode_state
 
 if typing.TYPE_CHECKING:
+    from traffik.failures import FailurePolicy
     from traffik.rates import Rate
     from traffik.strategies._base import State, Strategy
     from traffik.types import HTTPConnectionT
@@ -93,6 +94,7 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         clock: Clock | None = None,
+        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigurationError(f"max_keys must be a positive int, got {max_keys!r}.")
@@ -103,6 +105,7 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
             handle_throttled=handle_throttled,
             persistent=persistent,
             clock=clock or monotonic_ms,
+            failure_policy=failure_policy,
         )
         self.max_keys = max_keys
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()

@@ -1,0 +1,249 @@
+"""Failure policies, exercised with a backend whose storage can be switched off.
+
+The real-server versions (Redis and Memcached killed and restarted) live in
+tests-integration/test_failures_*.py; these pin the policy logic itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+
+import pytest
+
+from traffik import events
+from traffik.backends.base import BackendCapabilities
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.decisions import Decision
+from traffik.exceptions import BackendError, ConfigurationError
+from traffik.failures import FailurePolicy, decide_with_policy
+from traffik.rates import Rate
+from traffik.strategies import FixedWindowStrategy, TokenBucketStrategy
+from traffik.strategies._base import Strategy
+
+RATE = Rate.parse("2/s")
+FW = FixedWindowStrategy()
+
+
+class SwitchableBackend(InMemoryBackend):  # type: ignore[type-arg]
+    """An in-memory backend that can be made to fail (as a network backend would)."""
+
+    capabilities = BackendCapabilities(shared_state=True)
+    unwrapped_methods = frozenset()
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__(namespace="switch", **kwargs)
+        self.down = False
+        self.slow = 0.0
+        self.calls = 0
+
+    async def decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
+    ) -> Decision:
+        self.calls += 1
+        if self.slow:
+            await asyncio.sleep(self.slow)
+        if self.down:
+            raise ConnectionError("connection refused")
+        return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+
+
+@pytest.fixture
+def recorded() -> typing.Iterator[list[events.ThrottleEvent]]:
+    seen: list[events.ThrottleEvent] = []
+    unsubscribe = events.subscribe(seen.append)
+    yield seen
+    unsubscribe()
+
+
+def test_network_backends_get_the_default_policy_and_memory_none() -> None:
+    assert SwitchableBackend().failure_policy is not None
+    assert InMemoryBackend().failure_policy is None
+
+
+def test_bad_policies_are_rejected_with_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="on_error must be one of"):
+        FailurePolicy(on_error="open")
+    with pytest.raises(ConfigurationError, match="timeout"):
+        FailurePolicy(timeout=0)
+    with pytest.raises(ConfigurationError, match="failure_threshold"):
+        FailurePolicy(failure_threshold=0)
+    with pytest.raises(ConfigurationError, match="failure_policy must be"):
+        SwitchableBackend(failure_policy="allow")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("action", "allowed"), [("allow", True), ("throttle", False)])
+async def test_allow_and_throttle_actions(action: str, allowed: bool) -> None:
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error=action))
+    async with backend():
+        backend.down = True
+        decision = await decide_with_policy(backend, "k", FW, RATE, 1)
+        assert decision.allowed is allowed
+        if not allowed:
+            assert decision.retry_after_ms > 0
+
+
+@pytest.mark.asyncio
+async def test_raise_action_propagates_a_backend_error() -> None:
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error="raise"))
+    async with backend():
+        backend.down = True
+        with pytest.raises(BackendError, match="connection refused"):
+            await decide_with_policy(backend, "k", FW, RATE, 1)
+
+
+@pytest.mark.asyncio
+async def test_fallback_keeps_enforcing_the_limit_locally(recorded: list[events.ThrottleEvent]) -> None:
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error="fallback", failure_threshold=100))
+    async with backend():
+        backend.down = True
+        results = [(await decide_with_policy(backend, "fb-key", FW, RATE, 1)).allowed for _ in range(4)]
+    assert results == [True, True, False, False]
+    kinds = {event.kind for event in recorded}
+    assert {"backend_error", "fallback"} <= kinds
+
+
+@pytest.mark.asyncio
+async def test_fallback_to_a_given_backend() -> None:
+    spare = InMemoryBackend(namespace="spare")
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error=spare))
+    async with spare(), backend():
+        backend.down = True
+        assert (await decide_with_policy(backend, "k", FW, RATE, 1)).allowed
+        # The unit was charged on the spare backend: one of two used, so one more fits.
+        assert (await spare.peek("k", FW, RATE)).allowed
+        assert (await spare.peek("k", FW, RATE)).remaining == 0
+
+
+@pytest.mark.asyncio
+async def test_per_call_override_of_the_action() -> None:
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error="allow"))
+    async with backend():
+        backend.down = True
+        decision = await decide_with_policy(backend, "k", FW, RATE, 1, policy="throttle")
+        assert not decision.allowed
+
+
+@pytest.mark.asyncio
+async def test_a_slow_backend_is_bounded_by_the_timeout() -> None:
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error="throttle", timeout=0.05))
+    async with backend():
+        backend.slow = 5.0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        decision = await decide_with_policy(backend, "k", FW, RATE, 1)
+        assert loop.time() - started < 2.0
+        assert not decision.allowed
+
+
+@pytest.mark.asyncio
+async def test_circuit_opens_then_probes_and_recovers(recorded: list[events.ThrottleEvent]) -> None:
+    policy = FailurePolicy(on_error="allow", failure_threshold=3, recovery_time=0.05, max_recovery_time=0.05)
+    backend = SwitchableBackend(failure_policy=policy)
+    async with backend():
+        backend.down = True
+        for _ in range(10):
+            await decide_with_policy(backend, "k", FW, RATE, 1)
+        # Three failures opened the circuit; the other seven never reached the backend.
+        assert backend.calls == 3
+        assert "circuit_open" in {event.kind for event in recorded}
+        backend.down = False
+        for _ in range(200):  # bounded polling for the probe window
+            await asyncio.sleep(0.01)
+            decision = await decide_with_policy(backend, "recover", FW, RATE, 1)
+            if backend.calls > 3:
+                break
+        assert backend.calls > 3
+        assert decision.allowed
+        assert "circuit_closed" in {event.kind for event in recorded}
+        calls = backend.calls
+        await decide_with_policy(backend, "recover", FW, RATE, 1)
+        assert backend.calls == calls + 1
+
+
+@pytest.mark.asyncio
+async def test_block_cache_answers_refusals_locally_until_retry_after(
+    recorded: list[events.ThrottleEvent],
+) -> None:
+    now = [1_000_000]
+    backend = SwitchableBackend(clock=lambda: now[0])
+    async with backend():
+        for _ in range(2):
+            assert (await decide_with_policy(backend, "hot", FW, RATE, 1)).allowed
+        refused = await decide_with_policy(backend, "hot", FW, RATE, 1)
+        assert not refused.allowed
+        calls = backend.calls
+        again = await decide_with_policy(backend, "hot", FW, RATE, 1)
+        assert not again.allowed
+        assert backend.calls == calls  # answered locally
+        assert "local_block" in {event.kind for event in recorded}
+        assert 0 < again.retry_after_ms <= refused.retry_after_ms
+
+
+@pytest.mark.asyncio
+async def test_block_cache_is_forgotten_on_reset() -> None:
+    backend = SwitchableBackend()
+    async with backend():
+        for _ in range(3):
+            await decide_with_policy(backend, "r", FW, RATE, 1)
+        await backend.reset()
+        calls = backend.calls
+        assert (await decide_with_policy(backend, "r", FW, RATE, 1)).allowed
+        assert backend.calls == calls + 1
+
+
+@pytest.mark.asyncio
+async def test_smaller_costs_are_not_blocked_by_a_larger_refusal() -> None:
+    backend = SwitchableBackend()
+    bucket = TokenBucketStrategy()
+    rate = Rate.parse("10/s")
+    async with backend():
+        assert (await decide_with_policy(backend, "c", bucket, rate, 8)).allowed
+        assert not (await decide_with_policy(backend, "c", bucket, rate, 5)).allowed
+        assert (await decide_with_policy(backend, "c", bucket, rate, 2)).allowed
+
+
+@pytest.mark.asyncio
+async def test_a_cost_above_capacity_is_never_sent_to_the_backend() -> None:
+    backend = SwitchableBackend()
+    async with backend():
+        decision = await decide_with_policy(backend, "big", FW, RATE, 3)
+        assert decision.never
+        assert backend.calls == 0
+
+
+@pytest.mark.asyncio
+async def test_context_starts_when_initialize_fails_and_recovers() -> None:
+    class DownAtStart(SwitchableBackend):
+        async def initialize(self) -> None:
+            if self.down:
+                raise ConnectionError("no server yet")
+            await super().initialize()
+
+    policy = FailurePolicy(on_error="allow", failure_threshold=1, recovery_time=0.02, max_recovery_time=0.02)
+    backend = DownAtStart(failure_policy=policy)
+    backend.down = True
+    async with backend():
+        assert (await decide_with_policy(backend, "k", FW, RATE, 1)).allowed  # by policy
+        backend.down = False
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            await decide_with_policy(backend, "k", FW, RATE, 1)
+            if backend.connection is not None:
+                break
+        assert backend.connection is not None
+        statuses = [(await decide_with_policy(backend, "k2", FW, RATE, 1)).allowed for _ in range(3)]
+        assert statuses == [True, True, False]
+
+
+@pytest.mark.asyncio
+async def test_raise_policy_does_not_start_without_the_backend() -> None:
+    class Down(SwitchableBackend):
+        async def initialize(self) -> None:
+            raise ConnectionError("no server")
+
+    backend = Down(failure_policy=FailurePolicy(on_error="raise"))
+    with pytest.raises(BackendError, match="no server"):
+        async with backend():
+            pass
