@@ -1,33 +1,48 @@
-"""The in-memory backend: one process, O(1) per decision, bounded memory."""
+"""The in-memory backend: one process, O(1) per decision, bounded memory.
+
+Layout: an ``OrderedDict`` in least-recently-used order maps each key to a
+``[value, expires_at_ms, bucket]`` list. Keys with a TTL also sit in a coarse
+expiry wheel (one set of keys per ~1 s bucket, bucket ids in a heap), so expired
+entries are found without scanning: every write deletes a few keys from buckets
+that have wholly expired. A read of an expired key drops it on the spot, and past
+``max_keys`` the least recently used key is evicted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import heapq
+import math
 import time as _time
 import typing
 import weakref
 from collections import OrderedDict
 
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend
-from traffik.decisions import Decision
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies._base import decode_state, encode_state
+from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
-    from traffik.failures import FailurePolicy
+    from traffik.decisions import Decision
     from traffik.rates import Rate
     from traffik.strategies._base import State, Strategy
-    from traffik.types import HTTPConnectionT
 
 __all__ = ["DEFAULT_MAX_KEYS", "AsyncInMemoryLock", "InMemoryBackend", "monotonic_ms"]
 
-#: Default bound on stored keys (about 200-300 bytes each, so a few hundred MB at most).
-DEFAULT_MAX_KEYS = 1_000_000
+#: Default bound on stored keys. One decision state costs about 350 bytes
+#: (key, entry, LRU link, expiry-set slot), so the default caps a backend near 35 MB.
+DEFAULT_MAX_KEYS = 100_000
 
-#: Expired entries looked at (from the least recently used end) per write.
-_RECLAIM_PER_WRITE = 2
+#: Expired keys deleted per write, at most (amortised reclamation).
+_RECLAIM_PER_WRITE = 4
 
-_Store = OrderedDict[str, list[typing.Any]]  # key -> [value (str or State), expires_at_ms or None]
+#: Expiry buckets are ``2**_BUCKET_SHIFT`` ms wide (about one second).
+_BUCKET_SHIFT = 10
+
+# key -> [value (str, or a strategy State tuple), expires_at_ms or None, bucket or None]
+_Store = OrderedDict[str, list[typing.Any]]
 
 
 def monotonic_ms() -> int:
@@ -35,51 +50,107 @@ def monotonic_ms() -> int:
     return _time.monotonic_ns() // 1_000_000
 
 
+class _LockState:
+    """One named lock: its owner handle and a FIFO of waiters (ownership is handed over)."""
+
+    __slots__ = ("__weakref__", "owner", "waiters")
+
+    def __init__(self) -> None:
+        self.owner: AsyncInMemoryLock | None = None
+        self.waiters: collections.deque[tuple[asyncio.Future[bool], AsyncInMemoryLock]] = (
+            collections.deque()
+        )
+
+    def hand_over(self) -> None:
+        """Give the lock to the first waiter still waiting, or leave it free."""
+        self.owner = None
+        waiters = self.waiters
+        while waiters:
+            future, handle = waiters.popleft()
+            if not future.done():
+                self.owner = handle
+                future.set_result(True)
+                return
+
+
 class AsyncInMemoryLock:
-    """A named lock of one process, owned by the handle that acquired it."""
+    """A named lock of one process, owned by the handle that acquired it.
 
-    __slots__ = ("_lock", "_owned", "name")
+    Fair (first come, first served) and not re-entrant. Only the owning handle can
+    release it: ``release()`` on any other handle does nothing. Handles of the same
+    name share the lock.
+    """
 
-    def __init__(self, name: str, lock: asyncio.Lock) -> None:
+    __slots__ = ("_state", "name")
+
+    def __init__(self, name: str, state: _LockState) -> None:
         self.name = name
-        self._lock = lock
-        self._owned = False
+        self._state = state
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        """True while some handle holds the lock."""
+        return self._state.owner is not None
+
+    @property
+    def owned(self) -> bool:
+        """True while this handle holds the lock."""
+        return self._state.owner is self
 
     async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool:
-        if self._owned:
-            raise RuntimeError(f"Lock {self.name!r} is already held by this handle; it is not re-entrant.")
+        """Take the lock; False if not acquired (non-blocking and held, or timed out).
+
+        ``blocking_timeout`` is in seconds; ``None`` waits for as long as it takes.
+        """
+        state = self._state
+        if state.owner is self:
+            raise RuntimeError(
+                f"Lock {self.name!r} is already held by this handle; it is not re-entrant. "
+                f"Release it first, or use one handle per holder."
+            )
+        if state.owner is None and not state.waiters:
+            state.owner = self
+            return True
         if not blocking:
-            if self._lock.locked():
-                return False
-            await self._lock.acquire()
-        elif blocking_timeout is None:
-            await self._lock.acquire()
-        else:
-            try:
-                await asyncio.wait_for(self._lock.acquire(), blocking_timeout)
-            except asyncio.TimeoutError:
-                return False
-        self._owned = True
-        return True
+            return False
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        state.waiters.append((future, self))
+        timer = None
+        if blocking_timeout is not None:
+            timer = loop.call_later(max(0.0, blocking_timeout), _time_out, future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result():
+                # Ownership arrived as the task was cancelled: pass it on.
+                state.hand_over()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def release(self) -> None:
-        # Only the handle that acquired the lock can release it.
-        if self._owned:
-            self._owned = False
-            self._lock.release()
+        """Release the lock if this handle holds it; otherwise do nothing."""
+        state = self._state
+        if state.owner is self:
+            state.hand_over()
 
 
-class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
+def _time_out(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
     """Keeps state in a dict in this process: for tests, development and single-process apps.
 
     Every operation is synchronous under the hood (no ``await`` inside a critical
     section), so decisions are atomic without locks and cost O(1) whatever the
-    number of keys. Expired entries are dropped when touched and a few at a time on
-    every write; beyond ``max_keys`` the least recently used keys are evicted.
-    ``clock`` (milliseconds, default monotonic) drives both decisions and expiry.
+    number of keys. Expired entries are dropped when read, and a few at a time on
+    every write; beyond ``max_keys`` (default :data:`DEFAULT_MAX_KEYS`) the least
+    recently used key is evicted. ``clock`` (a zero-argument callable returning
+    milliseconds; default monotonic) drives both decisions and expiry. State does
+    not survive ``close()`` whatever ``persistent`` says: it lives in this object.
     """
 
     capabilities = BackendCapabilities(injectable_clock=True)
@@ -94,10 +165,12 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         clock: Clock | None = None,
-        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigurationError(f"max_keys must be a positive int, got {max_keys!r}.")
+            raise ConfigurationError(
+                f"max_keys must be a positive int, got {max_keys!r}; "
+                f"for example InMemoryBackend(max_keys=100_000)."
+            )
         super().__init__(
             None,
             namespace=namespace,
@@ -105,19 +178,24 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
             handle_throttled=handle_throttled,
             persistent=persistent,
             clock=clock or monotonic_ms,
-            failure_policy=failure_policy,
         )
         self.max_keys = max_keys
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._buckets: dict[int, set[str]] = {}
+        self._bucket_heap: list[int] = []
+        self._locks: weakref.WeakValueDictionary[str, _LockState] = weakref.WeakValueDictionary()
 
     # -- lifecycle ------------------------------------------------------------
 
     async def initialize(self) -> None:
         if self.connection is None:
             self.connection = OrderedDict()
+            self._buckets = {}
+            self._bucket_heap = []
 
     async def close(self) -> None:
         self.connection = None
+        self._buckets = {}
+        self._bucket_heap = []
 
     def _store(self) -> _Store:
         store = self.connection
@@ -132,53 +210,111 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
         store = self._store()
         prefix = self.namespace + ":"
         for key in [k for k in store if k.startswith(prefix)]:
-            del store[key]
+            self._drop(store, key, store[key])
 
     def __len__(self) -> int:
         """How many keys are stored (expired ones not yet reclaimed included)."""
         return len(self.connection or ())
 
+    def __bool__(self) -> bool:
+        # An empty backend is still a backend: ``backend or default`` must keep it.
+        return True
+
     # -- storage core (synchronous) ---------------------------------------------
 
-    def _read(self, store: _Store, key: str, now: int) -> typing.Any:
+    def _live(self, store: _Store, key: str, now: int) -> list[typing.Any] | None:
+        """The entry at ``key`` if it has not expired (marked recently used), else None."""
         entry = store.get(key)
         if entry is None:
             return None
         expires = entry[1]
         if expires is not None and expires <= now:
-            del store[key]
+            self._drop(store, key, entry)
             return None
         store.move_to_end(key)
-        return entry[0]
+        return entry
 
-    def _write(self, store: _Store, key: str, value: typing.Any, expires: int | None) -> None:
+    def _drop(self, store: _Store, key: str, entry: list[typing.Any]) -> None:
+        del store[key]
+        self._unbucket(key, entry)
+
+    def _unbucket(self, key: str, entry: list[typing.Any]) -> None:
+        bucket = entry[2]
+        if bucket is not None:
+            entry[2] = None
+            keys = self._buckets.get(bucket)
+            if keys is not None:
+                keys.discard(key)
+
+    def _expire_at(self, key: str, entry: list[typing.Any], expires: int | None) -> None:
+        """Set the expiry of a stored entry, moving it to the matching wheel bucket."""
+        entry[1] = expires
+        bucket = None if expires is None else expires >> _BUCKET_SHIFT
+        old = entry[2]
+        if bucket == old:
+            return
+        buckets = self._buckets
+        if old is not None:
+            keys = buckets.get(old)
+            if keys is not None:
+                keys.discard(key)
+        entry[2] = bucket
+        if bucket is not None:
+            keys = buckets.get(bucket)
+            if keys is None:
+                buckets[bucket] = {key}
+                heapq.heappush(self._bucket_heap, bucket)
+            else:
+                keys.add(key)
+
+    def _put(self, store: _Store, key: str, value: typing.Any, expires: int | None, now: int) -> None:
+        """Store ``value`` at ``key`` (most recently used), then reclaim a little."""
         entry = store.get(key)
         if entry is None:
-            store[key] = [value, expires]
+            entry = [value, None, None]
+            store[key] = entry
             if len(store) > self.max_keys:
-                store.popitem(last=False)
+                old_key, old_entry = store.popitem(last=False)
+                self._unbucket(old_key, old_entry)
         else:
             entry[0] = value
-            entry[1] = expires
             store.move_to_end(key)
-        self._reclaim(store)
+        if entry[1] != expires:
+            self._expire_at(key, entry, expires)
+        heap = self._bucket_heap
+        if heap and heap[0] < now >> _BUCKET_SHIFT:
+            self._reclaim(store, now)
 
-    def _reclaim(self, store: _Store) -> None:
-        now = self.clock()
-        for _ in range(_RECLAIM_PER_WRITE):
-            if not store:
+    def _reclaim(self, store: _Store, now: int) -> None:
+        """Delete up to a few keys from buckets that have wholly expired by ``now``."""
+        heap = self._bucket_heap
+        buckets = self._buckets
+        horizon = now >> _BUCKET_SHIFT
+        budget = _RECLAIM_PER_WRITE
+        while heap and heap[0] < horizon:
+            bucket = heap[0]
+            keys = buckets.get(bucket)
+            while keys and budget:
+                key = keys.pop()
+                entry = store.pop(key, None)
+                if entry is not None:
+                    entry[2] = None
+                budget -= 1
+            if keys:
                 return
-            key = next(iter(store))
-            expires = store[key][1]
-            if expires is None or expires > now:
+            buckets.pop(bucket, None)
+            heapq.heappop(heap)
+            if not budget:
                 return
-            del store[key]
 
     # -- primitives -------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        value = self._read(self._store(), key, self.clock())
-        if value is None or isinstance(value, str):
+        entry = self._live(self._store(), key, self.clock())
+        if entry is None:
+            return None
+        value = entry[0]
+        if isinstance(value, str):
             return value
         if isinstance(value, tuple):
             return encode_state(value)
@@ -186,31 +322,38 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         if expire is not None and expire <= 0:
-            raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
-        expires = None if expire is None else self.clock() + int(expire * 1000)
-        self._write(self._store(), key, str(value), expires)
+            raise ValueError(
+                f"expire must be a positive number of seconds, got {expire}; "
+                f"pass None to keep the value without a TTL."
+            )
+        now = self.clock()
+        expires = None if expire is None else now + math.ceil(expire * 1000)
+        self._put(self._store(), key, str(value), expires, now)
 
     async def delete(self, key: str) -> bool:
         store = self._store()
-        present = self._read(store, key, self.clock()) is not None
-        if present:
-            del store[key]
-        return present
+        entry = self._live(store, key, self.clock())
+        if entry is None:
+            return False
+        self._drop(store, key, entry)
+        return True
 
     def _add(self, key: str, amount: int, ttl: float | None) -> int:
         store = self._store()
         now = self.clock()
-        current = self._read(store, key, now)
-        if current is None:
-            value = amount
-            expires = None if ttl is None else now + int(ttl * 1000)
-            self._write(store, key, str(value), expires)
-            return value
+        entry = self._live(store, key, now)
+        if entry is None:
+            expires = None if ttl is None else now + math.ceil(ttl * 1000)
+            self._put(store, key, str(amount), expires, now)
+            return amount
         try:
-            value = int(current) + amount
+            value = int(entry[0]) + amount
         except (TypeError, ValueError):
-            raise ValueError(f"The value at {key!r} is not an integer counter.") from None
-        store[key][0] = str(value)
+            raise ValueError(
+                f"The value at {key!r} is not an integer counter; increment only keys "
+                f"that hold whole numbers."
+            ) from None
+        entry[0] = str(value)
         return value
 
     async def increment(self, key: str, amount: int = 1) -> int:
@@ -225,48 +368,80 @@ class InMemoryBackend(ThrottleBackend[_Store, "HTTPConnectionT"]):
     async def expire(self, key: str, seconds: float) -> bool:
         store = self._store()
         now = self.clock()
-        if self._read(store, key, now) is None:
+        entry = self._live(store, key, now)
+        if entry is None:
             return False
-        store[key][1] = now + int(seconds * 1000)
+        expires = now + math.ceil(seconds * 1000)
+        if expires <= now:
+            self._drop(store, key, entry)
+        else:
+            self._expire_at(key, entry, expires)
         return True
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         return [await self.get(key) for key in keys]
 
     async def get_lock(self, name: str) -> AsyncInMemoryLock:
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[name] = lock
-        return AsyncInMemoryLock(name, lock)
+        state = self._locks.get(name)
+        if state is None:
+            state = _LockState()
+            self._locks[name] = state
+        return AsyncInMemoryLock(name, state)
 
     # -- decisions --------------------------------------------------------------
 
     async def decide(
         self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
     ) -> Decision:
+        """Charge ``cost`` to ``key`` under ``strategy`` and ``rate`` in one synchronous step."""
         store = self.connection
         if store is None:
             store = self._store()  # raises BackendConnectionError
         skey = f"{self.namespace}:{key}:{strategy.storage_suffix()}"
         now = self.clock() if now_ms is None else now_ms
-        state = self._state(store, skey, now)
+        entry = store.get(skey)
+        state = None
+        if entry is not None:
+            expires = entry[1]
+            if expires is not None and expires <= now:
+                self._drop(store, skey, entry)
+                entry = None
+            else:
+                state = entry[0]
+                if state.__class__ is not tuple:
+                    state = decode_state(state)
         step = strategy.decide(state, now, rate, cost)
         if step.write:
-            if step.state is None:
-                store.pop(skey, None)
+            new = step.state
+            if new is None:
+                if entry is not None:
+                    self._drop(store, skey, entry)
+            elif entry is None:
+                self._put(store, skey, new, now + step.ttl_ms, now)
             else:
-                self._write(store, skey, step.state, now + step.ttl_ms)
+                entry[0] = new
+                store.move_to_end(skey)
+                expires = now + step.ttl_ms
+                if expires >> _BUCKET_SHIFT != entry[2]:
+                    self._expire_at(skey, entry, expires)
+                else:
+                    entry[1] = expires
+                heap = self._bucket_heap
+                if heap and heap[0] < now >> _BUCKET_SHIFT:
+                    self._reclaim(store, now)
+        elif entry is not None:
+            store.move_to_end(skey)
         return step.decision
 
-    async def peek(self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None) -> Decision:
+    async def peek(
+        self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
+    ) -> Decision:
+        """The decision a one-unit request would get now, charging nothing."""
         store = self._store()
         now = self.clock() if now_ms is None else now_ms
-        state = self._state(store, f"{self.namespace}:{key}:{strategy.storage_suffix()}", now)
+        entry = self._live(store, f"{self.namespace}:{key}:{strategy.storage_suffix()}", now)
+        state: State | None = None
+        if entry is not None:
+            value = entry[0]
+            state = value if isinstance(value, tuple) else decode_state(value)
         return strategy.peek(state, now, rate)
-
-    def _state(self, store: _Store, skey: str, now: int) -> State | None:
-        value = self._read(store, skey, now)
-        if value is None or isinstance(value, tuple):
-            return value
-        return decode_state(value)

@@ -7,7 +7,14 @@ Each built-in strategy is a frozen dataclass with a pure transition
 
 from __future__ import annotations
 
-from traffik.strategies._base import State, Strategy, Transition, check_cost, decode_state, encode_state
+from traffik.strategies._base import (
+    State,
+    Strategy,
+    Transition,
+    check_cost,
+    decode_state,
+    encode_state,
+)
 from traffik.strategies.fixed_window import FixedWindowStrategy
 from traffik.strategies.gcra import GCRAStrategy
 from traffik.strategies.leaky_bucket import LeakyBucketStrategy, LeakyBucketWithQueueStrategy

@@ -28,12 +28,14 @@ if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
 
 __all__ = [
+    "UNLIMITED_DECISION",
     "State",
     "Strategy",
     "Transition",
     "check_cost",
     "decode_state",
     "encode_state",
+    "special_step",
 ]
 
 State = tuple[int, ...]
@@ -51,17 +53,36 @@ class Transition(typing.NamedTuple):
     write: bool = True
 
 
+#: The decision for a rate that limits nothing (``Rate()``): admitted, no quota to report.
+UNLIMITED_DECISION = Decision(True, 0, 0, 0, 0, 0, "unlimited")
+_UNLIMITED_STEP = Transition(None, 0, UNLIMITED_DECISION, write=False)
+
+
 def check_cost(cost: object) -> int:
-    """Return ``cost`` if it is a positive int, else raise ``ValueError`` saying why."""
+    """Return ``cost`` as an int if it is a positive whole number, else raise ``ValueError``."""
     if isinstance(cost, bool) or not isinstance(cost, int):
         raise ValueError(
-            f"cost must be a positive whole number of units, got {cost!r}; pass an int such as cost=1."
+            f"cost must be a positive whole number of units, got {cost!r}; "
+            f"pass an int such as cost=1."
         )
     if cost <= 0:
         raise ValueError(
             f"cost must be at least 1, got {cost}; a request cannot refund or skip its quota."
         )
-    return cost
+    return int(cost)
+
+
+def special_step(rate: Rate, cost: object) -> Transition | None:
+    """The slow path of every ``decide``: reject a bad cost, short-circuit an unlimited rate.
+
+    Transitions call it when ``cost`` is not a plain positive int or the rate has no
+    window. It raises ``ValueError`` for a bad cost, returns the transition of an
+    unlimited rate, and returns None when the step may proceed (an int subclass).
+    """
+    check_cost(cost)
+    if rate.unlimited:
+        return _UNLIMITED_STEP
+    return None
 
 
 def encode_state(state: State) -> str:

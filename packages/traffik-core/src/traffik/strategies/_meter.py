@@ -13,29 +13,46 @@ from __future__ import annotations
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
 from traffik.strategies._arith import ceil_div
-from traffik.strategies._base import State, Transition
+from traffik.strategies._base import State, Transition, special_step
 
 __all__ = ["meter_step"]
 
 
-def meter_step(state: State | None, now_ms: int, rate: Rate, cost: int, capacity: int) -> Transition:
-    """One step of a meter of ``capacity`` units refilled at ``rate``. State: ``(level, last_ms)``."""
-    limit, window = rate.limit, rate.expire
+def meter_step(
+    state: State | None, now_ms: int, rate: Rate, cost: int, capacity: int
+) -> Transition:
+    """One step of a meter of ``capacity`` units refilled at ``rate``. State: ``(level, last_ms)``.
+
+    A stored ``last_ms`` later than ``now_ms`` (this host's clock behind the
+    writer's) is kept: the level is taken as of ``last_ms`` and waits count from
+    there, so a skewed clock can never drain the same interval twice.
+    """
+    window = rate.expire
+    if cost.__class__ is not int or cost < 1 or not window:
+        special = special_step(rate, cost)
+        if special is not None:
+            return special
+        cost = int(cost)
+    limit = rate.limit
     top = capacity * window
     level = 0
+    at = now_ms
     if state is not None and len(state) == 2:
         level, last = state
         elapsed = now_ms - last
         if elapsed > 0:
-            # Compare before multiplying: elapsed x limit could exceed 2**53.
+            # Compare before multiplying: elapsed x limit could exceed 2**53 in Lua.
             level = 0 if elapsed >= ceil_div(level, limit) else level - elapsed * limit
+        elif elapsed < 0:
+            at = last
+    lag = at - now_ms
     need = cost * window
     if level + need <= top:
         level += need
-        drain = ceil_div(level, limit)
+        drain = lag + ceil_div(level, limit)
         decision = Decision(True, capacity, (top - level) // window, drain, 0, window)
-        return Transition((level, now_ms), drain, decision)
-    retry = NEVER if cost > capacity else ceil_div(level + need - top, limit)
-    drain = ceil_div(level, limit)
+        return Transition((level, at), drain, decision)
+    retry = NEVER if cost > capacity else lag + ceil_div(level + need - top, limit)
+    drain = lag + ceil_div(level, limit)
     decision = Decision(False, capacity, (top - level) // window, drain, retry, window)
     return Transition(state, drain, decision, write=False)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
-from traffik.strategies._base import State, Strategy, Transition
+from traffik.strategies._base import State, Strategy, Transition, special_step
 
 __all__ = ["FixedWindowStrategy"]
 
@@ -25,7 +25,13 @@ class FixedWindowStrategy(Strategy):
     name = "fw"
 
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
-        limit, window = rate.limit, rate.expire
+        window = rate.expire
+        if cost.__class__ is not int or cost < 1 or not window:
+            special = special_step(rate, cost)
+            if special is not None:
+                return special
+            cost = int(cost)
+        limit = rate.limit
         start = now_ms - now_ms % window
         used = 0
         if state is not None and len(state) == 2 and state[0] >= start:
@@ -33,8 +39,7 @@ class FixedWindowStrategy(Strategy):
         reset = start + window - now_ms
         if used + cost <= limit:
             used += cost
-            decision = Decision(True, limit, limit - used, reset, 0, window)
-            return Transition((start, used), reset, decision)
+            return Transition((start, used), reset, Decision(True, limit, limit - used, reset, 0, window))
         retry = NEVER if cost > limit else reset
-        decision = Decision(False, limit, limit - used, reset if used else 0, retry, window)
+        decision = Decision(False, limit, max(0, limit - used), reset if used else 0, retry, window)
         return Transition(state, reset, decision, write=False)

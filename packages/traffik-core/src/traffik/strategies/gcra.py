@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
 from traffik.strategies._arith import ceil_div
-from traffik.strategies._base import State, Strategy, Transition, _check_positive
+from traffik.strategies._base import State, Strategy, Transition, _check_positive, special_step
 
 __all__ = ["GCRAStrategy"]
 
@@ -32,7 +32,13 @@ class GCRAStrategy(Strategy):
         return self.burst if self.burst is not None else rate.limit
 
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
-        limit, window = rate.limit, rate.expire
+        window = rate.expire
+        if cost.__class__ is not int or cost < 1 or not window:
+            special = special_step(rate, cost)
+            if special is not None:
+                return special
+            cost = int(cost)
+        limit = rate.limit
         burst = self.capacity(rate)
         self._check_exact(rate, burst)
         tolerance = burst * window
@@ -41,7 +47,7 @@ class GCRAStrategy(Strategy):
         if state is not None and len(state) == 2:
             tat_ms, rem = state
             if tat_ms >= now_ms:
-                # Bounded by the tolerance, so this product stays exact.
+                # Bounded by the tolerance (plus any clock skew), so it stays exact.
                 ahead = (tat_ms - now_ms) * limit + rem
         need = cost * window
         if ahead + need <= tolerance:
@@ -52,5 +58,6 @@ class GCRAStrategy(Strategy):
             return Transition(tat, reset, decision)
         retry = NEVER if cost > burst else ceil_div(ahead + need - tolerance, limit)
         reset = ceil_div(ahead, limit)
-        decision = Decision(False, burst, (tolerance - ahead) // window, reset, retry, window)
+        remaining = max(0, (tolerance - ahead) // window)
+        decision = Decision(False, burst, remaining, reset, retry, window)
         return Transition(state, reset, decision, write=False)
