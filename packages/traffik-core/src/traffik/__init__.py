@@ -15,6 +15,7 @@ from traffik.backends.base import (
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.decisions import Decision
 from traffik.rates import Rate
+from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 from traffik.types import (
     UNLIMITED,
     AsyncLock,
@@ -34,6 +35,7 @@ from traffik.utils import get_ip_address
 __all__ = [
     "UNLIMITED",
     "AsyncLock",
+    "BaseThrottle",
     "ConnectionIdentifier",
     "ConnectionThrottledHandler",
     "Decision",
@@ -41,6 +43,7 @@ __all__ = [
     "ExceptionHandler",
     "HTTPConnectionT",
     "HTTPConnectionTcon",
+    "HTTPThrottle",
     "InMemoryBackend",
     "LockConfig",
     "Matchable",
@@ -48,6 +51,7 @@ __all__ = [
     "Stringable",
     "ThrottleBackend",
     "WaitPeriod",
+    "WebSocketThrottle",
     "__version__",
     "connection_identifier",
     "connection_throttled",

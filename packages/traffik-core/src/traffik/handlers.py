@@ -22,7 +22,9 @@ async def connection_throttled(
     """
     if math.isinf(wait_ms):
         seconds: int | None = None
-        detail = kwargs.get("detail", "Too many requests. This request costs more than the quota allows.")
+        detail = kwargs.get(
+            "detail", "Too many requests. This request costs more than the quota allows."
+        )
     else:
         seconds = max(0, math.ceil(wait_ms / 1000))
         detail = kwargs.get("detail", f"Too many requests. Retry in {seconds} seconds.")

@@ -1,32 +1,342 @@
-"""Client identity: who is making this request? (placeholder, extended by the identity work)"""
+"""Client identity: who is making this request?
+
+The default identifier, :func:`connection_identifier`, keys a connection by the
+client's IP address as the ASGI server reports it (``scope["client"]``). It trusts
+no forwarding header: anyone can send ``X-Forwarded-For``. Behind a reverse proxy,
+declare the proxies you trust, once per app::
+
+    configure_trusted_proxies(app, ["10.0.0.0/8", "127.0.0.1"])
+
+or build an identifier with its own settings and pass it to a throttle or backend::
+
+    throttle = HTTPThrottle("api", "100/m", identifier=ip_identifier(trusted_proxies=["10.0.0.1"]))
+
+With trusted proxies, ``Forwarded`` (RFC 7239) and then ``X-Forwarded-For`` are
+read from the nearest hop outward: trusted hops are skipped and the first
+untrusted address is the client. A malformed or obfuscated entry where the client
+should be makes the identifier fall back to the peer address (never an error).
+
+IPv6 clients are grouped by network (``ipv6_prefix``, default /64: one customer
+usually owns a whole /64), IPv4-mapped IPv6 addresses count as IPv4. A peer that
+is not an IP address (Starlette's ``TestClient`` reports ``"testclient"``) is keyed
+by that name. A connection with no client at all (a Unix-socket server) raises
+:class:`~traffik.exceptions.AnonymousConnection`; throttles put such connections
+in one shared ``"anonymous"`` bucket per route (see ``docs/readme/20-throttles.md``).
+Add ``"unix"`` to the trusted proxies when a proxy talks to the app over a Unix
+socket, so its forwarding headers are used.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from traffik.exceptions import AnonymousConnection
 
 if typing.TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
-__all__ = ["connection_identifier", "get_ip_address"]
+__all__ = [
+    "ANONYMOUS",
+    "PROXY_CONFIG_STATE_KEY",
+    "ProxyConfig",
+    "client_address",
+    "configure_trusted_proxies",
+    "connection_identifier",
+    "get_ip_address",
+    "ip_identifier",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The identity throttles give connections that have no client address.
+ANONYMOUS = "anonymous"
+
+#: Attribute of ``app.state`` holding the app's :class:`ProxyConfig`.
+PROXY_CONFIG_STATE_KEY = "traffik_proxy_config"
+
+#: Forwarding headers understood, in the default order of preference.
+_HEADERS = ("forwarded", "x-forwarded-for")
+
+#: Bound on the per-process cache of peer address -> identity.
+_CACHE_SIZE = 4096
 
 
-def get_ip_address(connection: HTTPConnection) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The ASGI client address of ``connection``, or None when it has none or it is not an IP."""
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How to find the client address: trusted proxies, header order, address grouping.
+
+    ``trusted_proxies``: exact addresses and CIDR networks (strings or ``ipaddress``
+    objects), plus ``"unix"`` to trust peers without an address. ``headers``: which
+    forwarding headers to read, in order of preference (the first one present is
+    used). ``ipv6_prefix`` / ``ipv4_prefix``: clients are keyed by their network of
+    that length (128 / 32 key single addresses).
+    """
+
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    trust_unix: bool = False
+    headers: tuple[str, ...] = _HEADERS
+    ipv6_prefix: int = 64
+    ipv4_prefix: int = 32
+    #: Peer address -> identity, for configurations that trust no proxy.
+    _cache: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        trusted_proxies: Iterable[str | IPAddress | IPNetwork] = (),
+        *,
+        headers: Iterable[str] = _HEADERS,
+        ipv6_prefix: int = 64,
+        ipv4_prefix: int = 32,
+    ) -> ProxyConfig:
+        """Validate and normalise settings; raises ``ValueError`` naming the bad one."""
+        if isinstance(trusted_proxies, str):
+            trusted_proxies = [trusted_proxies]
+        networks: list[IPNetwork] = []
+        trust_unix = False
+        for item in trusted_proxies:
+            if item == "unix":
+                trust_unix = True
+                continue
+            try:
+                network = ipaddress.ip_network(item, strict=False)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"Trusted proxy {item!r} is not an IP address or CIDR network; "
+                    f"write it like '10.0.0.1', '10.0.0.0/8' or '2001:db8::/32' (or 'unix')."
+                ) from None
+            if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+                mapped = network.network_address.ipv4_mapped
+                if mapped is not None:
+                    network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+            networks.append(network)
+        names = tuple(str(h).lower() for h in headers)
+        for name in names:
+            if name not in _HEADERS:
+                raise ValueError(
+                    f"Unknown forwarding header {name!r}; use 'forwarded' and/or 'x-forwarded-for'."
+                )
+        for name, value, top in (
+            ("ipv6_prefix", ipv6_prefix, 128),
+            ("ipv4_prefix", ipv4_prefix, 32),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"{name} must be an int from 1 to {top}, got {value!r}.")
+        return cls(tuple(networks), trust_unix, names, ipv6_prefix, ipv4_prefix)
+
+    def is_trusted(self, ip: IPAddress) -> bool:
+        """True if ``ip`` is one of the trusted proxies."""
+        for network in self.trusted_proxies:
+            if ip.version == network.version and ip in network:
+                return True
+        return False
+
+    def group(self, ip: IPAddress) -> str:
+        """The identity of ``ip``: its address, or its network for prefixes shorter than a host."""
+        if ip.version == 6:
+            if self.ipv6_prefix == 128:
+                return str(ip)
+            return str(ipaddress.IPv6Network((ip, self.ipv6_prefix), strict=False))
+        if self.ipv4_prefix == 32:
+            return str(ip)
+        return str(ipaddress.IPv4Network((ip, self.ipv4_prefix), strict=False))
+
+
+_DEFAULT = ProxyConfig()
+
+
+def configure_trusted_proxies(
+    app: typing.Any,
+    trusted_proxies: Iterable[str | IPAddress | IPNetwork],
+    *,
+    headers: Iterable[str] = _HEADERS,
+    ipv6_prefix: int = 64,
+    ipv4_prefix: int = 32,
+) -> ProxyConfig:
+    """Declare the reverse proxies ``app`` sits behind; the default identifier then reads
+    their forwarding headers. Stored on ``app.state``; returns the validated config."""
+    config = ProxyConfig.build(
+        trusted_proxies, headers=headers, ipv6_prefix=ipv6_prefix, ipv4_prefix=ipv4_prefix
+    )
+    setattr(app.state, PROXY_CONFIG_STATE_KEY, config)
+    return config
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return mapped
+        if ip.scope_id:
+            return ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+    return ip
+
+
+def get_ip_address(connection: HTTPConnection) -> IPAddress | None:
+    """The ASGI peer address of ``connection``, or None when it has none or it is not an IP."""
     client = connection.scope.get("client")
     if not client:
         return None
-    try:
-        return ipaddress.ip_address(client[0])
-    except ValueError:
-        return None
+    host = client[0]
+    return _parse_ip(host) if isinstance(host, str) else None
 
 
-async def connection_identifier(connection: HTTPConnection, *args: typing.Any, **kwargs: typing.Any) -> str:
-    """The default identifier: the client's IP address."""
-    ip = get_ip_address(connection)
-    if ip is None:
-        raise AnonymousConnection("The connection has no client IP address to key it by.")
-    return ip.exploded
+def _forwarded_for(values: list[str]) -> list[str] | None:
+    """The ``for=`` nodes of RFC 7239 ``Forwarded`` values, nearest last; None if malformed."""
+    nodes: list[str] = []
+    for value in values:
+        for element in value.split(","):
+            node = None
+            for pair in element.split(";"):
+                name, sep, raw = pair.strip().partition("=")
+                if not sep:
+                    if pair.strip():
+                        return None
+                    continue
+                if name.strip().lower() == "for":
+                    node = raw.strip()
+            if node is None:
+                return None
+            nodes.append(node)
+    return nodes
+
+
+def _node_ip(node: str) -> IPAddress | None:
+    """The address of a ``Forwarded`` node or an ``X-Forwarded-For`` entry (ports dropped)."""
+    node = node.strip()
+    if len(node) >= 2 and node[0] == '"' and node[-1] == '"':
+        node = node[1:-1]
+    if node.startswith("["):
+        end = node.find("]")
+        return _parse_ip(node[1:end]) if end > 0 else None
+    if node.count(":") == 1:
+        node = node.split(":", 1)[0]  # IPv4 with a port
+    return _parse_ip(node)
+
+
+def _hops(connection: HTTPConnection, config: ProxyConfig) -> list[str] | None:
+    headers = connection.headers
+    for name in config.headers:
+        values = headers.getlist(name)
+        if not values:
+            continue
+        if name == "forwarded":
+            return _forwarded_for(values)
+        return [entry for value in values for entry in value.split(",") if entry.strip()]
+    return []
+
+
+def client_address(
+    connection: HTTPConnection, config: ProxyConfig | None = None
+) -> IPAddress | str | None:
+    """The client's address: an IP, the peer's name when it is not an IP, or None.
+
+    Forwarding headers count only when the peer is a trusted proxy (``config``,
+    else the app's configuration, else none); they are walked from the nearest hop
+    outward and the first untrusted address wins. A malformed entry on that path
+    makes the answer the peer address.
+    """
+    if config is None:
+        config = _app_config(connection)
+    client = connection.scope.get("client")
+    host = client[0] if client else None
+    peer: IPAddress | None = None
+    if host is None:
+        if not config.trust_unix:
+            return None
+    else:
+        if not isinstance(host, str):
+            return None
+        peer = _parse_ip(host)
+        if peer is None:
+            return host
+        if not config.trusted_proxies or not config.is_trusted(peer):
+            return peer
+    hops = _hops(connection, config)
+    if hops is None:
+        return peer
+    found: IPAddress | None = None
+    for node in reversed(hops):
+        ip = _node_ip(node)
+        if ip is None:
+            return peer
+        found = ip
+        if not config.is_trusted(ip):
+            return ip
+    # Every hop is a trusted proxy: the farthest one is the client.
+    return found if found is not None else peer
+
+
+def _app_config(connection: HTTPConnection) -> ProxyConfig:
+    app = connection.scope.get("app")
+    if app is None:
+        return _DEFAULT
+    state = getattr(app, "state", None)
+    if state is None:
+        return _DEFAULT
+    config = getattr(state, PROXY_CONFIG_STATE_KEY, None)
+    return config if isinstance(config, ProxyConfig) else _DEFAULT
+
+
+def _identify(connection: HTTPConnection, config: ProxyConfig) -> str:
+    client = connection.scope.get("client")
+    host = client[0] if client else None
+    # Fast path: no forwarding to consider, so the identity depends on the peer only.
+    if isinstance(host, str) and not config.trusted_proxies:
+        cache = config._cache
+        identity = cache.get(host)
+        if identity is None:
+            ip = _parse_ip(host)
+            identity = host if ip is None else config.group(ip)
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[host] = identity
+        return identity
+    address = client_address(connection, config)
+    if address is None:
+        raise AnonymousConnection(
+            "The connection has no client address to key it by. Behind a proxy on a Unix "
+            "socket, add 'unix' to the trusted proxies; otherwise pass an identifier."
+        )
+    if isinstance(address, str):
+        return address
+    return config.group(address)
+
+
+async def connection_identifier(
+    connection: HTTPConnection, *args: typing.Any, **kwargs: typing.Any
+) -> str:
+    """The default identifier: the client's address (or IPv6 network), per the app's proxy settings.
+
+    Raises :class:`~traffik.exceptions.AnonymousConnection` when there is no client address.
+    """
+    return _identify(connection, _app_config(connection))
+
+
+def ip_identifier(
+    trusted_proxies: Iterable[str | IPAddress | IPNetwork] = (),
+    *,
+    headers: Iterable[str] = _HEADERS,
+    ipv6_prefix: int = 64,
+    ipv4_prefix: int = 32,
+) -> typing.Callable[..., typing.Awaitable[str]]:
+    """An identifier keyed by client address with its own proxy settings (ignores the app's)."""
+    config = ProxyConfig.build(
+        trusted_proxies, headers=headers, ipv6_prefix=ipv6_prefix, ipv4_prefix=ipv4_prefix
+    )
+
+    async def identifier(
+        connection: HTTPConnection, *args: typing.Any, **kwargs: typing.Any
+    ) -> str:
+        return _identify(connection, config)
+
+    identifier.proxy_config = config  # type: ignore[attr-defined]
+    return identifier

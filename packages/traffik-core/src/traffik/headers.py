@@ -1,0 +1,207 @@
+"""RateLimit response fields, rendered from the decisions that admitted or refused a request.
+
+Every throttle records its :class:`~traffik.decisions.Decision` on the connection
+(:func:`record_decision`; read them back with :func:`get_decisions`). Headers are
+rendered from those decisions only, never from a second read of the storage:
+
+- ``RateLimit-Policy: "<uid>";q=<quota>;w=<window s>`` and
+  ``RateLimit: "<uid>";r=<remaining>;t=<seconds>`` per draft-ietf-httpapi-ratelimit-headers
+  (Structured Field lists, one item per throttle, most restrictive first);
+- ``Retry-After`` (delta seconds, rounded up) on refusals, from the throttle's handler;
+- optionally the legacy ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` (Reset in
+  delta seconds, not an epoch time) for the most restrictive throttle.
+
+``t`` is the number of seconds until the quota is restored for an admitted
+request, and until the refused request would be admitted for a refusal, so it
+never points later than ``Retry-After``.
+
+FastAPI dependencies put the fields on the injected response. For routes that
+call ``await throttle(request)`` directly, add :class:`RateLimitHeadersMiddleware`,
+which writes them on every response of a request that recorded decisions.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from collections.abc import Iterable, Mapping
+
+from traffik.decisions import NEVER, Decision
+
+if typing.TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "DECISIONS_STATE_KEY",
+    "LEGACY_STATE_KEY",
+    "RateLimitHeadersMiddleware",
+    "get_decisions",
+    "rate_limit_headers",
+    "record_decision",
+    "sf_string",
+]
+
+#: Key of ``scope["state"]`` (so ``request.state.traffik_decisions``): uid -> Decision.
+DECISIONS_STATE_KEY = "traffik_decisions"
+#: Key of ``scope["state"]`` set when a throttle asked for the legacy X-RateLimit fields.
+LEGACY_STATE_KEY = "traffik_legacy_headers"
+
+#: Header fields this module writes (lower case), replaced as a whole by the middleware.
+MANAGED_FIELDS = frozenset(
+    {
+        "ratelimit",
+        "ratelimit-policy",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    }
+)
+
+_HUGE = 1 << 62
+
+
+@functools.lru_cache(maxsize=1024)
+def sf_string(name: str) -> str:
+    """``name`` as a Structured Field string: quoted, with ``"`` and ``\\`` escaped.
+
+    Characters an sf-string cannot hold (outside printable ASCII) become ``?``.
+    """
+    out = []
+    for char in name:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.append("?")
+    return '"' + "".join(out) + '"'
+
+
+def _state(connection: typing.Any) -> dict[str, typing.Any]:
+    scope = connection if isinstance(connection, dict) else connection.scope
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    return typing.cast("dict[str, typing.Any]", state)
+
+
+def record_decision(
+    connection: typing.Any, uid: str, decision: Decision, legacy: bool = False
+) -> None:
+    """Remember that throttle ``uid`` decided ``decision`` for this connection (or ASGI scope).
+
+    A later decision of the same throttle replaces the earlier one.
+    """
+    state = _state(connection)
+    decisions = state.get(DECISIONS_STATE_KEY)
+    if decisions is None:
+        state[DECISIONS_STATE_KEY] = {uid: decision}
+    else:
+        decisions[uid] = decision
+    if legacy:
+        state[LEGACY_STATE_KEY] = True
+
+
+def get_decisions(connection: typing.Any) -> dict[str, Decision]:
+    """The decisions recorded on this connection (or scope), by throttle uid, in call order."""
+    scope = connection if isinstance(connection, dict) else connection.scope
+    state = scope.get("state")
+    if not state:
+        return {}
+    return dict(state.get(DECISIONS_STATE_KEY) or {})
+
+
+def _t(decision: Decision) -> int:
+    if decision.allowed or decision.retry_after_ms == NEVER:
+        return -(-decision.reset_ms // 1000)
+    return -(-decision.retry_after_ms // 1000)
+
+
+def _severity(item: tuple[str, Decision]) -> tuple[bool, int, int]:
+    decision = item[1]
+    remaining = decision.remaining if decision.remaining >= 0 else _HUGE
+    return (decision.allowed, remaining, -_t(decision))
+
+
+def rate_limit_headers(
+    decisions: Mapping[str, Decision] | Iterable[tuple[str, Decision]],
+    legacy: bool = False,
+    retry_after: bool = False,
+) -> list[tuple[str, str]]:
+    """The response fields for ``decisions`` (uid -> Decision, or pairs), most restrictive first.
+
+    A decision with a negative ``remaining`` (a custom strategy that cannot tell)
+    appears in ``RateLimit-Policy`` only. ``retry_after=True`` adds ``Retry-After``
+    (the longest wait of the refusals) when some decision refused.
+    """
+    items = list(decisions.items() if isinstance(decisions, Mapping) else decisions)
+    if not items:
+        return []
+    if len(items) > 1:
+        items.sort(key=_severity)
+    policy = []
+    current = []
+    first: tuple[int, int, int] | None = None
+    wait = -1
+    for uid, d in items:
+        name = sf_string(uid)
+        window = max(1, -(-d.window_ms // 1000))
+        policy.append(f"{name};q={d.limit};w={window}")
+        if d.remaining >= 0:
+            t = _t(d)
+            current.append(f"{name};r={d.remaining};t={t}")
+            if first is None:
+                first = (d.limit, d.remaining, t)
+        if not d.allowed and d.retry_after_ms != NEVER:
+            wait = max(wait, -(-d.retry_after_ms // 1000))
+    headers = [("RateLimit-Policy", ",".join(policy))]
+    if current:
+        headers.append(("RateLimit", ",".join(current)))
+    if legacy and first is not None:
+        headers.append(("X-RateLimit-Limit", str(first[0])))
+        headers.append(("X-RateLimit-Remaining", str(first[1])))
+        headers.append(("X-RateLimit-Reset", str(first[2])))
+    if retry_after and wait >= 0:
+        headers.append(("Retry-After", str(wait)))
+    return headers
+
+
+class RateLimitHeadersMiddleware:
+    """Pure ASGI middleware: writes the RateLimit fields of the recorded decisions on the response.
+
+    Use it when routes call ``await throttle(request)`` themselves, or when FastAPI
+    routes return a ``Response`` object (FastAPI drops the headers of the injected
+    response then). Fields written earlier by a throttle are replaced by the
+    rendering of every decision recorded for the request. ``legacy=True`` adds the
+    ``X-RateLimit-*`` fields for every request.
+    """
+
+    def __init__(self, app: ASGIApp, legacy: bool = False) -> None:
+        self.app = app
+        self.legacy = legacy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.get("state")
+        if state is None:
+            # Created here so inner apps that copy the scope still share this dict.
+            state = scope["state"] = {}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decisions = state.get(DECISIONS_STATE_KEY)
+                if decisions:
+                    legacy = self.legacy or bool(state.get(LEGACY_STATE_KEY))
+                    raw = [
+                        (name, value)
+                        for name, value in message.get("headers", ())
+                        if name.lower().decode("latin-1") not in MANAGED_FIELDS
+                    ]
+                    for name, value in rate_limit_headers(decisions, legacy=legacy):
+                        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+                    message = {**message, "headers": raw}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,420 @@
+"""Throttles: apply a rate to HTTP requests and WebSocket messages.
+
+``await throttle(connection)`` identifies the client, builds a bounded key
+(``{uid}:{route}:{identity}``), asks the backend for a
+:class:`~traffik.decisions.Decision` in one atomic step, records it on the
+connection for the RateLimit headers, and calls the throttled handler (by
+default: raise :class:`~traffik.exceptions.ConnectionThrottled`, a 429) when the
+request is refused.
+
+As a FastAPI dependency (``Depends(throttle)``) a throttle shows FastAPI only a
+``request``/``response`` (HTTP) or ``websocket`` (WebSocket) parameter: ``cost``
+and ``context_key`` are for code (``await throttle(request, cost=5)``) and never
+become query parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import typing
+from collections.abc import Mapping
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from traffik._keys import identity_part, route_part, template_part
+from traffik.backends._context import get_throttle_backend
+from traffik.decisions import NEVER, Decision
+from traffik.exceptions import AnonymousConnection, ConfigurationError
+from traffik.failures import check_on_error, decide_with_policy
+from traffik.headers import get_decisions, rate_limit_headers, record_decision
+from traffik.identifiers import ANONYMOUS, _app_config, _identify, connection_identifier
+from traffik.rates import Rate
+from traffik.strategies import Strategy, check_cost, default_strategy
+from traffik.types import UNLIMITED, HTTPConnectionT, StrategyStat
+
+if typing.TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+
+__all__ = ["BaseThrottle", "HTTPThrottle", "ThrottleStrategy", "WebSocketThrottle"]
+
+logger = logging.getLogger("traffik.throttles")
+
+#: A strategy: a built-in :class:`~traffik.strategies.Strategy`, or any
+#: ``async (key, rate, backend, cost) -> wait_ms`` callable.
+ThrottleStrategy = typing.Callable[..., typing.Awaitable[float]]
+
+#: HTTP methods kept in keys as they are; any other method is keyed as "OTHER".
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_ROUTE_CACHE_SIZE = 1024
+_KEY_BY = ("route", "path")
+
+_HTTP_SIGNATURE = inspect.Signature(
+    [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+        inspect.Parameter("response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response),
+    ]
+)
+_WS_SIGNATURE = inspect.Signature(
+    [inspect.Parameter("websocket", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=WebSocket)]
+)
+
+_anonymous_warned = False
+
+
+def _warn_anonymous() -> None:
+    global _anonymous_warned
+    if not _anonymous_warned:
+        _anonymous_warned = True
+        logger.warning(
+            "A connection without a client address was throttled in the shared %r bucket. "
+            "Behind a proxy on a Unix socket, add 'unix' to the trusted proxies "
+            "(traffik.identifiers.configure_trusted_proxies); otherwise pass an identifier.",
+            ANONYMOUS,
+        )
+
+
+def _decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
+    """A custom strategy's wait as a Decision; ``remaining=-1`` means unknown."""
+    if not wait_ms > 0:  # 0, negative or NaN: admitted
+        return Decision(True, rate.limit, -1, 0, 0, rate.expire)
+    if math.isinf(wait_ms):
+        return Decision(False, rate.limit, -1, rate.expire, NEVER, rate.expire)
+    ms = math.ceil(wait_ms)
+    return Decision(False, rate.limit, -1, ms, ms, rate.expire)
+
+
+class BaseThrottle(typing.Generic[HTTPConnectionT]):
+    """A rate applied to connections, keyed per client and route.
+
+    ``uid`` names the throttle: throttles with the same uid share state for the
+    same client and route (across instances and apps), and it is the policy name
+    in the RateLimit headers. ``rate`` is a :class:`~traffik.rates.Rate` or a
+    string such as ``"100/m"`` (parsed here; bad strings raise ``ValueError``).
+
+    ``identifier``: ``async (connection) -> key`` (default: the backend's, i.e. the
+    client address); returning :data:`~traffik.types.UNLIMITED` exempts the
+    connection. ``handle_throttled``: ``async (connection, wait_ms, **kwargs)``
+    called on refusal (default: raise a 429). ``strategy``: a built-in strategy
+    (default fixed window) or a custom ``async (key, rate, backend, cost) -> wait_ms``.
+    ``backend``: a fixed backend; otherwise it is resolved on every call from the
+    active ``async with backend(...)`` context, then ``connection.app.state``.
+    ``context_backend=True`` documents that (and forbids ``backend=``). ``cost``: the
+    default units per call (positive int). ``min_wait_period`` (ms): the shortest wait
+    told to a refused client. ``headers``: extra headers for throttled responses.
+    ``on_backend_error``: failure action for this throttle (see :mod:`traffik.failures`).
+    ``legacy_headers``: also send ``X-RateLimit-*``. ``key_by``: ``"route"`` (the
+    route template, so ``/items/1`` and ``/items/2`` share a budget) or ``"path"``
+    (the concrete path, as traffik 1.0.0b2 did).
+    """
+
+    #: What FastAPI sees as the parameters of the throttle used as a dependency.
+    _dependency_signature: typing.ClassVar[inspect.Signature | None] = None
+
+    def __init__(
+        self,
+        uid: str,
+        rate: Rate | str,
+        identifier: typing.Any = None,
+        handle_throttled: typing.Any = None,
+        strategy: Strategy | ThrottleStrategy | None = None,
+        backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
+        cost: int = 1,
+        context_backend: bool = False,
+        min_wait_period: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        on_backend_error: typing.Any = None,
+        legacy_headers: bool = False,
+        key_by: str = "route",
+    ) -> None:
+        if not isinstance(uid, str) or not uid:
+            raise ValueError(f"uid must be a non-empty string naming the throttle, got {uid!r}.")
+        if isinstance(rate, str):
+            rate = Rate.parse(rate)
+        elif not isinstance(rate, Rate):
+            raise ValueError(f"rate must be a Rate or a string like '100/m', got {rate!r}.")
+        if context_backend and backend is not None:
+            raise ValueError(
+                "context_backend=True resolves the backend on every call, so it cannot be "
+                "combined with backend=; pass one or the other."
+            )
+        cost = check_cost(cost)
+        if min_wait_period is not None and (
+            isinstance(min_wait_period, bool)
+            or not isinstance(min_wait_period, (int, float))
+            or not min_wait_period >= 0
+        ):
+            raise ValueError(
+                f"min_wait_period must be a number of milliseconds (0 or more), got {min_wait_period!r}."
+            )
+        if strategy is None:
+            strategy = default_strategy
+        elif not callable(strategy):
+            raise ValueError(
+                f"strategy must be a Strategy or an async (key, rate, backend, cost) callable, got {strategy!r}."
+            )
+        if isinstance(strategy, Strategy) and not rate.unlimited:
+            # Surface invalid strategy/rate combinations now rather than on the first request.
+            strategy.decide(None, 0, rate, 1)
+        if on_backend_error is not None:
+            check_on_error(on_backend_error)
+        if key_by not in _KEY_BY:
+            raise ValueError(f"key_by must be 'route' or 'path', got {key_by!r}.")
+        if identifier is not None and not callable(identifier):
+            raise ValueError(f"identifier must be an async callable, got {identifier!r}.")
+        if handle_throttled is not None and not callable(handle_throttled):
+            raise ValueError(
+                f"handle_throttled must be an async callable, got {handle_throttled!r}."
+            )
+
+        self.uid = uid
+        self.rate: Rate = rate
+        self.identifier = identifier
+        self.handle_throttled = handle_throttled
+        self.strategy = strategy
+        self.backend = backend
+        self.cost = cost
+        self.context_backend = context_backend
+        self.min_wait_period = min_wait_period
+        self.headers: dict[str, str] = dict(headers or {})
+        self.on_backend_error = on_backend_error
+        self.legacy_headers = legacy_headers
+        self.key_by = key_by
+        self._builtin = isinstance(strategy, Strategy)
+        self._prefix = f"{route_part(uid)}:"
+        self._custom_key = type(self).get_key is not BaseThrottle.get_key
+        self._routes: dict[tuple[int, str, str, str], str] = {}
+        if self._dependency_signature is not None:
+            self.__signature__ = self._dependency_signature
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(uid={self.uid!r}, rate={self.rate})"
+
+    # -- keys -------------------------------------------------------------------
+
+    def _route_key(
+        self, scope: typing.MutableMapping[str, typing.Any], context_key: typing.Any = None
+    ) -> str:
+        if scope["type"] == "http":
+            method = scope.get("method", "GET")
+            if method not in _METHODS:
+                method = "OTHER"
+        else:
+            method = "ws"
+        route = scope.get("route") if self.key_by == "route" else None
+        template = getattr(route, "path_format", None) if route is not None else None
+        if isinstance(template, str):
+            root = scope.get("root_path", "")
+            cache_key = (id(route), template, root, method)
+            part = self._routes.get(cache_key)
+            if part is None:
+                part = method + template_part(root + template)
+                if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                    self._routes.clear()
+                self._routes[cache_key] = part
+        else:
+            part = method + route_part(scope.get("path", ""))
+        if context_key is not None:
+            part = f"{part}|{route_part(str(context_key))}"
+        return part
+
+    async def get_key(
+        self, connection: HTTPConnectionT, *args: typing.Any, **kwargs: typing.Any
+    ) -> str:
+        """The route part of the throttle key; override for custom keying.
+
+        Default: the method and route template (or path, with ``key_by="path"``),
+        plus the ``context_key`` keyword when given. Overrides' results are
+        bounded like every other key part.
+        """
+        return self._route_key(connection.scope, kwargs.get("context_key"))
+
+    async def _key(
+        self, connection: HTTPConnectionT, identity: typing.Any, context_key: typing.Any
+    ) -> str:
+        if self._custom_key:
+            if context_key is None:
+                raw = await self.get_key(connection)
+            else:
+                raw = await self.get_key(connection, context_key=context_key)
+            route = route_part(str(raw))
+        else:
+            route = self._route_key(connection.scope, context_key)
+        return f"{self._prefix}{route}:{identity_part(str(identity))}"
+
+    # -- resolution --------------------------------------------------------------
+
+    def _resolve_backend(
+        self, connection: HTTPConnection
+    ) -> ThrottleBackend[typing.Any, typing.Any]:
+        backend = self.backend or get_throttle_backend(connection.scope.get("app"))
+        if backend is None:
+            raise ConfigurationError(
+                f"No backend is available for throttle {self.uid!r}. Pass backend= to the "
+                f"throttle, start the app with lifespan=backend.lifespan (or enter "
+                f"'async with backend(app)'), or call it inside 'async with backend():'."
+            )
+        return backend
+
+    async def _identity(
+        self, connection: HTTPConnection, backend: ThrottleBackend[typing.Any, typing.Any]
+    ) -> typing.Any:
+        identifier = self.identifier or backend.identifier
+        try:
+            if identifier is connection_identifier:
+                return _identify(connection, _app_config(connection))
+            return await identifier(connection)
+        except AnonymousConnection:
+            _warn_anonymous()
+            return ANONYMOUS
+
+    # -- the call ------------------------------------------------------------------
+
+    async def _throttle(
+        self,
+        connection: HTTPConnectionT,
+        cost: int | None,
+        context_key: typing.Any,
+        response: Response | None,
+        args: tuple[typing.Any, ...],
+        kwargs: dict[str, typing.Any],
+    ) -> HTTPConnectionT:
+        rate = self.rate
+        if rate.unlimited:
+            return connection
+        cost = self.cost if cost is None else check_cost(cost)
+        backend = self._resolve_backend(connection)
+        identity = await self._identity(connection, backend)
+        if identity is UNLIMITED:
+            return connection
+        key = await self._key(connection, identity, context_key)
+        strategy = self.strategy
+        if self._builtin:
+            decision = await decide_with_policy(
+                backend,
+                key,
+                typing.cast("Strategy", strategy),
+                rate,
+                cost,
+                policy=self.on_backend_error,
+            )
+        else:
+            decision = _decision_from_wait(await strategy(key, rate, backend, cost), rate)
+        record_decision(connection, self.uid, decision, self.legacy_headers)
+        if decision.allowed:
+            if response is not None:
+                fields = rate_limit_headers(get_decisions(connection), legacy=self.legacy_headers)
+                response_headers = response.headers
+                for name, value in fields:
+                    response_headers[name] = value
+            return connection
+
+        wait = decision.wait_ms
+        if self.min_wait_period is not None and wait < self.min_wait_period:
+            wait = float(self.min_wait_period)
+        if "headers" not in kwargs:
+            headers = dict(self.headers)
+            legacy = self.legacy_headers or bool(
+                connection.scope["state"].get("traffik_legacy_headers")
+            )
+            headers.update(rate_limit_headers(get_decisions(connection), legacy=legacy))
+            kwargs["headers"] = headers
+        if context_key is not None:
+            kwargs.setdefault("context_key", context_key)
+        handler = self.handle_throttled or backend.handle_throttled
+        await handler(connection, wait, *args, **kwargs)
+        return connection
+
+    async def __call__(
+        self,
+        connection: HTTPConnectionT,
+        cost: int | None = None,
+        *args: typing.Any,
+        **kwargs: typing.Any,
+    ) -> HTTPConnectionT:
+        """Charge ``cost`` (default: the throttle's) to this connection; refuse via the handler."""
+        return await self._throttle(
+            connection, cost, kwargs.pop("context_key", None), None, args, kwargs
+        )
+
+    hit = __call__
+
+    async def stat(
+        self, connection: HTTPConnectionT, context_key: typing.Any = None
+    ) -> StrategyStat | None:
+        """A snapshot for this connection (units left, wait), recording no hit.
+
+        None when the client is exempt or the strategy cannot tell.
+        """
+        backend = self._resolve_backend(connection)
+        identity = await self._identity(connection, backend)
+        if identity is UNLIMITED:
+            return None
+        key = await self._key(connection, identity, context_key)
+        get_stat = getattr(self.strategy, "get_stat", None)
+        if get_stat is None:
+            return None
+        return typing.cast("StrategyStat", await get_stat(key, self.rate, backend))
+
+
+class HTTPThrottle(BaseThrottle[Request]):
+    """Throttle HTTP requests: ``Depends(throttle)`` in FastAPI, or ``await throttle(request)``.
+
+    As a dependency, the RateLimit fields are written on FastAPI's injected
+    response. ``await throttle(request, cost=5)`` charges 5 units for this call.
+    """
+
+    _dependency_signature = _HTTP_SIGNATURE
+
+    async def __call__(
+        self,
+        connection: Request | None = None,
+        cost: int | None = None,
+        *args: typing.Any,
+        request: Request | None = None,
+        response: Response | None = None,
+        **kwargs: typing.Any,
+    ) -> Request:
+        """Charge ``cost`` to ``connection`` (FastAPI passes ``request``/``response``)."""
+        if connection is None:
+            if request is None:
+                raise TypeError("HTTPThrottle needs the request: await throttle(request).")
+            connection = request
+        return await self._throttle(connection, cost, None, response, args, kwargs)
+
+    hit = __call__
+
+
+class WebSocketThrottle(BaseThrottle[WebSocket]):
+    """Throttle WebSocket messages: call ``await throttle(websocket)`` once per message.
+
+    A refusal raises :class:`~traffik.exceptions.ConnectionThrottled` inside the
+    endpoint (catch it to answer on the socket). ``context_key`` separates budgets
+    within one connection's route (for example per message type).
+    """
+
+    _dependency_signature = _WS_SIGNATURE
+
+    async def __call__(
+        self,
+        connection: WebSocket | None = None,
+        cost: int | None = None,
+        context_key: str | None = None,
+        *args: typing.Any,
+        websocket: WebSocket | None = None,
+        **kwargs: typing.Any,
+    ) -> WebSocket:
+        """Charge ``cost`` to ``connection`` under ``context_key`` (FastAPI passes ``websocket``)."""
+        if connection is None:
+            if websocket is None:
+                raise TypeError("WebSocketThrottle needs the websocket: await throttle(websocket).")
+            connection = websocket
+        return await self._throttle(connection, cost, context_key, None, args, kwargs)
+
+    hit = __call__
