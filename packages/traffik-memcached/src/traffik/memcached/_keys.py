@@ -1,0 +1,118 @@
+"""Item keys and values: how traffik's keys and strings are laid out in memcached.
+
+Item keys (at most 250 bytes, printable ASCII without spaces)::
+
+    {ns}~gen                 the namespace's generation number (plain digits)
+    {ns}~{generation}~{key}  a key that is short printable ASCII, used as is
+    {ns}~{generation}#{hex}  any other key: BLAKE2b-256 of its UTF-8 bytes
+    {ns}~lock~{name}         a lock (or ``{ns}~lock#{hex}``): not generation-scoped
+
+``{ns}`` is the namespace if it is short and made of ``[A-Za-z0-9_.:-]``, else
+``%`` and a digest of it. Neither it nor the generation contains ``~`` or ``#``,
+so the layout is injective: two different keys never share an item (short of a
+BLAKE2b-256 collision).
+
+Values: integers are stored as decimal ``value + 2**63`` so that memcached's
+unsigned ``incr``/``decr`` work on them and they can still go below zero; any
+other string is stored as ``s`` followed by its UTF-8 bytes (never numeric, so
+``incr`` on it fails instead of silently counting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+
+__all__ = [
+    "COUNTER_OFFSET",
+    "MAX_RELATIVE_EXPTIME",
+    "decode_counter",
+    "decode_value",
+    "encode_counter",
+    "encode_text",
+    "encode_value",
+    "exptime",
+    "generation_key",
+    "item_key",
+    "namespace_tag",
+]
+
+#: Counters are stored as ``value + COUNTER_OFFSET`` (memcached counters are unsigned 64-bit).
+COUNTER_OFFSET = 2**63
+#: Larger exptimes are read by memcached as absolute Unix times (30 days).
+MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
+MAX_KEY_BYTES = 250
+
+_SAFE_NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _digest(text: str, size: int) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).hexdigest()
+
+
+def namespace_tag(namespace: str) -> str:
+    """The item-key prefix of ``namespace``: itself if short and plain, else a digest."""
+    if _SAFE_NAMESPACE.fullmatch(namespace):
+        return namespace
+    return "%" + _digest(namespace, 16)
+
+
+def generation_key(tag: str) -> bytes:
+    """Where the namespace's generation number lives."""
+    return f"{tag}~gen".encode("ascii")
+
+
+def item_key(prefix: str, key: str) -> bytes:
+    """The item key of ``key`` under ``prefix`` (``{ns}~{generation}`` or ``{ns}~lock``)."""
+    if len(prefix) + 1 + len(key) <= MAX_KEY_BYTES and _SAFE_KEY.fullmatch(key):
+        return f"{prefix}~{key}".encode("ascii")
+    return f"{prefix}#{_digest(key, 32)}".encode("ascii")
+
+
+def encode_counter(value: int) -> bytes:
+    return str(value + COUNTER_OFFSET).encode("ascii")
+
+
+def decode_counter(raw: bytes) -> int:
+    # memcached pads an incr result that got shorter with spaces.
+    return int(raw.strip()) - COUNTER_OFFSET
+
+
+def encode_text(value: str) -> bytes:
+    return b"s" + value.encode("utf-8", "surrogatepass")
+
+
+def encode_value(value: str) -> bytes:
+    """Canonical integers in the signed 64-bit range become counters; the rest text."""
+    if len(value) <= 20 and _CANONICAL_INT.fullmatch(value):
+        number = int(value)
+        if -COUNTER_OFFSET <= number < COUNTER_OFFSET:
+            return encode_counter(number)
+    return encode_text(value)
+
+
+def decode_value(raw: bytes) -> str:
+    """The string stored by :func:`encode_value` (or a counter's current value)."""
+    if raw[:1] == b"s":
+        return raw[1:].decode("utf-8", "surrogatepass")
+    stripped = raw.strip()
+    if stripped.isdigit():
+        return str(int(stripped) - COUNTER_OFFSET)
+    return raw.decode("utf-8", "replace")  # not written by traffik
+
+
+def exptime(seconds: float) -> int:
+    """The memcached exptime keeping an item at least ``seconds`` (and up to 1 s more).
+
+    memcached's clock ticks in whole seconds, so an item given ``n`` seconds may
+    expire after only ``n - 1``: one second is added. Beyond 30 days memcached
+    wants an absolute Unix time, taken from this host's clock.
+    """
+    whole = math.ceil(seconds) + 1
+    if whole > MAX_RELATIVE_EXPTIME:
+        return int(time.time()) + whole
+    return whole
