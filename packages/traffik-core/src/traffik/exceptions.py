@@ -9,13 +9,17 @@
     ├── LockTimeoutError(TimeoutError)  a lock was not acquired in time
     ├── AnonymousConnection           the client cannot be identified
     └── ConnectionThrottled(starlette.exceptions.HTTPException)  quota exceeded (429)
+
+:func:`build_exception_handler_getter` finds the handler an app registered for an
+exception, the way Starlette's ``ExceptionMiddleware`` does (for middleware that
+must answer before the app's own exception handling runs).
 """
 
 from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
@@ -28,6 +32,7 @@ __all__ = [
     "ConnectionThrottled",
     "LockTimeoutError",
     "TraffikException",
+    "build_exception_handler_getter",
 ]
 
 
@@ -73,9 +78,7 @@ class ConnectionThrottled(HTTPException, TraffikException):
         wait_ms: float | None = None,
     ) -> None:
         seconds: int | None
-        if wait_period is None:
-            seconds = None
-        elif math.isinf(wait_period):
+        if wait_period is None or math.isinf(wait_period):
             seconds = None
         else:
             seconds = max(0, math.ceil(wait_period))
@@ -94,3 +97,37 @@ class ConnectionThrottled(HTTPException, TraffikException):
         if wait_ms is None and seconds is not None:
             wait_ms = seconds * 1000.0
         self.wait_ms: float | None = wait_ms
+
+
+def build_exception_handler_getter(
+    app: typing.Any,
+) -> Callable[[Exception], Callable[..., typing.Any] | None]:
+    """A function returning the handler ``app`` would use for an exception, or None.
+
+    Like Starlette's ``ExceptionMiddleware``: for an ``HTTPException`` a handler
+    registered for its status code wins, then the first class of the exception's
+    MRO with a handler. Starlette's default ``HTTPException`` handler is included
+    unless the app replaced it. Handlers are read on each call, so handlers added
+    after this function was built are seen too.
+    """
+
+    def get_handler(exc: Exception) -> Callable[..., typing.Any] | None:
+        handlers: Mapping[typing.Any, Callable[..., typing.Any]] = (
+            getattr(app, "exception_handlers", None) or {}
+        )
+        if isinstance(exc, HTTPException):
+            handler = handlers.get(exc.status_code)
+            if handler is not None:
+                return handler
+        for cls in type(exc).__mro__:
+            handler = handlers.get(cls)
+            if handler is not None:
+                return handler
+        if isinstance(exc, HTTPException):
+            from starlette.middleware.exceptions import ExceptionMiddleware
+
+            default = ExceptionMiddleware(app=None)  # type: ignore[arg-type]
+            return default.http_exception
+        return None
+
+    return get_handler

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from math import gcd
 
 __all__ = ["MAX_EXACT_PRODUCT", "Rate"]
 
@@ -27,8 +28,10 @@ for _names, _field, _mult in (
     for _name in _names:
         _UNITS[_name] = (_field, _mult)
 
-_VALID_UNITS = "ms, s/sec/second(s), m/min/minute(s), h/hr/hour(s), d/day(s)"
-_PERIOD = re.compile(r"^(\d+)?\s*([a-z]+)$")
+_VALID_UNITS = "ms/millisecond(s), s/sec/second(s), m/min/minute(s), h/hr/hour(s), d/day(s)"
+_GRAMMAR = f"write '<limit>/<period>' such as '100/m' or '5/10s' (units: {_VALID_UNITS})"
+# ASCII digits only: "\d" would accept other scripts' digits, which int() then reads.
+_PERIOD = re.compile(r"([0-9]+)?\s*([a-z]+)", re.ASCII)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +63,9 @@ class Rate:
                     f"Rate {name} must not be negative, got {value}. "
                     f"Write the window with positive fields, for example Rate(limit=5, seconds=10)."
                 )
-        expire = self.milliseconds + 1000 * self.seconds + 60_000 * self.minutes + 3_600_000 * self.hours
+        expire = (
+            self.milliseconds + 1000 * self.seconds + 60_000 * self.minutes + 3_600_000 * self.hours
+        )
         object.__setattr__(self, "_expire", expire)
         if self.limit == 0 and expire != 0:
             raise ValueError(
@@ -117,8 +122,6 @@ class Rate:
         # limit/expire reduced to lowest terms: 60/60000ms and 1/1000ms share a key.
         if self.unlimited:
             return (0, 0)
-        from math import gcd
-
         g = gcd(self.limit, self._expire)
         return (self.limit // g, self._expire // g)
 
@@ -144,33 +147,32 @@ class Rate:
         not matter. Raises ``ValueError`` naming the bad part.
         """
         if not isinstance(rate, str):
-            raise ValueError(f"A rate string is needed, like '100/m'; got {type(rate).__name__}.")
+            raise ValueError(f"A rate must be a string, got {type(rate).__name__}; {_GRAMMAR}.")
         text = rate.strip()
         if not text:
-            raise ValueError("The rate string is empty; write '<limit>/<period>', like '100/m'.")
+            raise ValueError(f"The rate string is empty; {_GRAMMAR}.")
         parts = text.split("/")
         if len(parts) != 2:
-            raise ValueError(
-                f"Rate {rate!r} must have exactly one '/', as in '<limit>/<period>' (for example '5/10s')."
-            )
+            raise ValueError(f"Rate {rate!r} must contain exactly one '/'; {_GRAMMAR}.")
         left, right = parts[0].strip(), parts[1].strip().lower()
+        # Digits only: no sign, no underscores, no non-ASCII digits (int() takes all three).
         if not left.isascii() or not left.isdigit():
             raise ValueError(
-                f"The limit {left!r} in rate {rate!r} is not a whole number of units; "
-                f"write digits only, like '100/m'."
+                f"The limit {left!r} in rate {rate!r} is not a whole number written with "
+                f"the digits 0-9; {_GRAMMAR}."
             )
         limit = int(left)
-        match = _PERIOD.match(right)
-        if not right or match is None:
+        match = _PERIOD.fullmatch(right) if right.isascii() else None
+        if match is None:
             raise ValueError(
-                f"The period {right!r} in rate {rate!r} is not '<number><unit>'; "
-                f"valid units are {_VALID_UNITS} (for example '5/10s')."
+                f"The period {right!r} in rate {rate!r} is not an optional number followed "
+                f"by a unit; {_GRAMMAR}."
             )
         number, unit = match.groups()
         multiplier = int(number) if number is not None else 1
         if multiplier <= 0:
             raise ValueError(
-                f"The period {right!r} in rate {rate!r} must be longer than zero, like '10s'."
+                f"The period {right!r} in rate {rate!r} must be longer than zero; {_GRAMMAR}."
             )
         if unit not in _UNITS:
             raise ValueError(

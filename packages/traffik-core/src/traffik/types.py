@@ -51,6 +51,20 @@ UNLIMITED: typing.Final = _Unlimited()
 #: A wait in milliseconds; ``0.0`` means admitted, ``inf`` means never admitted.
 WaitPeriod = float
 
+# Generic helpers of traffik 1.0.0b2's ``traffik.types`` (importable, not in ``__all__``).
+P = typing.ParamSpec("P")
+Q = typing.ParamSpec("Q")
+R = typing.TypeVar("R")
+S = typing.TypeVar("S")
+T = typing.TypeVar("T")
+Rco = typing.TypeVar("Rco", covariant=True)
+#: Any callable taking ``P`` and returning ``R``.
+Function = typing.Callable[P, R]
+#: An ``async def`` taking ``P`` and returning ``R``.
+CoroutineFunction = typing.Callable[P, typing.Coroutine[typing.Any, typing.Any, R]]
+#: Any callable returning an awaitable of ``R``.
+AwaitableCallable = typing.Callable[..., typing.Awaitable[R]]
+
 HTTPConnectionT = typing.TypeVar("HTTPConnectionT", bound=HTTPConnection)
 HTTPConnectionTcon = typing.TypeVar("HTTPConnectionTcon", bound=HTTPConnection, contravariant=True)
 

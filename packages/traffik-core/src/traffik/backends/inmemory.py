@@ -267,7 +267,9 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
             else:
                 keys.add(key)
 
-    def _put(self, store: _Store, key: str, value: typing.Any, expires: int | None, now: int) -> None:
+    def _put(
+        self, store: _Store, key: str, value: typing.Any, expires: int | None, now: int
+    ) -> None:
         """Store ``value`` at ``key`` (most recently used), then reclaim a little."""
         entry = store.get(key)
         if entry is None:

@@ -104,7 +104,9 @@ def decode_state(raw: str | bytes | None) -> State | None:
         return None
 
 
-def _check_positive(name: str, value: object, *, allow_none: bool = True, allow_zero: bool = False) -> None:
+def _check_positive(
+    name: str, value: object, *, allow_none: bool = True, allow_zero: bool = False
+) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int):
@@ -149,7 +151,11 @@ class Strategy(ABC):
             )
 
     async def __call__(
-        self, key: Stringable, rate: Rate, backend: ThrottleBackend[typing.Any, typing.Any], cost: int = 1
+        self,
+        key: Stringable,
+        rate: Rate,
+        backend: ThrottleBackend[typing.Any, typing.Any],
+        cost: int = 1,
     ) -> WaitPeriod:
         """Charge ``cost`` to ``key``; return the wait in ms (0.0 admitted, inf never)."""
         if rate.unlimited:
@@ -165,4 +171,6 @@ class Strategy(ABC):
             return StrategyStat(key=key, rate=rate, hits_remaining=float("inf"), wait_time=0.0)
         decision = await backend.peek(str(key), self, rate)
         remaining = decision.remaining + 1 if decision.allowed else decision.remaining
-        return StrategyStat(key=key, rate=rate, hits_remaining=float(remaining), wait_time=decision.wait_ms)
+        return StrategyStat(
+            key=key, rate=rate, hits_remaining=float(remaining), wait_time=decision.wait_ms
+        )

@@ -39,7 +39,9 @@ class FixedWindowStrategy(Strategy):
         reset = start + window - now_ms
         if used + cost <= limit:
             used += cost
-            return Transition((start, used), reset, Decision(True, limit, limit - used, reset, 0, window))
+            return Transition(
+                (start, used), reset, Decision(True, limit, limit - used, reset, 0, window)
+            )
         retry = NEVER if cost > limit else reset
         decision = Decision(False, limit, max(0, limit - used), reset if used else 0, retry, window)
         return Transition(state, reset, decision, write=False)
