@@ -1,0 +1,272 @@
+"""Client identity: peer address, trusted proxies, IPv6 grouping, malformed headers."""
+
+from __future__ import annotations
+
+import typing
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.exceptions import AnonymousConnection
+from traffik.identifiers import (
+    ProxyConfig,
+    client_address,
+    configure_trusted_proxies,
+    connection_identifier,
+    get_ip_address,
+    ip_identifier,
+)
+from traffik.throttles import HTTPThrottle
+
+
+def make_request(
+    client: tuple[str, int] | None = ("203.0.113.7", 1234),
+    headers: typing.Sequence[tuple[str, str]] = (),
+    app: typing.Any = None,
+) -> Request:
+    scope: dict[str, typing.Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        "client": client,
+    }
+    if app is not None:
+        scope["app"] = app
+    return Request(scope)
+
+
+PROXY = ProxyConfig.build(["10.0.0.0/8", "192.0.2.1"])
+
+
+@pytest.mark.asyncio
+async def test_default_identifier_is_the_peer_address() -> None:
+    assert await connection_identifier(make_request()) == "203.0.113.7"
+
+
+@pytest.mark.asyncio
+async def test_forwarding_headers_are_ignored_without_trusted_proxies() -> None:
+    request = make_request(headers=[("X-Forwarded-For", "1.1.1.1"), ("Forwarded", "for=2.2.2.2")])
+    assert await connection_identifier(request) == "203.0.113.7"
+
+
+def test_trusted_proxy_hop_walk_takes_the_first_untrusted_from_the_nearest() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1),
+        headers=[("X-Forwarded-For", "6.6.6.6, 198.51.100.9, 10.1.2.3, 192.0.2.1")],
+    )
+    assert str(client_address(request, PROXY)) == "198.51.100.9"
+
+
+def test_untrusted_peer_ignores_headers_even_when_proxies_are_configured() -> None:
+    request = make_request(client=("198.51.100.1", 1), headers=[("X-Forwarded-For", "6.6.6.6")])
+    assert str(client_address(request, PROXY)) == "198.51.100.1"
+
+
+def test_all_hops_trusted_gives_the_farthest() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1), headers=[("X-Forwarded-For", "10.0.0.9, 10.0.0.8")]
+    )
+    assert str(client_address(request, PROXY)) == "10.0.0.9"
+
+
+def test_rfc7239_forwarded_is_preferred_and_parsed() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1),
+        headers=[
+            ("Forwarded", 'for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.7:80'),
+            ("X-Forwarded-For", "9.9.9.9"),
+        ],
+    )
+    assert str(client_address(request, PROXY)) == "2001:db8:cafe::17"
+
+
+def test_multiple_header_lines_are_joined_in_order() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1),
+        headers=[("X-Forwarded-For", "198.51.100.3"), ("X-Forwarded-For", "10.0.0.4")],
+    )
+    assert str(client_address(request, PROXY)) == "198.51.100.3"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-Forwarded-For", "not-an-ip")],
+        [("X-Forwarded-For", "1.2.3.4, garbage")],
+        [("X-Forwarded-For", "[::1")],
+        [("X-Forwarded-For", "999.1.1.1")],
+        [("Forwarded", "for")],
+        [("Forwarded", "proto=https")],
+        [("Forwarded", "for=unknown")],
+        [("Forwarded", 'for="_hidden"')],
+        [("Forwarded", "for=[zz::1]")],
+        [("X-Forwarded-For", "\u00e9\u00e9")],
+    ],
+)
+def test_malformed_nearest_entry_falls_back_to_the_peer(headers: list[tuple[str, str]]) -> None:
+    request = make_request(client=("10.0.0.5", 1), headers=headers)
+    assert str(client_address(request, PROXY)) == "10.0.0.5"
+
+
+def test_garbage_beyond_the_client_is_never_read() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1), headers=[("X-Forwarded-For", "garbage, 198.51.100.4")]
+    )
+    assert str(client_address(request, PROXY)) == "198.51.100.4"
+
+
+@pytest.mark.asyncio
+async def test_ipv6_clients_are_grouped_by_64_by_default() -> None:
+    a = await connection_identifier(make_request(client=("2001:db8:1:2::1", 1)))
+    b = await connection_identifier(make_request(client=("2001:db8:1:2:ffff:ffff:ffff:fffe", 1)))
+    c = await connection_identifier(make_request(client=("2001:db8:1:3::1", 1)))
+    assert a == b == "2001:db8:1:2::/64"
+    assert c != a
+
+
+@pytest.mark.asyncio
+async def test_ipv6_prefix_is_configurable() -> None:
+    per_address = ip_identifier(ipv6_prefix=128)
+    per_56 = ip_identifier(ipv6_prefix=56)
+    assert await per_address(make_request(client=("2001:db8::1", 1))) == "2001:db8::1"
+    assert await per_56(make_request(client=("2001:db8:0:ff::1", 1))) == "2001:db8::/56"
+
+
+@pytest.mark.asyncio
+async def test_ipv4_mapped_ipv6_counts_as_ipv4() -> None:
+    assert (
+        await connection_identifier(make_request(client=("::ffff:198.51.100.2", 1)))
+        == "198.51.100.2"
+    )
+    config = ProxyConfig.build(["::ffff:10.0.0.0/104"])
+    request = make_request(client=("10.0.0.5", 1), headers=[("X-Forwarded-For", "198.51.100.8")])
+    assert str(client_address(request, config)) == "198.51.100.8"
+
+
+@pytest.mark.asyncio
+async def test_non_ip_peer_is_keyed_by_its_name() -> None:
+    assert await connection_identifier(make_request(client=("testclient", 50000))) == "testclient"
+
+
+@pytest.mark.asyncio
+async def test_no_client_raises_anonymous_connection() -> None:
+    with pytest.raises(AnonymousConnection):
+        await connection_identifier(make_request(client=None))
+    assert get_ip_address(make_request(client=None)) is None
+
+
+@pytest.mark.asyncio
+async def test_unix_socket_proxy_can_be_trusted() -> None:
+    identify = ip_identifier(["unix"])
+    request = make_request(client=None, headers=[("X-Forwarded-For", "198.51.100.5")])
+    assert await identify(request) == "198.51.100.5"
+    with pytest.raises(AnonymousConnection):
+        await identify(make_request(client=None))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((["10.0.0.0/33"],), {}),
+        ((["proxy.example"],), {}),
+        (([],), {"ipv6_prefix": 0}),
+        (([],), {"ipv6_prefix": 129}),
+        (([],), {"ipv4_prefix": 33}),
+        (([],), {"headers": ["x-real-ip"]}),
+    ],
+)
+def test_bad_proxy_settings_raise_value_error(
+    args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]
+) -> None:
+    with pytest.raises(ValueError):
+        ProxyConfig.build(*args, **kwargs)
+
+
+def test_a_single_string_is_one_proxy() -> None:
+    assert ProxyConfig.build("10.0.0.1").is_trusted(
+        ProxyConfig.build("10.0.0.1").trusted_proxies[0].network_address
+    )
+
+
+# -- through a real app ------------------------------------------------------------
+
+
+def _app(backend: InMemoryBackend, throttle: HTTPThrottle) -> Starlette:
+    async def endpoint(request: Request) -> JSONResponse:
+        await throttle(request)
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/r", endpoint)], lifespan=backend.lifespan)
+
+
+@pytest.mark.asyncio
+async def test_rotated_x_forwarded_for_does_not_change_identity_without_trusted_proxies() -> None:
+    backend = InMemoryBackend(namespace="ident-rot")
+    app = _app(backend, HTTPThrottle("rot", "2/m"))
+    async with (
+        backend(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        codes = [
+            (
+                await c.get(
+                    "/r",
+                    headers={
+                        "X-Forwarded-For": f"198.51.100.{i}",
+                        "Forwarded": f"for=198.51.100.{i}",
+                    },
+                )
+            ).status_code
+            for i in range(5)
+        ]
+    assert codes == [200, 200, 429, 429, 429]
+
+
+@pytest.mark.asyncio
+async def test_with_trusted_proxies_each_forwarded_client_has_its_own_budget() -> None:
+    backend = InMemoryBackend(namespace="ident-trust")
+    app = _app(backend, HTTPThrottle("trust", "1/m"))
+    configure_trusted_proxies(app, ["127.0.0.1"])  # httpx's ASGITransport peer
+    async with (
+        backend(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        first = await c.get("/r", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.1"})
+        again = await c.get("/r", headers={"X-Forwarded-For": "7.7.7.7, 198.51.100.1"})
+        other = await c.get("/r", headers={"X-Forwarded-For": "198.51.100.2"})
+    assert (first.status_code, again.status_code, other.status_code) == (200, 429, 200)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        ",,,",
+        "not-an-ip",
+        "1.2.3.4.5",
+        "[::1",
+        "for=",
+        "\x7f",
+        "a" * 5000,
+        "::ffff:999.0.0.1",
+        "1.2.3.4:99999:1",
+    ],
+)
+async def test_forged_or_malformed_headers_never_500(value: str) -> None:
+    backend = InMemoryBackend(namespace="ident-bad")
+    app = _app(backend, HTTPThrottle("bad", "100/m"))
+    configure_trusted_proxies(app, ["127.0.0.0/8"])
+    async with (
+        backend(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        for name in ("X-Forwarded-For", "Forwarded"):
+            response = await c.get("/r", headers={name: value})
+            assert response.status_code == 200, (name, value, response.text)
