@@ -1,0 +1,403 @@
+"""RedisBackend: one round trip per decision, the server's clock, Redis Cluster ready."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import typing
+
+from redis.asyncio import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend
+from traffik.exceptions import (
+    BackendConnectionError,
+    BackendError,
+    ConfigurationError,
+    TraffikException,
+)
+from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
+from traffik.redis._keys import scan_pattern, tagged_key
+from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, to_decision
+from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
+from traffik.strategies._base import check_cost, decode_state
+from traffik.types import HTTPConnectionT
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from traffik.decisions import Decision
+    from traffik.rates import Rate
+    from traffik.strategies._base import Strategy
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisBackend"]
+
+P = typing.ParamSpec("P")
+R = typing.TypeVar("R")
+
+#: Connections per client built from a URL; more concurrent calls wait for one.
+DEFAULT_MAX_CONNECTIONS = 64
+#: Keys asked for per SCAN call, and deleted per UNLINK, by ``reset()``.
+_SCAN_BATCH = 1000
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+
+def _guarded(
+    func: Callable[
+        typing.Concatenate[RedisBackend[typing.Any], P], Coroutine[typing.Any, typing.Any, R]
+    ],
+) -> Callable[
+    typing.Concatenate[RedisBackend[typing.Any], P], Coroutine[typing.Any, typing.Any, R]
+]:
+    """Raise client errors as BackendConnectionError (unreachable) or BackendError (anything else)."""
+
+    @functools.wraps(func)
+    async def wrapper(self: RedisBackend[typing.Any], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await func(self, *args, **kwargs)
+        except TraffikException:
+            raise
+        except Exception as exc:
+            raise self._error(func.__name__, exc) from exc
+
+    wrapper.__traffik_wrapped__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
+    """Throttling state in Redis or Redis Cluster, shared by every app instance.
+
+    ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``),
+    a ``redis.asyncio.Redis`` or ``RedisCluster``, or a zero-argument factory (sync
+    or async) returning one. Clients built from a URL or a factory are closed by
+    :meth:`close`; a client instance you pass in is yours to close. With
+    ``cluster=True`` a URL names any node of a Redis Cluster.
+
+    Each built-in strategy runs as one Lua script: one ``EVALSHA`` per decision, no
+    lock, time from the server's ``TIME`` (or from ``clock`` if given). Other
+    strategies use the generic lock + get + set path of the base class, with locks
+    from :class:`~traffik.redis.lock.AsyncRedisLock`.
+
+    URL clients keep at most ``max_connections`` connections; more concurrent calls
+    wait up to ``pool_timeout`` seconds for one. ``connect_timeout`` and
+    ``socket_timeout`` (seconds) bound connecting and each reply. ``persistent``
+    defaults to True: leaving a ``backend(...)`` context keeps the data, since other
+    app instances share it.
+    """
+
+    capabilities = BackendCapabilities(
+        shared_state=True,
+        injectable_clock=True,
+        distributed_locks=True,
+        negative_counters=True,
+        server_clock=True,
+    )
+    unwrapped_methods = frozenset({"decide", "peek"})
+
+    def __init__(
+        self,
+        connection: typing.Any,
+        *,
+        namespace: str = "traffik",
+        identifier: typing.Any = None,
+        handle_throttled: typing.Any = None,
+        persistent: bool = True,
+        cluster: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 5.0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            None,
+            namespace=namespace,
+            identifier=identifier,
+            handle_throttled=handle_throttled,
+            persistent=persistent,
+            clock=clock,
+        )
+        if "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"namespace {namespace!r} contains a brace; Redis Cluster would read it as a "
+                f"hash tag. Use a namespace without '{{' and '}}'."
+            )
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
+            raise ConfigurationError(
+                f"max_connections must be a positive int, got {max_connections!r}."
+            )
+        for name, value in (
+            ("pool_timeout", pool_timeout),
+            ("connect_timeout", connect_timeout),
+            ("socket_timeout", socket_timeout),
+            ("lock_timeout", lock_timeout),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ConfigurationError(
+                    f"{name} must be a positive number of seconds, got {value!r}."
+                )
+        self._where = "the Redis server"
+        if isinstance(connection, str):
+            self._where = validate_url(connection)
+        elif connection is None:
+            raise ConfigurationError(
+                "RedisBackend needs a connection: a URL such as 'redis://localhost:6379/0', a "
+                "redis.asyncio client, or a factory returning one."
+            )
+        self._source = connection
+        self._settings = ConnectionSettings(
+            cluster=cluster,
+            max_connections=max_connections,
+            pool_timeout=float(pool_timeout),
+            connect_timeout=float(connect_timeout),
+            socket_timeout=float(socket_timeout),
+        )
+        self.lock_timeout = float(lock_timeout)
+        self._server_clock = clock is None
+        self._opened: Opened | None = None
+        self._scripts: ScriptSet | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisBackend(namespace={self.namespace!r}, server={self._where!r})"
+
+    # -- errors -----------------------------------------------------------------
+
+    def _error(self, op: str, exc: BaseException) -> BackendError:
+        if isinstance(exc, (*_CONNECTION_ERRORS, RedisClusterException)):
+            return BackendConnectionError(
+                f"Redis at {self._where} failed during {op}(): {type(exc).__name__}: {exc}. "
+                f"Check that the server is running and reachable at that address."
+            )
+        return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
+
+    def _not_open(self) -> BackendConnectionError:
+        return BackendConnectionError(
+            f"{self!r} is not initialised or was closed; use 'async with backend(...)' "
+            f"or await backend.initialize() first."
+        )
+
+    def _client(self) -> Client:
+        client = self.connection
+        if client is None:
+            raise self._not_open()
+        return client
+
+    def _ready(self) -> tuple[Opened, ScriptSet]:
+        opened, scripts = self._opened, self._scripts
+        if opened is None or scripts is None:
+            raise self._not_open()
+        return opened, scripts
+
+    @property
+    def is_cluster(self) -> bool:
+        """True when the client is a Redis Cluster client."""
+        return isinstance(self.connection, RedisCluster)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Connect, check the server answers (within ``connect_timeout``), and load the scripts."""
+        if self.connection is not None:
+            return
+        timeout = self._settings.connect_timeout + self._settings.socket_timeout
+        opened: Opened | None = None
+        try:
+            opened = await asyncio.wait_for(open_client(self._source, self._settings), timeout)
+            self._where = opened.where
+            scripts = ScriptSet(opened.client)
+            await asyncio.wait_for(self._prepare(opened.client, scripts), timeout)
+        except TraffikException:
+            await self._discard(opened)
+            raise
+        except Exception as exc:
+            await self._discard(opened)
+            raise self._error("initialize", exc) from exc
+        if self._opened is not None:  # another task initialised meanwhile
+            await self._discard(opened)
+            return
+        self._opened, self._scripts = opened, scripts
+        self.connection = opened.client
+
+    @staticmethod
+    async def _prepare(client: Client, scripts: ScriptSet) -> None:
+        await client.ping()
+        # Load now so that the first decision is one round trip; after a restart or
+        # SCRIPT FLUSH, register_script reloads on NOSCRIPT by itself.
+        for source in scripts.sources():
+            await client.script_load(source)
+
+    @staticmethod
+    async def _discard(opened: Opened | None) -> None:
+        if opened is not None and opened.owned:
+            try:
+                await opened.client.aclose()
+            except Exception:  # the connection is being dropped anyway
+                pass
+
+    @_guarded
+    async def close(self) -> None:
+        """Close the client if this backend created it (from a URL or a factory)."""
+        opened, self._opened, self._scripts = self._opened, None, None
+        self.connection = None
+        if opened is not None and opened.owned:
+            await opened.client.aclose()
+
+    @_guarded
+    async def reset(self) -> None:
+        """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
+        client = self._client()
+        pattern = scan_pattern(self.namespace)
+        if isinstance(client, RedisCluster):
+            for node in client.get_primaries():
+                cursor = 0
+                while True:
+                    cursors, keys = await client.scan(
+                        cursor, match=pattern, count=_SCAN_BATCH, target_nodes=node
+                    )
+                    cursor = typing.cast("dict[str, int]", cursors)[node.name]
+                    if keys:
+                        await client.unlink(*keys)
+                    if cursor == 0:
+                        break
+            return
+        cursor = 0
+        while True:
+            cursor, keys = await client.scan(cursor, match=pattern, count=_SCAN_BATCH)
+            if keys:
+                await client.unlink(*keys)
+            if cursor == 0:
+                break
+
+    @_guarded
+    async def clear(self) -> None:
+        """Delete every key of the namespace (the same as :meth:`reset`)."""
+        await self.reset()
+
+    # -- primitives -----------------------------------------------------------------
+
+    @_guarded
+    async def get(self, key: str) -> str | None:
+        return _text(await self._client().get(key))
+
+    @_guarded
+    async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        if expire is None:
+            await self._client().set(key, str(value))
+            return
+        if expire <= 0:
+            raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
+        await self._client().set(key, str(value), px=max(1, math.ceil(expire * 1000)))
+
+    @_guarded
+    async def delete(self, key: str) -> bool:
+        return bool(await self._client().delete(key))
+
+    @_guarded
+    async def increment(self, key: str, amount: int = 1) -> int:
+        return int(await self._client().incrby(key, amount))
+
+    @_guarded
+    async def decrement(self, key: str, amount: int = 1) -> int:
+        return int(await self._client().decrby(key, amount))
+
+    @_guarded
+    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
+        if ttl <= 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl}.")
+        opened, scripts = self._ready()
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        return int(
+            await scripts["incr_ttl"](keys=[key], args=[amount, ttl_ms], client=opened.client)
+        )
+
+    @_guarded
+    async def expire(self, key: str, seconds: float) -> bool:
+        return bool(await self._client().pexpire(key, max(1, math.ceil(seconds * 1000))))
+
+    @_guarded
+    async def multi_get(self, *keys: str) -> list[str | None]:
+        if not keys:
+            return []
+        client = self._client()
+        if isinstance(client, RedisCluster):
+            # MGET must stay in one slot on a cluster; this splits by slot and reorders.
+            values = await client.mget_nonatomic(list(keys))
+        else:
+            values = await client.mget(list(keys))
+        return [_text(value) for value in values]
+
+    @_guarded
+    async def get_lock(self, name: str) -> AsyncRedisLock:
+        return AsyncRedisLock(self._client(), name, timeout=self.lock_timeout)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def state_key(self, key: str, strategy: Strategy) -> str:
+        """``namespace:{key}:strategy``; the throttle key is escaped into a hash tag."""
+        return tagged_key(self.namespace, key, strategy.storage_suffix())
+
+    async def decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
+    ) -> Decision:
+        """Charge ``cost`` to ``key`` in one EVALSHA (built-in strategies) or the generic path."""
+        name = SCRIPT_OF.get(type(strategy))
+        if name is None:
+            return await self._generic_decide(key, strategy, rate, cost, now_ms=now_ms)
+        check_cost(cost)
+        if rate.unlimited:
+            raise ValueError("decide() needs a limited rate; an unlimited rate admits everything.")
+        if now_ms is None and not self._server_clock:
+            now_ms = self.clock()
+        args = decision_args(strategy, rate, cost, now_ms)
+        opened, scripts = self._ready()
+        skey = tagged_key(self.namespace, key, strategy.storage_suffix())
+        try:
+            if opened.gate is None:
+                reply = await scripts[name](keys=(skey,), args=args)
+            else:
+                async with opened.gate:
+                    reply = await scripts[name](keys=(skey,), args=args)
+        except Exception as exc:
+            raise self._error("decide", exc) from exc
+        return to_decision(reply)
+
+    async def _generic_decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int, *, now_ms: int | None
+    ) -> Decision:
+        try:
+            return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+        except (TraffikException, ValueError):
+            raise
+        except Exception as exc:
+            raise self._error("decide", exc) from exc
+
+    async def peek(
+        self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
+    ) -> Decision:
+        """The decision a one-unit request would get now, read with the clock of the key's server."""
+        if type(strategy) not in SCRIPT_OF:
+            return await super().peek(key, strategy, rate, now_ms=now_ms)
+        if now_ms is None and not self._server_clock:
+            now_ms = self.clock()
+        _, scripts = self._ready()
+        skey = self.state_key(key, strategy)
+        try:
+            now, raw = await scripts["peek"](keys=[skey], args=["" if now_ms is None else now_ms])
+        except Exception as exc:
+            raise self._error("peek", exc) from exc
+        return strategy.peek(decode_state(raw), int(now), rate)
+
+
+def _text(value: typing.Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

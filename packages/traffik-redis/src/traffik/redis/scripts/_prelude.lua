@@ -1,0 +1,77 @@
+-- Shared helpers, prepended to every strategy script (never run on its own).
+--
+-- Lua numbers are IEEE doubles. Every value handled here is an integer whose
+-- magnitude stays below 2^53 (traffik.rates.Rate guarantees limit x window does),
+-- so sums, differences and products are exact. Division is not: a / b is rounded,
+-- so floor_div corrects math.floor(a / b) by one step, which makes it Python's //.
+-- State is stored as Python's traffik.strategies.encode_state writes it: decimal
+-- integers joined by commas ("1700000000000,3").
+
+local function floor_div(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then
+    q = q - 1
+  elseif r >= b then
+    q = q + 1
+  end
+  return q
+end
+
+local function ceil_div(a, b)
+  return -floor_div(-a, b)
+end
+
+-- Python's a % b for b > 0: never negative.
+local function mod(a, b)
+  return a - floor_div(a, b) * b
+end
+
+-- The decision time: ARGV given by the caller, or the server clock.
+local function now_ms(arg)
+  if arg ~= nil and arg ~= '' then
+    return tonumber(arg)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- "a,b,c" -> {a, b, c}; nil (a fresh key) when absent or not a list of integers.
+local function decode(raw)
+  if not raw or raw == '' then
+    return nil
+  end
+  local out = {}
+  for part in string.gmatch(raw .. ',', '([^,]*),') do
+    if not string.find(part, '^%-?%d+$') then
+      return nil
+    end
+    out[#out + 1] = tonumber(part)
+  end
+  return out
+end
+
+local function encode(list)
+  local parts = {}
+  for i = 1, #list do
+    parts[i] = string.format('%d', list[i])
+  end
+  return table.concat(parts, ',')
+end
+
+-- Store a state for ttl milliseconds (at least 1: PX 0 is an error).
+local function store(key, list, ttl)
+  if ttl < 1 then
+    ttl = 1
+  end
+  redis.call('SET', key, encode(list), 'PX', string.format('%d', ttl))
+end
+
+-- The reply: allowed (1/0), limit, remaining, reset_ms, retry_after_ms (-1: never), window_ms.
+local function reply(allowed, limit, remaining, reset, retry, window)
+  local flag = 0
+  if allowed then
+    flag = 1
+  end
+  return {flag, limit, remaining, reset, retry, window}
+end

@@ -1,0 +1,47 @@
+-- The meter behind the bucket strategies (traffik.strategies._meter.meter_step):
+-- TokenBucketStrategy, TokenBucketWithDebtStrategy, LeakyBucketStrategy and
+-- LeakyBucketWithQueueStrategy differ only in their capacity.
+--
+-- KEYS[1]  the state key; value "level,last_ms" (level: units in use x window)
+-- ARGV[1]  now in ms, or '' to use the server clock (TIME)
+-- ARGV[2]  limit (units refilled per window)
+-- ARGV[3]  window in ms
+-- ARGV[4]  cost of this request (the caller caps it at capacity + 1)
+-- ARGV[5]  capacity in units (strategy.capacity(rate))
+-- Returns {allowed, capacity, remaining, reset_ms, retry_after_ms, window_ms}.
+
+local key = KEYS[1]
+local now = now_ms(ARGV[1])
+local limit, window, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local capacity = tonumber(ARGV[5])
+
+local top = capacity * window
+local level = 0
+local state = decode(redis.call('GET', key))
+if state and #state == 2 then
+  level = state[1]
+  local elapsed = now - state[2]
+  if elapsed > 0 then
+    -- Compare before multiplying: elapsed x limit could pass 2^53.
+    if elapsed >= ceil_div(level, limit) then
+      level = 0
+    else
+      level = level - elapsed * limit
+    end
+  end
+end
+
+local need = cost * window
+-- need <= top - level is level + need <= top without a sum above 2^53.
+if need <= top - level then
+  level = level + need
+  local drain = ceil_div(level, limit)
+  store(key, {level, now}, drain)
+  return reply(true, capacity, floor_div(top - level, window), drain, 0, window)
+end
+
+local retry = -1
+if cost <= capacity then
+  retry = ceil_div((level - top) + need, limit)
+end
+return reply(false, capacity, floor_div(top - level, window), ceil_div(level, limit), retry, window)
