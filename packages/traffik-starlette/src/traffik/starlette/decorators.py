@@ -1,0 +1,125 @@
+"""``throttled``: throttle a plain Starlette endpoint with a decorator.
+
+::
+
+    @throttled(HTTPThrottle("items", "10/m"))
+    async def items(request: Request) -> Response: ...
+
+    app = Starlette(routes=[Route("/items", items)], lifespan=backend.lifespan)
+
+The endpoint keeps its signature (``functools.wraps``). Throttles run in the order
+given before the endpoint; a refusal raises through Starlette's exception handlers
+(a 429). The response the endpoint returns gets the RateLimit fields. On a
+WebSocket endpoint the throttles run at connect, before the endpoint accepts, and a
+refusal is answered like :class:`~traffik.starlette.ThrottleMiddleware` does (HTTP 429
+denial response if the server supports it, else close code 1013).
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from traffik.headers import (
+    DECISIONS_STATE_KEY,
+    LEGACY_STATE_KEY,
+    MANAGED_FIELDS,
+    rate_limit_headers,
+)
+from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception
+from traffik.throttles import BaseThrottle
+from traffik.utils import is_async_callable
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["throttled"]
+
+F = typing.TypeVar("F", bound="Callable[..., typing.Any]")
+
+
+def _find_connection(args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]) -> HTTPConnection:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, HTTPConnection):
+            return value
+    raise TypeError(
+        "A @throttled Starlette endpoint must receive the request or websocket "
+        "(async def endpoint(request): ...)."
+    )
+
+
+def _set_headers(connection: HTTPConnection, response: Response) -> None:
+    state = connection.scope.get("state") or {}
+    decisions = state.get(DECISIONS_STATE_KEY)
+    if not decisions:
+        return
+    raw = [
+        (name, value)
+        for name, value in response.headers.raw
+        if name.lower().decode("latin-1") not in MANAGED_FIELDS
+    ]
+    for name, value in rate_limit_headers(decisions, legacy=bool(state.get(LEGACY_STATE_KEY))):
+        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    response.headers.raw[:] = raw
+
+
+def throttled(
+    *throttles: BaseThrottle[typing.Any], websocket_close_code: int = WS_TRY_AGAIN_LATER
+) -> Callable[[F], F]:
+    """A decorator applying ``throttles`` (in order) before a Starlette endpoint runs.
+
+    Works on ``async def`` and plain ``def`` endpoints (the latter run in the thread
+    pool, as Starlette would), on ``HTTPEndpoint`` methods and on WebSocket
+    endpoints.
+    """
+    if not throttles:
+        raise TypeError(
+            "throttled() needs at least one throttle, e.g. throttled(HTTPThrottle(...))."
+        )
+    for throttle in throttles:
+        if not isinstance(throttle, BaseThrottle):
+            raise TypeError(
+                f"throttled() takes throttles (HTTPThrottle, WebSocketThrottle or another "
+                f"BaseThrottle), got {throttle!r}."
+            )
+
+    def decorator(endpoint: F) -> F:
+        if not callable(endpoint):
+            raise TypeError(f"throttled(...) decorates an endpoint function, got {endpoint!r}.")
+        is_async = is_async_callable(endpoint)
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+            connection = _find_connection(args, kwargs)
+            if isinstance(connection, WebSocket):
+                try:
+                    for throttle in throttles:
+                        await throttle(connection)
+                except Exception as exc:
+                    await handle_exception(
+                        connection,
+                        exc,
+                        connection.scope,
+                        connection._receive,
+                        connection._send,
+                        close_code=websocket_close_code,
+                    )
+                    return None
+            else:
+                for throttle in throttles:
+                    await throttle(connection)
+            if is_async:
+                result = await endpoint(*args, **kwargs)
+            else:
+                result = await run_in_threadpool(endpoint, *args, **kwargs)
+            if isinstance(result, Response):
+                _set_headers(connection, result)
+            return result
+
+        return typing.cast("F", wrapper)
+
+    return decorator

@@ -1,0 +1,146 @@
+"""``ThrottleMiddleware``: throttle whole areas of an app before routing, in pure ASGI."""
+
+from __future__ import annotations
+
+import typing
+
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+from traffik.backends.base import throttle_backend_ctx
+from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception, rate_limit_sender
+from traffik.starlette.throttle import MiddlewareThrottle
+from traffik.throttles import BaseThrottle
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from starlette.requests import HTTPConnection
+    from starlette.types import ASGIApp, Receive, Scope, Send
+    from traffik.backends.base import ThrottleBackend
+
+__all__ = ["ThrottleMiddleware"]
+
+WebSocketMode = typing.Literal["throttle", "pass"]
+
+
+class ThrottleMiddleware:
+    """Apply :class:`MiddlewareThrottle` rules to every HTTP request and WebSocket handshake.
+
+    Throttles are tried **in list order**; every matching one is charged, and the
+    first that refuses stops the chain (put the most specific first). A refusal goes
+    through the app's exception handlers exactly as if a route had raised it (a
+    handler for the status code first, then by exception class; Starlette answers a
+    plain-text 429, FastAPI JSON). Responses that get through carry the RateLimit
+    fields of every decision taken for the request, the route's throttles included.
+
+    ``backend``: the backend for throttles that have none of their own; by default
+    the one the app's lifespan registered (``backend(app)`` / ``backend.lifespan``).
+    An explicit backend is initialised on first use; no backend context is entered
+    per request.
+
+    WebSocket handshakes (``websocket="throttle"``, the default) are throttled before
+    the app accepts them. A refused handshake is answered with an HTTP 429 denial
+    response when the server supports the ``websocket.http.response`` extension, and
+    otherwise closed with code 1013 "Try Again Later" (``websocket_close_code``; a
+    server closing a handshake that was never accepted shows the client an HTTP 403).
+    ``websocket="pass"`` lets every WebSocket through untouched, as traffik 1.0.0b2 did.
+    Lifespan and other scopes always pass through.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        middleware_throttles: Sequence[MiddlewareThrottle | BaseThrottle[typing.Any]] = (),
+        backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
+        *,
+        websocket: WebSocketMode = "throttle",
+        websocket_close_code: int = WS_TRY_AGAIN_LATER,
+        headers: bool = True,
+        legacy_headers: bool = False,
+    ) -> None:
+        if websocket not in ("throttle", "pass"):
+            raise ValueError(f"websocket must be 'throttle' or 'pass', got {websocket!r}.")
+        if isinstance(middleware_throttles, (MiddlewareThrottle, BaseThrottle)):
+            raise TypeError(
+                "middleware_throttles must be a list, e.g. middleware_throttles=[MiddlewareThrottle(throttle)]."
+            )
+        throttles: list[MiddlewareThrottle] = []
+        for item in middleware_throttles:
+            if isinstance(item, BaseThrottle):
+                item = MiddlewareThrottle(item)
+            if not isinstance(item, MiddlewareThrottle):
+                raise TypeError(
+                    f"middleware_throttles must contain MiddlewareThrottle (or throttle) objects, got {item!r}."
+                )
+            throttles.append(item)
+        self.app = app
+        self.middleware_throttles = tuple(throttles)
+        self.backend = backend
+        self.websocket = websocket
+        self.websocket_close_code = websocket_close_code
+        self.headers = headers
+        self.legacy_headers = legacy_headers
+        self._by_type = {
+            "http": tuple(t for t in throttles if t.applies_to("http")),
+            "websocket": tuple(t for t in throttles if t.applies_to("websocket"))
+            if websocket == "throttle"
+            else (),
+        }
+        self._initialized = backend is None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type not in ("http", "websocket") or (
+            scope_type == "websocket" and self.websocket == "pass"
+        ):
+            await self.app(scope, receive, send)
+            return
+        # The same state dict for every layer below, so decisions recorded by route
+        # throttles are visible here even if a layer copies the scope.
+        scope.setdefault("state", {})
+        if self.headers:
+            send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
+        matching = [t for t in self._by_type[scope_type] if t.matches(scope)]
+        if matching:
+            connection: HTTPConnection = (
+                Request(scope, receive, send)
+                if scope_type == "http"
+                else WebSocket(scope, receive, send)
+            )
+            try:
+                await self._apply(matching, connection, receive, send)
+            except Exception as exc:
+                await handle_exception(
+                    connection, exc, scope, receive, send, close_code=self.websocket_close_code
+                )
+                return
+        await self.app(scope, receive, send)
+
+    async def _apply(
+        self,
+        matching: list[MiddlewareThrottle],
+        connection: HTTPConnection,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        backend = self.backend
+        if backend is None:
+            # Throttles resolve the app's backend themselves (connection.app.state).
+            for throttle in matching:
+                if await throttle.hook_allows(connection):
+                    await throttle.hit(connection, receive, send)
+            return
+        if not self._initialized:
+            await self._initialize(backend)
+        token = throttle_backend_ctx.set(backend)
+        try:
+            for throttle in matching:
+                if await throttle.hook_allows(connection):
+                    await throttle.hit(connection, receive, send)
+        finally:
+            throttle_backend_ctx.reset(token)
+
+    async def _initialize(self, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+        # initialize() is idempotent, so two first requests racing here are harmless.
+        await backend.initialize()
+        self._initialized = True

@@ -1,0 +1,215 @@
+"""``MiddlewareThrottle``: a throttle plus the rules saying which connections it applies to."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+
+from starlette.requests import HTTPConnection, Request
+from starlette.websockets import WebSocket
+from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterable
+
+    from starlette.types import Message, Receive, Scope, Send
+
+__all__ = ["MiddlewareThrottle", "ThrottleHook"]
+
+#: ``(connection) -> bool``, sync or async: True if the throttle applies to the connection.
+ThrottleHook = typing.Callable[[HTTPConnection], "Awaitable[bool] | bool"]
+
+
+def _compile_path(path: typing.Any) -> re.Pattern[str] | None:
+    if path is None:
+        return None
+    if isinstance(path, re.Pattern):
+        return path
+    if isinstance(path, str):
+        try:
+            return re.compile(path)
+        except re.error as exc:
+            raise ValueError(
+                f"path {path!r} is not a valid regular expression ({exc}); for a literal "
+                "prefix use prefix= instead of path=."
+            ) from None
+    raise TypeError(
+        f"path must be a regular-expression string or a compiled pattern, got {path!r}."
+    )
+
+
+def _normalise_methods(methods: typing.Any) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    if isinstance(methods, str):
+        raise TypeError(
+            f"methods must be a collection of method names such as {{{methods!r}}}, "
+            f"not the single string {methods!r}."
+        )
+    result = set()
+    for method in methods:
+        if not isinstance(method, str):
+            raise TypeError(
+                f"methods must contain strings such as 'GET' or 'POST'; got {method!r} "
+                f"({type(method).__name__})."
+            )
+        result.add(method.upper())
+    return frozenset(result)
+
+
+async def _no_receive() -> Message:
+    raise RuntimeError("This connection has no receive channel.")
+
+
+async def _no_send(message: Message) -> None:
+    raise RuntimeError("This connection has no send channel.")
+
+
+class _Area:
+    """Stands in for ``scope["route"]`` so that throttles key the whole matched area.
+
+    Throttles key requests by ``scope["route"].path_format`` when routing found a
+    route; the middleware runs before routing, so it gives its throttles this marker
+    instead: every path the rules match shares one key per client. The
+    ``<mw>`` label cannot equal a real route template (those start with ``/``).
+    """
+
+    __slots__ = ("path_format",)
+
+    def __init__(self, label: str) -> None:
+        self.path_format = label
+
+
+class MiddlewareThrottle:
+    """A throttle the :class:`~traffik.starlette.ThrottleMiddleware` applies when all rules match.
+
+    - ``path``: a regular expression matched at the **start** of ``scope["path"]``
+      (``re.match``, as traffik 1.0.0b2 did): ``"/api/"`` acts as a prefix, but
+      regex characters keep their meaning (``"/v1.0"`` also matches ``"/v1x0"``,
+      ``r"/items/\\d+"`` also matches ``"/items/12abc"``). Anchor the end with ``$``
+      when needed. A compiled pattern is used as is.
+    - ``prefix``: a literal path prefix (no regex), the plain alternative to ``path``.
+    - ``methods``: HTTP methods, case-insensitive. A throttle with ``methods`` never
+      applies to WebSocket connections (they have no method).
+    - ``hook``: ``(connection) -> bool``, sync or async, checked last.
+
+    ``HTTPThrottle`` applies to HTTP requests, ``WebSocketThrottle`` to WebSocket
+    handshakes; other throttles to both. The middleware runs before routing, so a
+    throttle here limits the **whole matched area per client**: every path it matches
+    shares one budget (``"/api/"`` with ``"100/m"`` = 100 API requests per minute per
+    client). Pass ``per_path=True`` for one budget per concrete path (traffik
+    1.0.0b2's behaviour).
+    """
+
+    __slots__ = (
+        "_area",
+        "_http",
+        "_websocket",
+        "hook",
+        "methods",
+        "path",
+        "per_path",
+        "prefix",
+        "throttle",
+    )
+
+    def __init__(
+        self,
+        throttle: BaseThrottle[typing.Any],
+        path: str | re.Pattern[str] | None = None,
+        methods: Iterable[str] | None = None,
+        hook: ThrottleHook | None = None,
+        *,
+        prefix: str | None = None,
+        per_path: bool = False,
+    ) -> None:
+        if not isinstance(throttle, BaseThrottle):
+            raise TypeError(
+                f"MiddlewareThrottle wraps a throttle (HTTPThrottle, WebSocketThrottle...), "
+                f"got {throttle!r}."
+            )
+        if path is not None and prefix is not None:
+            raise ValueError("Give path= (a regular expression) or prefix= (literal), not both.")
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string such as '/api/', got {prefix!r}.")
+        if hook is not None and not callable(hook):
+            raise TypeError(f"hook must be a callable (connection) -> bool, got {hook!r}.")
+        self.throttle = throttle
+        self.path = _compile_path(path)
+        self.prefix = prefix
+        self.methods = _normalise_methods(methods)
+        self.hook = hook
+        self.per_path = per_path
+        self._http = not isinstance(throttle, WebSocketThrottle)
+        self._websocket = not isinstance(throttle, HTTPThrottle) and self.methods is None
+        label = (
+            prefix if prefix is not None else (self.path.pattern if self.path is not None else "")
+        )
+        self._area = _Area(f"<mw>{label}")
+
+    def __repr__(self) -> str:
+        rules = []
+        if self.path is not None:
+            rules.append(f"path={self.path.pattern!r}")
+        if self.prefix is not None:
+            rules.append(f"prefix={self.prefix!r}")
+        if self.methods is not None:
+            rules.append(f"methods={sorted(self.methods)!r}")
+        if self.hook is not None:
+            rules.append(f"hook={getattr(self.hook, '__name__', self.hook)!r}")
+        return f"MiddlewareThrottle({self.throttle!r}{''.join(', ' + r for r in rules)})"
+
+    def applies_to(self, scope_type: str) -> bool:
+        """Whether this throttle can apply to connections of ``scope_type`` at all."""
+        return self._http if scope_type == "http" else scope_type == "websocket" and self._websocket
+
+    def matches(self, scope: Scope) -> bool:
+        """Method and path rules (not the hook): cheap, synchronous."""
+        if self.methods is not None and scope.get("method", "") not in self.methods:
+            return False
+        path: str = scope["path"]
+        if self.prefix is not None:
+            return path.startswith(self.prefix)
+        return self.path is None or self.path.match(path) is not None
+
+    async def hook_allows(self, connection: HTTPConnection) -> bool:
+        """The hook's verdict (True without a hook)."""
+        if self.hook is None:
+            return True
+        result = self.hook(connection)
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    async def __call__(self, connection: HTTPConnection) -> HTTPConnection:
+        """Apply the throttle if every rule matches (raises when throttled); return ``connection``."""
+        scope = connection.scope
+        if not self.applies_to(scope["type"]) or not self.matches(scope):
+            return connection
+        if not await self.hook_allows(connection):
+            return connection
+        scope.setdefault("state", {})
+        receive: Receive = getattr(connection, "_receive", None) or _no_receive
+        send: Send = getattr(connection, "_send", None) or _no_send
+        await self.hit(connection, receive, send)
+        return connection
+
+    async def hit(self, connection: HTTPConnection, receive: Receive, send: Send) -> None:
+        """Charge the throttle for ``connection`` (rules already checked).
+
+        Unless ``per_path``, the throttle sees a copy of the scope whose ``route`` is
+        this rule's area and whose ``method`` is ``GET`` (the copy shares
+        ``scope["state"]``, where decisions are recorded), so every path and method
+        the rules match shares one budget per client.
+        """
+        if self.per_path:
+            await self.throttle(connection)
+            return
+        scope = {**connection.scope, "route": self._area}
+        if "method" in scope:
+            scope["method"] = "GET"
+        if scope["type"] == "http":
+            await self.throttle(Request(scope, receive, send))
+        else:
+            await self.throttle(WebSocket(scope, receive, send))
