@@ -3,14 +3,15 @@
 Item keys (at most 250 bytes, printable ASCII without spaces)::
 
     {ns}~gen                 the namespace's generation number (plain digits)
-    {ns}~{generation}~{key}  a key that is short printable ASCII, used as is
-    {ns}~{generation}#{hex}  any other key: BLAKE2b-256 of its UTF-8 bytes
-    {ns}~lock~{name}         a lock (or ``{ns}~lock#{hex}``): not generation-scoped
+    {ns}~{generation}~{rest} a key ``{namespace}:{rest}`` whose rest is short printable ASCII
+    {ns}~{generation}#{hex}  any other key of the namespace: BLAKE2b-256 of rest's UTF-8
+    ~{key} or #{hex}         a key outside the namespace: global, never reset
+    !lock~{name} or !lock#{hex}  a lock: global (names are namespaced), not generation-scoped
 
 ``{ns}`` is the namespace if it is short and made of ``[A-Za-z0-9_.:-]``, else
-``%`` and a digest of it. Neither it nor the generation contains ``~`` or ``#``,
-so the layout is injective: two different keys never share an item (short of a
-BLAKE2b-256 collision).
+``%`` and a digest of it. Neither it nor the generation contains ``~``, ``#`` or
+``!``, so the layout is injective: two different keys never share an item (short
+of a BLAKE2b-256 collision).
 
 Values: integers are stored as decimal ``value + 2**63`` so that memcached's
 unsigned ``incr``/``decr`` work on them and they can still go below zero; any
@@ -27,6 +28,8 @@ import time
 
 __all__ = [
     "COUNTER_OFFSET",
+    "GLOBAL_PREFIX",
+    "LOCK_PREFIX",
     "MAX_RELATIVE_EXPTIME",
     "decode_counter",
     "decode_value",
@@ -44,6 +47,9 @@ COUNTER_OFFSET = 2**63
 #: Larger exptimes are read by memcached as absolute Unix times (30 days).
 MAX_RELATIVE_EXPTIME = 30 * 24 * 3600
 MAX_KEY_BYTES = 250
+#: Prefix of keys outside the backend's namespace, and of locks.
+GLOBAL_PREFIX = ""
+LOCK_PREFIX = "!lock"
 
 _SAFE_NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SAFE_KEY = re.compile(r"[\x21-\x7e]+")
@@ -67,7 +73,7 @@ def generation_key(tag: str) -> bytes:
 
 
 def item_key(prefix: str, key: str) -> bytes:
-    """The item key of ``key`` under ``prefix`` (``{ns}~{generation}`` or ``{ns}~lock``)."""
+    """The item key of ``key`` under ``prefix`` (``{ns}~{generation}``, global or lock)."""
     if len(prefix) + 1 + len(key) <= MAX_KEY_BYTES and _SAFE_KEY.fullmatch(key):
         return f"{prefix}~{key}".encode("ascii")
     return f"{prefix}#{_digest(key, 32)}".encode("ascii")

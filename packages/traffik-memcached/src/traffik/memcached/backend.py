@@ -8,7 +8,10 @@ import typing
 
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend, wall_clock_ms
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+from traffik.memcached._generations import Generations
 from traffik.memcached._keys import (
+    GLOBAL_PREFIX,
+    LOCK_PREFIX,
     decode_counter,
     decode_value,
     encode_counter,
@@ -36,7 +39,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["MemcachedBackend"]
 
-_Build = typing.Callable[[str], tuple[bytes, tuple[int, ...]]]
+_Build = typing.Callable[[list[bytes]], tuple[bytes, tuple[int, ...]]]
 
 #: How many times an operation is re-run because the generation moved under it.
 _GENERATION_ATTEMPTS = 4
@@ -125,9 +128,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         self.lock_ttl = float(lock_ttl)
         self.generation_ttl = float(generation_ttl)
         self._tag = namespace_tag(namespace)
-        self._generation_key = generation_key(self._tag)
-        self._generation = 0
-        self._generation_read_at = float("-inf")
+        self._own = namespace + ":"
+        self._generations = Generations(self.generation_ttl)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self.host!r}, port={self.port}, namespace={self.namespace!r})"
@@ -156,7 +158,7 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         try:
             await client.connect()
             self.connection = client
-            await self._read_generation()
+            await self._generations.load(client, [self._tag])
         except BaseException as exc:
             self.connection = None
             await client.close()
@@ -177,121 +179,97 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         Old items are never read again; memcached reclaims them when they expire or
         by LRU eviction. Locks are not generation-scoped and stay held.
         """
-        client = self._client()
-        (line,) = await client.execute(b"incr %s 1\r\n" % self._generation_key, (LINE,))
-        line = typing.cast("bytes", line)
-        if line.isdigit():
-            self._remember(int(line))
-        elif line == b"NOT_FOUND":
-            await self._create_generation(at_least=self._generation + 1)
-        else:
-            raise BackendError(f"memcached answered the generation bump with {line!r}.")
+        await self._generations.bump(self._client(), self._tag)
 
-    # -- generations ----------------------------------------------------------
+    # -- keys and generations ---------------------------------------------------
 
-    def _remember(self, generation: int) -> None:
-        self._generation = generation
-        self._generation_read_at = asyncio.get_running_loop().time()
+    def _scope(self, key: str) -> tuple[str | None, str]:
+        """``(namespace tag, rest)`` of ``key``; tag None for a key outside any namespace.
 
-    async def _read_generation(self) -> None:
-        (values,) = await self._client().execute(b"get %s\r\n" % self._generation_key, (VALUES,))
-        entry = typing.cast("Values", values).get(self._generation_key)
-        if entry is None:
-            await self._create_generation()
-        else:
-            self._remember(int(entry[0]))
+        Keys of this backend's namespace (``{namespace}:...``) are scoped by its
+        generation; another ``ns:...`` key by the generation of ``ns`` (the text
+        before its first colon), so every instance maps a key to the same item.
+        """
+        if key.startswith(self._own):
+            return self._tag, key[len(self._own) :]
+        head, colon, rest = key.partition(":")
+        if colon and head:
+            return namespace_tag(head), rest
+        return None, key
 
-    async def _create_generation(self, at_least: int = 0) -> None:
-        # A wall-clock start never reuses the generation of an evicted generation key
-        # (which would resurrect that generation's items).
-        start = max(wall_clock_ms(), at_least)
-        value = str(start).encode("ascii")
-        client = self._client()
-        payload = b"add %s 0 0 %d\r\n%s\r\nget %s\r\n" % (
-            self._generation_key,
-            len(value),
-            value,
-            self._generation_key,
-        )
-        _, values = await client.execute(payload, (LINE, VALUES))
-        entry = typing.cast("Values", values).get(self._generation_key)
-        self._remember(start if entry is None else int(entry[0]))
+    async def _run(self, keys: Sequence[str], build: _Build) -> tuple[list[bytes], list[Reply]]:
+        """Run the commands ``build(item_keys)`` returns for ``keys``, in current generations.
 
-    def _prefix(self) -> str:
-        return f"{self._tag}~{self._generation}"
-
-    async def _run(self, build: _Build) -> tuple[str, list[Reply]]:
-        """Run the commands ``build(prefix)`` returns, in the current generation.
-
-        Unless the cached generation is fresh (``generation_ttl``), the generation
-        is read in the same round trip; if it moved, the commands are run again
-        under the new one (anything they wrote went to a dead generation).
+        The generations involved are read in the same round trip (unless cached for
+        less than ``generation_ttl`` seconds); if one moved, the commands are run
+        again under the new one (anything they wrote went to a dead generation).
+        Returns the item keys used and the commands' replies.
         """
         client = self._client()
+        scopes = [self._scope(key) for key in keys]
+        tags = list(dict.fromkeys(tag for tag, _ in scopes if tag is not None))
+        generations = self._generations
+        unknown = [tag for tag in tags if generations.get(tag) is None]
+        if unknown:
+            await generations.load(client, unknown)
         for _ in range(_GENERATION_ATTEMPTS):
-            prefix = self._prefix()
-            payload, kinds = build(prefix)
-            loop = asyncio.get_running_loop()
-            if self.generation_ttl and loop.time() - self._generation_read_at < self.generation_ttl:
-                return prefix, await client.execute(payload, kinds)
+            items = [
+                item_key(GLOBAL_PREFIX if tag is None else f"{tag}~{generations.get(tag)}", rest)
+                for tag, rest in scopes
+            ]
+            payload, kinds = build(items)
+            stale = [tag for tag in tags if not generations.fresh(tag)]
+            if not stale:
+                return items, await client.execute(payload, kinds)
+            gen_keys = [generation_key(tag) for tag in stale]
             replies = await client.execute(
-                b"get %s\r\n%s" % (self._generation_key, payload), (VALUES, *kinds)
+                b"get %s\r\n%s" % (b" ".join(gen_keys), payload), (VALUES, *kinds)
             )
-            entry = typing.cast("Values", replies[0]).get(self._generation_key)
-            if entry is None:
-                await self._create_generation(at_least=self._generation + 1)
-                continue
-            generation = int(entry[0])
-            self._remember(generation)
-            if f"{self._tag}~{generation}" == prefix:
-                return prefix, replies[1:]
+            found = typing.cast("Values", replies[0])
+            moved = False
+            for tag, gen_key in zip(stale, gen_keys, strict=True):
+                change = generations.note(tag, found.get(gen_key))
+                if change is None:
+                    await generations.create(client, tag)
+                    moved = True
+                elif change:
+                    moved = True
+            if not moved:
+                return items, replies[1:]
         raise BackendError(
-            f"The generation of namespace {self.namespace!r} kept changing during one call; "
+            f"The generation of a namespace kept changing during one call on {keys[0]!r}; "
             f"something is calling reset() in a loop."
         )
 
     # -- primitives -----------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        holder: list[bytes] = []
-
-        def build(prefix: str) -> tuple[bytes, tuple[int, ...]]:
-            holder[:] = [item_key(prefix, key)]
-            return b"get %s\r\n" % holder[0], (VALUES,)
-
-        _, (values,) = await self._run(build)
-        entry = typing.cast("Values", values).get(holder[0])
+        items, (values,) = await self._run([key], lambda ks: (b"get %s\r\n" % ks[0], (VALUES,)))
+        entry = typing.cast("Values", values).get(items[0])
         return None if entry is None else decode_value(entry[0])
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
             return []
-        holder: list[bytes] = []
-
-        def build(prefix: str) -> tuple[bytes, tuple[int, ...]]:
-            holder[:] = [item_key(prefix, key) for key in keys]
-            return b"get %s\r\n" % b" ".join(dict.fromkeys(holder)), (VALUES,)
-
-        _, (values,) = await self._run(build)
+        items, (values,) = await self._run(
+            keys, lambda ks: (b"get %s\r\n" % b" ".join(dict.fromkeys(ks)), (VALUES,))
+        )
         found = typing.cast("Values", values)
-        return [None if (e := found.get(k)) is None else decode_value(e[0]) for k in holder]
+        return [None if (e := found.get(k)) is None else decode_value(e[0]) for k in items]
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         if expire is not None and expire <= 0:
             raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
         data = encode_value(str(value))
         ttl = 0 if expire is None else exptime(expire)
-
-        def build(prefix: str) -> tuple[bytes, tuple[int, ...]]:
-            mk = item_key(prefix, key)
-            return b"set %s 0 %d %d\r\n%s\r\n" % (mk, ttl, len(data), data), (LINE,)
-
-        _, (line,) = await self._run(build)
+        _, (line,) = await self._run(
+            [key], lambda ks: (b"set %s 0 %d %d\r\n%s\r\n" % (ks[0], ttl, len(data), data), (LINE,))
+        )
         if line != b"STORED":
             raise BackendError(f"memcached refused to store {key!r}: {line!r}.")
 
     async def delete(self, key: str) -> bool:
-        _, (line,) = await self._run(lambda p: (b"delete %s\r\n" % item_key(p, key), (LINE,)))
+        _, (line,) = await self._run([key], lambda ks: (b"delete %s\r\n" % ks[0], (LINE,)))
         if line not in (b"DELETED", b"NOT_FOUND"):
             raise BackendError(f"memcached answered delete of {key!r} with {line!r}.")
         return line == b"DELETED"
@@ -300,6 +278,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         return await self._add(key, amount, 0)
 
     async def decrement(self, key: str, amount: int = 1) -> int:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ValueError(f"amount must be an int, got {amount!r}.")
         return await self._add(key, -amount, 0)
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
@@ -310,10 +290,11 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValueError(f"amount must be an int, got {amount!r}.")
         verb = b"incr" if amount >= 0 else b"decr"
+        delta = abs(amount)
         initial = encode_counter(amount)
         for _ in range(8):
             _, (line,) = await self._run(
-                lambda p: (b"%s %s %d\r\n" % (verb, item_key(p, key), abs(amount)), (LINE,))
+                [key], lambda ks: (b"%s %s %d\r\n" % (verb, ks[0], delta), (LINE,))
             )
             line = typing.cast("bytes", line)
             if line[:1].isdigit():
@@ -325,10 +306,11 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
             if line != b"NOT_FOUND":
                 raise BackendError(f"memcached answered {verb.decode()} of {key!r} with {line!r}.")
             _, (line,) = await self._run(
-                lambda p: (
-                    b"add %s 0 %d %d\r\n%s\r\n" % (item_key(p, key), ttl, len(initial), initial),
+                [key],
+                lambda ks: (
+                    b"add %s 0 %d %d\r\n%s\r\n" % (ks[0], ttl, len(initial), initial),
                     (LINE,),
-                )
+                ),
             )
             if line == b"STORED":
                 return amount
@@ -338,14 +320,14 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         )
 
     async def expire(self, key: str, seconds: float) -> bool:
+        if seconds <= 0:
+            raise ValueError(f"seconds must be a positive number, got {seconds}.")
         ttl = exptime(seconds)
-        _, (line,) = await self._run(
-            lambda p: (b"touch %s %d\r\n" % (item_key(p, key), ttl), (LINE,))
-        )
+        _, (line,) = await self._run([key], lambda ks: (b"touch %s %d\r\n" % (ks[0], ttl), (LINE,)))
         return line == b"TOUCHED"
 
     async def get_lock(self, name: str) -> AsyncMemcachedLock:
-        return AsyncMemcachedLock(self, name, item_key(f"{self._tag}~lock", name), self.lock_ttl)
+        return AsyncMemcachedLock(self, name, item_key(LOCK_PREFIX, name), self.lock_ttl)
 
     # -- decisions ------------------------------------------------------------
 
@@ -397,7 +379,7 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         before = total - cost
         if total > limit:
             # decr only: if the counter vanished meanwhile there is nothing to give back.
-            await self._run(lambda p: (b"decr %s %d\r\n" % (item_key(p, ckey), cost), (LINE,)))
+            await self._run([ckey], lambda ks: (b"decr %s %d\r\n" % (ks[0], cost), (LINE,)))
             before = min(before, limit)
         return strategy.decide((start, before) if before > 0 else None, now, rate, cost).decision
 
@@ -410,18 +392,13 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         every retry; after ``max_retries`` retries it raises BackendError.
         """
         client = self._client()
-        holder: list[bytes] = []
-
-        def build(prefix: str) -> tuple[bytes, tuple[int, ...]]:
-            holder[:] = [item_key(prefix, skey)]
-            return b"gets %s\r\n" % holder[0], (VALUES,)
-
         for attempt in range(self.max_retries + 1):
             if attempt:
                 pause = self.retry_backoff * (1 << min(attempt, 10))
                 await asyncio.sleep(random.uniform(0, min(pause, 0.05)))
-            _, (values,) = await self._run(build)
-            mk = holder[0]
+            (mk,), (values,) = await self._run(
+                [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
+            )
             entry = typing.cast("Values", values).get(mk)
             state = None if entry is None else decode_state(decode_value(entry[0]))
             now = self.clock() if now_ms is None else now_ms
