@@ -34,4 +34,8 @@ local shown_reset = 0
 if used ~= 0 then
   shown_reset = reset
 end
-return reply(false, limit, limit - used, shown_reset, retry, window)
+local remaining = limit - used
+if remaining < 0 then
+  remaining = 0
+end
+return reply(false, limit, remaining, shown_reset, retry, window)

@@ -34,4 +34,8 @@ local retry = -1
 if cost <= burst then
   retry = ceil_div((ahead - tolerance) + need, limit)
 end
-return reply(false, burst, floor_div(tolerance - ahead, window), ceil_div(ahead, limit), retry, window)
+local remaining = floor_div(tolerance - ahead, window)
+if remaining < 0 then
+  remaining = 0
+end
+return reply(false, burst, remaining, ceil_div(ahead, limit), retry, window)

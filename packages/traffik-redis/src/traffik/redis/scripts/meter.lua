@@ -17,6 +17,9 @@ local capacity = tonumber(ARGV[5])
 
 local top = capacity * window
 local level = 0
+-- at: the time the level is taken at. A stored time ahead of now (this clock behind
+-- the writer's) is kept, so a skewed clock never drains the same interval twice.
+local at = now
 local state = decode(redis.call('GET', key))
 if state and #state == 2 then
   level = state[1]
@@ -28,20 +31,24 @@ if state and #state == 2 then
     else
       level = level - elapsed * limit
     end
+  elseif elapsed < 0 then
+    at = state[2]
   end
 end
+local lag = at - now
 
 local need = cost * window
 -- need <= top - level is level + need <= top without a sum above 2^53.
 if need <= top - level then
   level = level + need
-  local drain = ceil_div(level, limit)
-  store(key, {level, now}, drain)
+  local drain = lag + ceil_div(level, limit)
+  store(key, {level, at}, drain)
   return reply(true, capacity, floor_div(top - level, window), drain, 0, window)
 end
 
 local retry = -1
 if cost <= capacity then
-  retry = ceil_div((level - top) + need, limit)
+  retry = lag + ceil_div((level - top) + need, limit)
 end
-return reply(false, capacity, floor_div(top - level, window), ceil_div(level, limit), retry, window)
+local drain = lag + ceil_div(level, limit)
+return reply(false, capacity, floor_div(top - level, window), drain, retry, window)

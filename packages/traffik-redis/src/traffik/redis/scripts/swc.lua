@@ -18,27 +18,25 @@ local state = decode(redis.call('GET', key))
 if state and #state == 3 then
   local s, p, c = state[1], state[2], state[3]
   if s >= start then
+    -- A start ahead of ours (a clock behind the writer's) is honoured.
     start, prev, cur = s, p, c
   elseif s == start - window then
     prev = c
   end
 end
-local elapsed = now - start
-if elapsed < 0 then
-  elapsed = 0
-end
-local weight = 0
-if elapsed < window then
-  weight = window - elapsed
+-- left: ms until this window ends (more than W if its start is ahead of now).
+local left = start + window - now
+local weight = window
+if left < window then
+  weight = left
 end
 local budget = limit * window - prev * weight
 
 if (cur + cost) * window <= budget then
   cur = cur + cost
-  local remaining = floor_div(budget - cur * window, window)
-  local reset = 2 * window - elapsed
+  local reset = left + window
   store(key, {start, prev, cur}, reset)
-  return reply(true, limit, remaining, reset, 0, window)
+  return reply(true, limit, floor_div(budget - cur * window, window), reset, 0, window)
 end
 
 local remaining = floor_div(budget - cur * window, window)
@@ -47,18 +45,18 @@ if remaining < 0 then
 end
 local reset = 0
 if cur ~= 0 then
-  reset = 2 * window - elapsed
+  reset = left + window
 elseif prev ~= 0 then
-  reset = weight
+  reset = left
 end
 local retry
 if cost > limit then
   retry = -1
 elseif cur + cost <= limit then
   -- Wait in this window until the previous window's share has shrunk enough.
-  retry = weight - floor_div((limit - cur - cost) * window, prev)
+  retry = left - floor_div((limit - cur - cost) * window, prev)
 else
   -- Wait into the next window, where this window's count becomes the previous one.
-  retry = (window - elapsed) + window - floor_div((limit - cost) * window, cur)
+  retry = left + window - floor_div((limit - cost) * window, cur)
 end
 return reply(false, limit, remaining, reset, retry, window)

@@ -12,23 +12,28 @@ local key = KEYS[1]
 local now = now_ms(ARGV[1])
 local limit, window, cost = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local horizon = now - window
+-- Entries are ascending: drop the leading ones that left the window.
 local entries = {}
 local used = 0
 local state = decode(redis.call('GET', key))
 if state and #state % 2 == 0 then
-  for i = 1, #state, 2 do
-    if state[i] > horizon then
-      entries[#entries + 1] = state[i]
-      entries[#entries + 1] = state[i + 1]
-      used = used + state[i + 1]
-    end
+  local horizon = now - window
+  local i = 1
+  while i <= #state and state[i] <= horizon do
+    i = i + 2
+  end
+  while i <= #state do
+    entries[#entries + 1] = state[i]
+    entries[#entries + 1] = state[i + 1]
+    used = used + state[i + 1]
+    i = i + 2
   end
 end
 local n = #entries
 
 if used + cost <= limit then
-  if n > 0 and entries[n - 1] == now then
+  if n > 0 and entries[n - 1] >= now then
+    -- Same millisecond (or a clock behind the last writer's): merge, keep order.
     entries[n] = entries[n] + cost
   else
     entries[n + 1] = now
@@ -51,12 +56,16 @@ if cost > limit then
 else
   -- Drop the oldest entries until the cost fits; the last one dropped says when.
   local excess = used + cost - limit
-  for i = 1, n, 2 do
-    excess = excess - entries[i + 1]
+  for j = 1, n, 2 do
+    excess = excess - entries[j + 1]
     if excess <= 0 then
-      retry = entries[i] + window - now
+      retry = entries[j] + window - now
       break
     end
   end
 end
-return reply(false, limit, limit - used, reset, retry, window)
+local remaining = limit - used
+if remaining < 0 then
+  remaining = 0
+end
+return reply(false, limit, remaining, reset, retry, window)
