@@ -332,7 +332,7 @@ def test_all_buckets_and_gcra_decide_alike_for_the_same_capacity(capacity: int) 
     for strategy in same:
         state: State | None = None
         seen = []
-        for now, cost in zip(times, costs):
+        for now, cost in zip(times, costs, strict=True):
             step = strategy.decide(state, now, RATE, cost)
             d = step.decision
             seen.append((d.allowed, d.remaining, d.reset_ms, d.retry_after_ms))
@@ -418,7 +418,8 @@ async def test_get_stat_matches_the_seed() -> None:
         stat = await fw.get_stat("k", rate, backend)
         assert stat.hits_remaining == 0
         assert stat.wait_time > 0
-        assert stat.rate == rate and stat.key == "k"
+        assert stat.rate == rate
+        assert stat.key == "k"
 
         tb = TokenBucketStrategy(burst_size=15)
         assert (await tb.get_stat("t", rate, backend)).hits_remaining == 15
