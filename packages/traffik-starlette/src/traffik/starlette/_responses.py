@@ -6,7 +6,8 @@ import typing
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
+from traffik.exceptions import build_exception_handler_getter
 from traffik.headers import (
     DECISIONS_STATE_KEY,
     LEGACY_STATE_KEY,
@@ -21,9 +22,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "WS_TRY_AGAIN_LATER",
-    "default_http_exception_response",
     "handle_exception",
-    "lookup_exception_handler",
     "rate_limit_sender",
 ]
 
@@ -38,36 +37,6 @@ _START_TYPES = frozenset(
 )
 
 
-def lookup_exception_handler(app: typing.Any, exc: Exception) -> typing.Any:
-    """The handler ``app`` registered for ``exc``, looked up like Starlette does.
-
-    For an ``HTTPException``, a handler registered for its status code wins; then
-    the first class of the exception's MRO with a handler. Handlers for ``500`` and
-    ``Exception`` are left to Starlette's ``ServerErrorMiddleware`` (None here).
-    """
-    handlers: typing.Mapping[typing.Any, typing.Any] = (
-        getattr(app, "exception_handlers", None) or {}
-    )
-    if isinstance(exc, HTTPException):
-        handler = handlers.get(exc.status_code)
-        if handler is not None:
-            return handler
-    for cls in type(exc).__mro__:
-        if cls is Exception:
-            break
-        handler = handlers.get(cls)
-        if handler is not None:
-            return handler
-    return None
-
-
-def default_http_exception_response(exc: HTTPException) -> Response:
-    """Starlette's own answer to an unhandled ``HTTPException``: plain text and its headers."""
-    if exc.status_code in {204, 304}:
-        return Response(status_code=exc.status_code, headers=exc.headers)
-    return PlainTextResponse(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
-
-
 async def handle_exception(
     connection: HTTPConnection,
     exc: Exception,
@@ -79,21 +48,23 @@ async def handle_exception(
 ) -> None:
     """Answer ``exc`` through the app's exception handlers, or re-raise it if none applies.
 
+    Handlers are looked up like Starlette's ``ExceptionMiddleware`` does (a handler
+    for the status code first, then by exception class, then Starlette's default
+    plain-text answer to an ``HTTPException``), with
+    :func:`traffik.exceptions.build_exception_handler_getter`.
+
     HTTP: the handler's response is sent. WebSocket (before accept): the response is
     sent as a denial response when the server supports the ``websocket.http.response``
     extension; otherwise the handshake is closed with ``close_code``.
     """
-    handler = lookup_exception_handler(scope.get("app"), exc)
-    response: typing.Any
-    if handler is not None:
-        if is_async_callable(handler):
-            response = await handler(connection, exc)
-        else:
-            response = await run_in_threadpool(handler, connection, exc)
-    elif isinstance(exc, HTTPException):
-        response = default_http_exception_response(exc)
-    else:
+    handler = build_exception_handler_getter(scope.get("app"))(exc)
+    if handler is None:
         raise exc
+    response: typing.Any
+    if is_async_callable(handler):
+        response = await handler(connection, exc)
+    else:
+        response = await run_in_threadpool(handler, connection, exc)
 
     if scope["type"] == "http":
         if response is not None:
