@@ -176,7 +176,9 @@ async def test_evicted_generation_key_acts_as_a_reset(backend: MemcachedBackend)
 
 
 @pytest.mark.asyncio
-async def test_set_expire_and_touch_keep_items_at_least_their_ttl(backend: MemcachedBackend) -> None:
+async def test_set_expire_and_touch_keep_items_at_least_their_ttl(
+    backend: MemcachedBackend,
+) -> None:
     key = f"{backend.namespace}:ttl"
     await backend.set(key, "v", expire=1)
     assert await backend.get(key) == "v"  # never expires early on memcached's coarse clock
@@ -197,7 +199,8 @@ def test_constructor_follows_the_readme_and_validates() -> None:
     )
     d = MemcachedBackend()
     assert (d.host, d.port, d.namespace, d.pool_size) == ("localhost", 11211, "memcached", 2)
-    assert d.capabilities.injectable_clock and d.capabilities.shared_state
+    assert d.capabilities.injectable_clock
+    assert d.capabilities.shared_state
     assert not d.capabilities.server_clock
     for kwargs in (
         {"port": 0},

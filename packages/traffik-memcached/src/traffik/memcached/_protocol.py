@@ -30,16 +30,17 @@ if typing.TYPE_CHECKING:
 
     from aiomcache.pool import Connection
 
-__all__ = ["LINE", "VALUES", "MemcachedClient", "Reply", "Values"]
+__all__ = ["LINE", "STATS", "VALUES", "MemcachedClient", "Reply", "Values"]
 
 #: Reply kinds: one status line (``STORED``, ``NOT_FOUND``, a number, ...) ...
 LINE = 0
-#: ... or a ``VALUE ... END`` block of a ``get``/``gets``.
+#: ... or a ``VALUE ... END`` block of a ``get``/``gets``, or ``STAT ... END``.
 VALUES = 1
+STATS = 2
 
 #: Item key -> (data, cas unique) of a retrieval reply.
 Values = dict[bytes, tuple[bytes, int]]
-Reply = typing.Union[bytes, Values]  # noqa: UP007 (a runtime alias on Python 3.10)
+Reply = typing.Union[bytes, Values, dict[bytes, int]]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 _HAS_TIMEOUT = sys.version_info >= (3, 11)
 
@@ -80,6 +81,11 @@ class MemcachedClient:
     async def close(self) -> None:
         await self._pool.clear()
 
+    async def stats(self) -> dict[bytes, int]:
+        """The server's numeric ``stats`` (``cmd_get``, ``cmd_set``, ``cas_misses``, ...)."""
+        (reply,) = await self.execute(b"stats\r\n", (STATS,))
+        return typing.cast("dict[bytes, int]", reply)
+
     async def execute(
         self, payload: bytes, kinds: Sequence[int], *, timeout: float | None = None
     ) -> list[Reply]:
@@ -110,8 +116,10 @@ class MemcachedClient:
             for kind in kinds:
                 if kind == LINE:
                     replies.append(await _read_line(reader))
-                else:
+                elif kind == VALUES:
                     replies.append(await _read_values(reader))
+                else:
+                    replies.append(await _read_stats(reader))
         except BaseException:
             # The connection may hold unread replies: never reuse it.
             self._discard(conn)
@@ -145,3 +153,14 @@ async def _read_values(reader: asyncio.StreamReader) -> Values:
         cas = int(parts[4]) if len(parts) > 4 else 0
         data = await reader.readexactly(size + 2)
         values[parts[1]] = (data[:-2], cas)
+
+
+async def _read_stats(reader: asyncio.StreamReader) -> dict[bytes, int]:
+    stats: dict[bytes, int] = {}
+    while True:
+        line = await _read_line(reader)
+        if line == b"END":
+            return stats
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"STAT" and parts[2].isdigit():
+            stats[parts[1]] = int(parts[2])
