@@ -37,7 +37,7 @@ DictBackend = _documented_backend()
 
 
 class TestInMemoryConformance(BackendConformance):
-    def make_backend(self, namespace: str) -> InMemoryBackend:
+    def make_backend(self, namespace: str) -> InMemoryBackend[typing.Any]:
         return InMemoryBackend(namespace=namespace)
 
 
