@@ -315,9 +315,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                     response_headers[name] = value
             return connection
 
-        wait = decision.wait_ms
+        # Whole milliseconds (an int) for a finite wait, inf when it can never be admitted.
+        wait: float = math.inf if decision.retry_after_ms == NEVER else decision.retry_after_ms
         if self.min_wait_period is not None and wait < self.min_wait_period:
-            wait = float(self.min_wait_period)
+            wait = math.ceil(self.min_wait_period)
         if "headers" not in kwargs:
             headers = dict(self.headers)
             legacy = self.legacy_headers or bool(
