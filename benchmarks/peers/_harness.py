@@ -303,10 +303,16 @@ def make_caller(
     return call
 
 
-async def time_requests(call: typing.Callable[[], typing.Awaitable[int]], cfg: dict[str, typing.Any]) -> dict[str, typing.Any]:
-    """Microseconds per request, sequentially, bounded by count and time."""
+async def time_requests(
+    call: typing.Callable[[], typing.Awaitable[int]],
+    cfg: dict[str, typing.Any],
+    backend: str = "memory",
+    servers: dict[str, typing.Any] | None = None,
+) -> dict[str, typing.Any]:
+    """Microseconds per request, sequentially, bounded by count and time (+ Redis RTT/request)."""
     for _ in range(50):
         await call()
+    before = server_counters(backend, servers or {}) if backend == "redis" else {}
     ops, budget = cfg["ops"], cfg["seconds"]
     statuses: dict[int, int] = {}
     start = time.perf_counter()
@@ -320,7 +326,12 @@ async def time_requests(call: typing.Callable[[], typing.Awaitable[int]], cfg: d
         if time.perf_counter() > deadline:
             break
     elapsed = time.perf_counter() - start
-    return {"us": elapsed / n * 1e6, "n": n, "statuses": {str(k): v for k, v in statuses.items()}}
+    out: dict[str, typing.Any] = {"us": elapsed / n * 1e6, "n": n, "statuses": {str(k): v for k, v in statuses.items()}}
+    if before:
+        after = server_counters(backend, servers or {})
+        out["rtt"] = (after["reads"] - before["reads"] - 1) / n
+        out["commands"] = (after["commands"] - before["commands"]) / n
+    return out
 
 
 async def race_requests(calls: list[typing.Callable[[], typing.Awaitable[int]]]) -> int:
@@ -464,7 +475,9 @@ async def run_sections(
                     state, shutdown = await lifespan_start(app)
                     try:
                         flush(backend, servers)
-                        out["C"][f"{backend}/{name}"] = await time_requests(make_caller(app, state), cfg)
+                        out["C"][f"{backend}/{name}"] = await time_requests(
+                            make_caller(app, state), cfg, backend, servers
+                        )
                     finally:
                         await shutdown()
                 except Exception as exc:
