@@ -37,14 +37,32 @@ QUICK = {"ops": 300, "ops_mem": 20_000, "seconds": 0.05, "warm_s": 0.05, "trials
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (1 repetition, tiny loops)")
-    parser.add_argument("--only", default=SECTIONS, help="sections to run, e.g. A,C (default: all of A,B,C,D,E)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, 1 with --quick)")
-    parser.add_argument("--no-peers", action="store_true", help="measure traffik and the floors only")
-    parser.add_argument("--peers", default=None, help="comma-separated peer venv names to keep (e.g. limits,pyrate)")
-    parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: memory,redis,memcached")
-    parser.add_argument("--out", type=Path, default=_peers.ROOT / "results" / "latest.md", help="report path")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of a few seconds (1 repetition, tiny loops)",
+    )
+    parser.add_argument(
+        "--only", default=SECTIONS, help="sections to run, e.g. A,C (default: all of A,B,C,D,E)"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repetitions (default 3, 1 with --quick)"
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="measure traffik and the floors only"
+    )
+    parser.add_argument(
+        "--peers", default=None, help="comma-separated peer venv names to keep (e.g. limits,pyrate)"
+    )
+    parser.add_argument(
+        "--backends", default=",".join(BACKENDS), help="comma-separated: memory,redis,memcached"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=_peers.ROOT / "results" / "latest.md", help="report path"
+    )
     args = parser.parse_args(argv)
     args.sections = [s for s in SECTIONS if s in args.only.upper()]
     args.backends = [b for b in BACKENDS if b in args.backends.split(",")]
@@ -122,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.reps):
             log(f"repetition {rep + 1}/{args.reps}")
             if set(args.sections) & set("ACD"):
-                log(f"  traffik (dev) and floors: {','.join(s for s in args.sections if s in 'ACD')}")
+                log(
+                    f"  traffik (dev) and floors: {','.join(s for s in args.sections if s in 'ACD')}"
+                )
                 run_in_process(run, args.sections, rep)
                 run_peers(run, peers, args.sections, rep)
             if "E" in args.sections:

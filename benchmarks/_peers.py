@@ -73,9 +73,13 @@ def ensure_venv(peer: Peer, log: typing.Callable[[str], None]) -> str | None:
     path = VENVS / peer.venv
     try:
         if not peer.python.exists():
-            subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(path)], check=True, timeout=300)
+            subprocess.run(
+                [uv, "venv", "-q", "--python", sys.executable, str(path)], check=True, timeout=300
+            )
         env = {**_clean_env(), "VIRTUAL_ENV": str(path)}
-        subprocess.run([uv, "pip", "install", "-q", *peer.requirements], check=True, env=env, timeout=900)
+        subprocess.run(
+            [uv, "pip", "install", "-q", *peer.requirements], check=True, env=env, timeout=900
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         return f"could not build its environment ({exc})"
     marker.write_text(wanted)
@@ -90,7 +94,9 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def run_script(python: str | Path, script: str, args: dict[str, typing.Any]) -> dict[str, typing.Any]:
+def run_script(
+    python: str | Path, script: str, args: dict[str, typing.Any]
+) -> dict[str, typing.Any]:
     """Run ``peers/<script>`` with ``python`` and JSON ``args``; return its JSON result."""
     start = time.perf_counter()
     try:

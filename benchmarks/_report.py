@@ -133,8 +133,18 @@ def section_a(run: Run, lines: list[str]) -> None:
             for (impl, _, strategy, keyspace), m in peer_rows:
                 cells = [impl, strategy, _keys(keyspace, m), _fmt_rate(m["rate"])]
                 if remote:
-                    at64 = _fmt_rate(m["rate64"]) if m.get("rate64") else "fails: " + str(m.get("rate64_error", "—"))[:60]
-                    cells += [_fmt(m["p50_us"]), _fmt(m["p99_us"]), _fmt(m["rtt"], 2), _fmt(m["commands"], 2), at64]
+                    at64 = (
+                        _fmt_rate(m["rate64"])
+                        if m.get("rate64")
+                        else "fails: " + str(m.get("rate64_error", "—"))[:60]
+                    )
+                    cells += [
+                        _fmt(m["p50_us"]),
+                        _fmt(m["p99_us"]),
+                        _fmt(m["rtt"], 2),
+                        _fmt(m["commands"], 2),
+                        at64,
+                    ]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
 
@@ -144,7 +154,12 @@ def medians_c(run: Run) -> dict[tuple[str, str, str], Row]:
     for r in run.c:
         groups[(r["impl"], r["backend"], r["app"])].append(r)
     return {
-        k: {"us": _median(v, "us"), "n": _median(v, "n"), "rtt": _median(v, "rtt"), "statuses": v[0]["statuses"]}
+        k: {
+            "us": _median(v, "us"),
+            "n": _median(v, "n"),
+            "rtt": _median(v, "rtt"),
+            "statuses": v[0]["statuses"],
+        }
         for k, v in groups.items()
     }
 
@@ -184,7 +199,9 @@ def section_c(run: Run, lines: list[str]) -> None:
         peer_over = [v for (impl, b, _), v in over.items() if b == backend and impl != OWN]
         best = min(peer_over) if peer_over else None
         lines.append(f"### {backend}\n")
-        lines.append("| impl | app | µs/request | overhead µs | ×best peer | Redis RTT/request | statuses |")
+        lines.append(
+            "| impl | app | µs/request | overhead µs | ×best peer | Redis RTT/request | statuses |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for k in sorted(keys, key=lambda k: (k[0] != OWN, k[0], k[2])):
             m = meds[k]
@@ -192,7 +209,9 @@ def section_c(run: Run, lines: list[str]) -> None:
             ratio = _ratio(best, o) if (k[0] == OWN and o is not None and o > 0) else "—"
             statuses = ", ".join(f"{s}×{n}" for s, n in m["statuses"].items())
             rtt = _fmt(m["rtt"], 2) if m.get("rtt") is not None else "—"
-            lines.append(f"| {k[0]} | {k[2]} | {_fmt(m['us'])} | {_fmt(o)} | {ratio} | {rtt} | {statuses} |")
+            lines.append(
+                f"| {k[0]} | {k[2]} | {_fmt(m['us'])} | {_fmt(o)} | {ratio} | {rtt} | {statuses} |"
+            )
         lines.append("")
 
 
@@ -225,9 +244,11 @@ def section_d(run: Run, lines: list[str]) -> None:
     order = sorted(strategies, key=_sort_key)
     lines.append("| impl | backend | instances | " + " | ".join(order) + " |")
     lines.append("|" + "---|" * (3 + len(order)))
-    for (impl, backend, inst) in sorted(cells, key=lambda k: (k[0] != OWN, k[0], k[1], k[2])):
+    for impl, backend, inst in sorted(cells, key=lambda k: (k[0] != OWN, k[0], k[1], k[2])):
         row = cells[(impl, backend, inst)]
-        lines.append(f"| {impl} | {backend} | {inst} | " + " | ".join(row.get(s, "") for s in order) + " |")
+        lines.append(
+            f"| {impl} | {backend} | {inst} | " + " | ".join(row.get(s, "") for s in order) + " |"
+        )
     lines.append("")
 
 
@@ -243,10 +264,14 @@ def section_e(run: Run, lines: list[str]) -> None:
         "to 100,000 distinct keys (bounded in time: fewer keys are extrapolated), the key "
         "strings themselves allocated beforehand.\n"
     )
-    floor = statistics.median([r["mb_per_100k"] for r in groups.get((FLOOR, "fw"), [])] or [0]) or None
+    floor = (
+        statistics.median([r["mb_per_100k"] for r in groups.get((FLOOR, "fw"), [])] or [0]) or None
+    )
     lines.append("| impl | strategy | keys measured | MB per 100k keys | ×floor |")
     lines.append("|---|---|---|---|---|")
-    for impl, strategy in sorted(groups, key=lambda k: (k[0] != FLOOR, k[0] != OWN, k[0], _sort_key(k[1]))):
+    for impl, strategy in sorted(
+        groups, key=lambda k: (k[0] != FLOOR, k[0] != OWN, k[0], _sort_key(k[1]))
+    ):
         rows = groups[(impl, strategy)]
         mb = statistics.median([r["mb_per_100k"] for r in rows])
         keys = int(statistics.median([r["keys"] for r in rows]))
@@ -261,7 +286,9 @@ def section_b(run: Run, lines: list[str]) -> None:
     lines.append("| command | clients | requests/s | p50 ms |")
     lines.append("|---|---|---|---|")
     for r in run.b:
-        lines.append(f"| {r['command']} | {r['clients']} | {_fmt_rate(r['rps'])} | {_fmt(r['p50_ms'], 3)} |")
+        lines.append(
+            f"| {r['command']} | {r['clients']} | {_fmt_rate(r['rps'])} | {_fmt(r['p50_ms'], 3)} |"
+        )
     meds = medians_a(run)
     seq = [r["rps"] for r in run.b if r["clients"] == 1 and r["command"].startswith("EVALSHA")]
     ours = meds.get((OWN, "redis", "fw", "10k"), {}).get("rate")
@@ -289,14 +316,20 @@ def targets(run: Run, lines: list[str]) -> None:
                        f"({r:.2f}× {peer})")  # fmt: skip
         if floor and floor.get("rate"):
             r = m["rate"] / floor["rate"]
-            out.append(f"- in-memory fixed window ({keyspace}) ≥ 0.5× dict floor: **{'met' if r >= 0.5 else 'missed'}** ({r:.2f}×)")
+            out.append(
+                f"- in-memory fixed window ({keyspace}) ≥ 0.5× dict floor: **{'met' if r >= 0.5 else 'missed'}** ({r:.2f}×)"
+            )
     redis_rows = [(k, m) for k, m in meds.items() if k[0] == OWN and k[1] == "redis"]
     if redis_rows:
-        bad_rtt = [f"{k[2]}/{k[3]} {m['rtt']:.2f}" for k, m in redis_rows if m["rtt"] is None or m["rtt"] > 1.05]
+        bad_rtt = [
+            f"{k[2]}/{k[3]} {m['rtt']:.2f}"
+            for k, m in redis_rows
+            if m["rtt"] is None or m["rtt"] > 1.05
+        ]
         out.append(f"- every Redis strategy 1 round trip: **{'met' if not bad_rtt else 'missed'}**"
                    + (f" ({', '.join(bad_rtt)})" if bad_rtt else ""))  # fmt: skip
         slow = []
-        for (impl, b, s, k), m in redis_rows:
+        for (_, _, s, k), m in redis_rows:
             floor = meds.get((FLOOR, "redis", "fw", k), {}).get("rate")
             if floor and m["rate"] / floor < 0.9:
                 slow.append(f"{s}/{k} {m['rate'] / floor:.2f}×")

@@ -19,9 +19,9 @@ from benchmarks import _peers
 
 sys.path.insert(0, str(_peers.PEERS_DIR))
 
-import _harness as h  # noqa: E402
-import floors  # noqa: E402
-import traffik_dev  # noqa: E402
+import _harness as h
+import floors
+import traffik_dev
 
 OWN = "traffik (dev)"
 FLOOR = "floor"
@@ -34,7 +34,13 @@ Log = typing.Callable[[str], None]
 class Run:
     """Collects raw per-repetition results; the report takes medians."""
 
-    def __init__(self, cfg: dict[str, typing.Any], servers: dict[str, typing.Any], backends: list[str], log: Log) -> None:
+    def __init__(
+        self,
+        cfg: dict[str, typing.Any],
+        servers: dict[str, typing.Any],
+        backends: list[str],
+        log: Log,
+    ) -> None:
         self.cfg = cfg
         self.servers = servers
         self.backends = backends
@@ -49,7 +55,13 @@ class Run:
         self.versions: dict[str, str] = {}
 
     def args(self, sections: list[str], **extra: typing.Any) -> dict[str, typing.Any]:
-        return {"servers": self.servers, "cfg": self.cfg, "sections": sections, "backends": self.backends, **extra}
+        return {
+            "servers": self.servers,
+            "cfg": self.cfg,
+            "sections": sections,
+            "backends": self.backends,
+            **extra,
+        }
 
     def absorb(self, impl: str, rep: int, out: dict[str, typing.Any]) -> None:
         if "version" in out:
@@ -80,7 +92,9 @@ async def own_sections(run: Run, sections: list[str], rep: int) -> None:
             note = f"{OWN} on {kind}: {why}"
             if note not in run.notes:
                 run.notes.append(note)
-    out = await h.run_sections(run.args([s for s in sections if s in "AD"]), traffik_dev.make, traffik_dev.supported)
+    out = await h.run_sections(
+        run.args([s for s in sections if s in "AD"]), traffik_dev.make, traffik_dev.supported
+    )
     out["version"] = traffik_dev.version()
     run.absorb(OWN, rep, out)
     if "A" in sections:
@@ -100,7 +114,9 @@ async def own_end_to_end(run: Run, rep: int) -> None:
             try:
                 apps, missing = factory(kind, run.servers)
             except Exception as exc:
-                run.errors.append(f"{OWN}: C {kind} {factory.__name__}: {type(exc).__name__}: {exc}")
+                run.errors.append(
+                    f"{OWN}: C {kind} {factory.__name__}: {type(exc).__name__}: {exc}"
+                )
                 continue
             built.update(apps)
             for note in missing:
@@ -111,7 +127,9 @@ async def own_end_to_end(run: Run, rep: int) -> None:
                 state, shutdown = await h.lifespan_start(app)
                 try:
                     h.flush(kind, run.servers)
-                    row = await h.time_requests(h.make_caller(app, state), run.cfg, kind, run.servers)
+                    row = await h.time_requests(
+                        h.make_caller(app, state), run.cfg, kind, run.servers
+                    )
                 finally:
                     await shutdown()
                 run.c.append({"impl": OWN, "rep": rep, "backend": kind, "app": name, **row})
@@ -152,7 +170,11 @@ def run_memory(run: Run, peers: list[_peers.Peer], rep: int) -> None:
         (OWN, sys.executable, "traffik_dev.py"),
         (FLOOR, sys.executable, "floors.py"),
     ]
-    jobs += [(p.name, p.python, p.script) for p in peers if p.script not in ("slowapi_peer.py", "fastapi_limiter_peer.py")]
+    jobs += [
+        (p.name, p.python, p.script)
+        for p in peers
+        if p.script not in ("slowapi_peer.py", "fastapi_limiter_peer.py")
+    ]
     for impl, python, script in jobs:
         for strategy in E_STRATEGIES:
             if impl == FLOOR and strategy != "fw":
@@ -166,14 +188,18 @@ def run_memory(run: Run, peers: list[_peers.Peer], rep: int) -> None:
 
 # --- section B: redis-benchmark -----------------------------------------------------------------
 
-_RPS = re.compile(r"^\s*(?P<name>.+?):\s*(?P<rps>[\d.]+) requests per second(?:, p50=(?P<p50>[\d.]+) msec)?")
+_RPS = re.compile(
+    r"^\s*(?P<name>.+?):\s*(?P<rps>[\d.]+) requests per second(?:, p50=(?P<p50>[\d.]+) msec)?"
+)
 
 
 def redis_benchmark(run: Run) -> None:
     """The physical reference: redis-benchmark's own numbers on the same server."""
     binary = shutil.which("redis-benchmark")
     if binary is None:
-        run.notes.append("B skipped: redis-benchmark is not on PATH (Debian: apt-get install redis-tools).")
+        run.notes.append(
+            "B skipped: redis-benchmark is not on PATH (Debian: apt-get install redis-tools)."
+        )
         return
     host, port = run.servers["redis_host"], str(run.servers["redis_port"])
     from traffik.testing.servers import redis_command
@@ -184,12 +210,20 @@ def redis_benchmark(run: Run) -> None:
     rows = [
         ("SET, GET", ["-c", "50", "-t", "set,get"]),
         ("SET, GET", ["-c", "1", "-t", "set,get"]),
-        ("EVALSHA floor script", ["-c", "50", "-r", "10000", "EVALSHA", sha, "1", "bench:__rand_int__", "1", "1000"]),
-        ("EVALSHA floor script", ["-c", "1", "-r", "10000", "EVALSHA", sha, "1", "bench:__rand_int__", "1", "1000"]),
+        (
+            "EVALSHA floor script",
+            ["-c", "50", "-r", "10000", "EVALSHA", sha, "1", "bench:__rand_int__", "1", "1000"],
+        ),
+        (
+            "EVALSHA floor script",
+            ["-c", "1", "-r", "10000", "EVALSHA", sha, "1", "bench:__rand_int__", "1", "1000"],
+        ),
     ]
     for label, extra in rows:
         try:
-            proc = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=300, check=False)
+            proc = subprocess.run(
+                [*base, *extra], capture_output=True, text=True, timeout=300, check=False
+            )
         except subprocess.TimeoutExpired:
             run.errors.append(f"redis-benchmark {label} timed out")
             continue
@@ -199,7 +233,7 @@ def redis_benchmark(run: Run) -> None:
             if match is None:
                 continue
             name = match["name"].strip()
-            if name.startswith("EVALSHA") or name.startswith("evalsha"):
+            if name.upper().startswith("EVALSHA"):
                 name = label
             run.b.append({"command": name, "clients": int(clients), "rps": float(match["rps"]),
                           "p50_ms": float(match["p50"]) if match["p50"] else None})  # fmt: skip

@@ -87,7 +87,9 @@ def server_counters(backend: str, servers: dict[str, typing.Any]) -> dict[str, i
 def flush(backend: str, servers: dict[str, typing.Any]) -> None:
     """Empty the server so that one case cannot slow down the next."""
     if backend == "redis":
-        with socket.create_connection((servers["redis_host"], servers["redis_port"]), timeout=5) as s:
+        with socket.create_connection(
+            (servers["redis_host"], servers["redis_port"]), timeout=5
+        ) as s:
             s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
             s.recv(64)
     elif backend == "memcached":
@@ -213,7 +215,12 @@ async def _concurrent(hit: Hit, keys: list[str], cfg: dict[str, typing.Any]) -> 
 
 
 async def case_d(
-    make: Make, backend: str, strategy: str, instances: int, servers: dict[str, typing.Any], trials: int
+    make: Make,
+    backend: str,
+    strategy: str,
+    instances: int,
+    servers: dict[str, typing.Any],
+    trials: int,
 ) -> dict[str, typing.Any]:
     """Section D: limit 32, 64 concurrent hits over ``instances`` clients; admitted counts."""
     flush(backend, servers)
@@ -237,7 +244,9 @@ async def case_d(
 # --- end-to-end (ASGI, in-process) --------------------------------------------------------
 
 
-async def lifespan_start(app: typing.Any) -> tuple[dict[str, typing.Any], typing.Callable[[], typing.Awaitable[None]]]:
+async def lifespan_start(
+    app: typing.Any,
+) -> tuple[dict[str, typing.Any], typing.Callable[[], typing.Awaitable[None]]]:
     """Run the app's lifespan startup; return its state and a shutdown coroutine function."""
     state: dict[str, typing.Any] = {}
     inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
@@ -326,7 +335,11 @@ async def time_requests(
         if time.perf_counter() > deadline:
             break
     elapsed = time.perf_counter() - start
-    out: dict[str, typing.Any] = {"us": elapsed / n * 1e6, "n": n, "statuses": {str(k): v for k, v in statuses.items()}}
+    out: dict[str, typing.Any] = {
+        "us": elapsed / n * 1e6,
+        "n": n,
+        "statuses": {str(k): v for k, v in statuses.items()},
+    }
     if before:
         after = server_counters(backend, servers or {})
         out["rtt"] = (after["reads"] - before["reads"] - 1) / n
@@ -357,7 +370,10 @@ async def _race_through_apps(
         started = [await lifespan_start(app) for app in built]
         try:
             client = f"127.0.0.{trial + 2}"
-            calls = [make_caller(app, state, client=client) for app, (state, _) in zip(built, started)]
+            calls = [
+                make_caller(app, state, client=client)
+                for app, (state, _) in zip(built, started, strict=True)
+            ]
             counts.append(await race_requests(calls))
         finally:
             for _, shutdown in started:
@@ -398,7 +414,11 @@ async def case_e(hit: Hit, n: int, seconds: float) -> dict[str, typing.Any]:
     after = rss_bytes()
     grown = after - base
     del before
-    return {"keys": done, "bytes_per_key": grown / done, "mb_per_100k": grown / done * 100_000 / 2**20}
+    return {
+        "keys": done,
+        "bytes_per_key": grown / done,
+        "mb_per_100k": grown / done * 100_000 / 2**20,
+    }
 
 
 # --- script entry ------------------------------------------------------------------------------
@@ -409,7 +429,9 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def run_script(main: typing.Callable[[dict[str, typing.Any]], typing.Awaitable[dict[str, typing.Any]]]) -> None:
+def run_script(
+    main: typing.Callable[[dict[str, typing.Any]], typing.Awaitable[dict[str, typing.Any]]],
+) -> None:
     """Peer script entry: JSON args in argv[1], one JSON object on the last stdout line."""
     args = json.loads(sys.argv[1])
     result = asyncio.run(main(args))
@@ -436,9 +458,13 @@ async def run_sections(
                 for keyspace in KEYSPACES:
                     try:
                         r = await case_a(make, backend, strategy, keyspace, servers, cfg)
-                        out["A"].append({"backend": backend, "strategy": strategy, "keyspace": keyspace, **r})
+                        out["A"].append(
+                            {"backend": backend, "strategy": strategy, "keyspace": keyspace, **r}
+                        )
                     except Exception as exc:
-                        out["errors"].append(f"A {backend}/{strategy}/{keyspace}: {type(exc).__name__}: {exc}")
+                        out["errors"].append(
+                            f"A {backend}/{strategy}/{keyspace}: {type(exc).__name__}: {exc}"
+                        )
     if make is not None and "D" in sections:
         for backend in backends:
             for strategy in supported(backend):
@@ -447,9 +473,13 @@ async def run_sections(
                         continue
                     try:
                         r = await case_d(make, backend, strategy, instances, servers, cfg["trials"])
-                        out["D"].append({"backend": backend, "strategy": strategy, "instances": instances, **r})
+                        out["D"].append(
+                            {"backend": backend, "strategy": strategy, "instances": instances, **r}
+                        )
                     except Exception as exc:
-                        out["errors"].append(f"D {backend}/{strategy}/{instances}: {type(exc).__name__}: {exc}")
+                        out["errors"].append(
+                            f"D {backend}/{strategy}/{instances}: {type(exc).__name__}: {exc}"
+                        )
     if race_apps is not None and "D" in sections:
         for backend in backends:
             for strategy in supported(backend):
@@ -457,10 +487,16 @@ async def run_sections(
                     if backend == "memory" and instances == 2:
                         continue
                     try:
-                        r = await _race_through_apps(race_apps, backend, strategy, instances, servers, cfg["trials"])
-                        out["D"].append({"backend": backend, "strategy": strategy, "instances": instances, **r})
+                        r = await _race_through_apps(
+                            race_apps, backend, strategy, instances, servers, cfg["trials"]
+                        )
+                        out["D"].append(
+                            {"backend": backend, "strategy": strategy, "instances": instances, **r}
+                        )
                     except Exception as exc:
-                        out["errors"].append(f"D {backend}/{strategy}/{instances}: {type(exc).__name__}: {exc}")
+                        out["errors"].append(
+                            f"D {backend}/{strategy}/{instances}: {type(exc).__name__}: {exc}"
+                        )
     if apps is not None and "C" in sections:
         for backend in backends:
             if backend == "memcached":

@@ -12,7 +12,9 @@ import _harness as h
 from fastapi import Depends, FastAPI
 
 
-async def _limiter(kind: str, servers: dict[str, typing.Any], rates: list[typing.Any]) -> typing.Any:
+async def _limiter(
+    kind: str, servers: dict[str, typing.Any], rates: list[typing.Any]
+) -> typing.Any:
     from pyrate_limiter import InMemoryBucket, Limiter, RedisBucket
 
     if kind == "memory":
@@ -50,7 +52,9 @@ async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.An
     return {"fastapi-bare": bare, "fastapi-depends": throttled}
 
 
-async def race_apps(kind: str, strategy: str, servers: dict[str, typing.Any], instances: int) -> list[typing.Any]:
+async def race_apps(
+    kind: str, strategy: str, servers: dict[str, typing.Any], instances: int
+) -> list[typing.Any]:
     from pyrate_limiter import Duration, Rate
 
     return [await _app(kind, servers, [Rate(32, Duration.HOUR)]) for _ in range(instances)]

@@ -21,7 +21,9 @@ _STATE = {"tb": P.TokenBucket, "gcra": P.GCRA}
 class PerKeyFactory(BucketFactory):
     """One bucket per item name, built on first use."""
 
-    def __init__(self, build: typing.Callable[[str], typing.Any], clock: typing.Callable[[], int]) -> None:
+    def __init__(
+        self, build: typing.Callable[[str], typing.Any], clock: typing.Callable[[], int]
+    ) -> None:
         self.build = build
         self.clock = clock
         self.by_name: dict[str, typing.Any] = {}
@@ -52,9 +54,11 @@ async def make(
     if kind == "memory":
         clock = _monotonic_ms
         if strategy in _LOG:
+
             def build(name: str) -> typing.Any:
                 return P.InMemoryBucket(rates, algorithm=_LOG[strategy]())
         else:
+
             def build(name: str) -> typing.Any:
                 return P.StateBucket(rates, algorithm=_STATE[strategy]())
     else:
@@ -69,6 +73,7 @@ async def make(
             def build(name: str) -> typing.Any:
                 return P.RedisBucket(rates, client, f"bench:{name}", sha, _LOG[strategy]())
         else:
+
             def build(name: str) -> typing.Any:
                 store = P.RedisStateStore(client, f"bench:{name}")
                 return P.StateBucket(rates, algorithm=_STATE[strategy](), store=store)

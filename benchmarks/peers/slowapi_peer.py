@@ -25,7 +25,9 @@ def _app(kind: str, servers: dict[str, typing.Any], rate: str, strategy: str) ->
     from slowapi.errors import RateLimitExceeded
     from slowapi.util import get_remote_address
 
-    limiter = Limiter(key_func=get_remote_address, storage_uri=_uri(kind, servers), strategy=_STRATEGIES[strategy])
+    limiter = Limiter(
+        key_func=get_remote_address, storage_uri=_uri(kind, servers), strategy=_STRATEGIES[strategy]
+    )
     app = FastAPI()
     app.state.limiter = limiter
     app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
@@ -48,7 +50,9 @@ async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.An
     return {"fastapi-bare": bare, "fastapi-decorator": _app(kind, servers, "1000000000/hour", "fw")}
 
 
-async def race_apps(kind: str, strategy: str, servers: dict[str, typing.Any], instances: int) -> list[typing.Any]:
+async def race_apps(
+    kind: str, strategy: str, servers: dict[str, typing.Any], instances: int
+) -> list[typing.Any]:
     return [_app(kind, servers, "32/hour", strategy) for _ in range(instances)]
 
 

@@ -99,7 +99,9 @@ async def _endpoint(request: typing.Any) -> typing.Any:
     return JSONResponse({"ok": "1"})
 
 
-def starlette_apps(kind: str, servers: dict[str, typing.Any]) -> tuple[dict[str, typing.Any], list[str]]:
+def starlette_apps(
+    kind: str, servers: dict[str, typing.Any]
+) -> tuple[dict[str, typing.Any], list[str]]:
     """Bare and throttled Starlette apps; and the variants that could not be built."""
     from starlette.applications import Starlette
     from starlette.routing import Route
@@ -119,7 +121,9 @@ def starlette_apps(kind: str, servers: dict[str, typing.Any]) -> tuple[dict[str,
         await throttle(request)
         return await _endpoint(request)
 
-    apps["starlette-endpoint"] = Starlette(routes=[Route("/", throttled)], lifespan=backend.lifespan)
+    apps["starlette-endpoint"] = Starlette(
+        routes=[Route("/", throttled)], lifespan=backend.lifespan
+    )
     try:
         try:
             from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware  # type: ignore[attr-defined]
@@ -145,7 +149,9 @@ def starlette_apps(kind: str, servers: dict[str, typing.Any]) -> tuple[dict[str,
     return apps, missing
 
 
-def fastapi_apps(kind: str, servers: dict[str, typing.Any]) -> tuple[dict[str, typing.Any], list[str]]:
+def fastapi_apps(
+    kind: str, servers: dict[str, typing.Any]
+) -> tuple[dict[str, typing.Any], list[str]]:
     """Bare and throttled FastAPI apps; and the variants that could not be built."""
     from fastapi import Depends, FastAPI
 
