@@ -22,7 +22,7 @@ from traffik.redis._connection import Client, ConnectionSettings, Opened, open_c
 from traffik.redis._keys import scan_pattern, tagged_key
 from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, to_decision
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
-from traffik.strategies._base import check_cost, decode_state
+from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_state
 from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
@@ -352,7 +352,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             return await self._generic_decide(key, strategy, rate, cost, now_ms=now_ms)
         check_cost(cost)
         if rate.unlimited:
-            raise ValueError("decide() needs a limited rate; an unlimited rate admits everything.")
+            return UNLIMITED_DECISION
         if now_ms is None and not self._server_clock:
             now_ms = self.clock()
         args = decision_args(strategy, rate, cost, now_ms)
@@ -384,6 +384,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         """The decision a one-unit request would get now, read with the clock of the key's server."""
         if type(strategy) not in SCRIPT_OF:
             return await super().peek(key, strategy, rate, now_ms=now_ms)
+        if rate.unlimited:
+            return UNLIMITED_DECISION
         if now_ms is None and not self._server_clock:
             now_ms = self.clock()
         _, scripts = self._ready()
