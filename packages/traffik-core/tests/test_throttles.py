@@ -623,3 +623,36 @@ def test_websocket_throttle_as_fastapi_dependency() -> None:
     assert denied.value.status_code == 429
     assert denied.value.headers["RateLimit-Policy"] == '"wsdep";q=1;w=60'
     assert int(denied.value.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.asyncio
+async def test_legacy_headers_option_on_the_throttle() -> None:
+    backend = InMemoryBackend(namespace="t-legacy", clock=FakeClock(0))
+    app = fastapi_app(HTTPThrottle("leg", "2/m", legacy_headers=True))
+    async with backend(app), client(app) as c:
+        ok = await c.get("/items/1")
+        await c.get("/items/1")
+        refused = await c.get("/items/1")
+    assert ok.headers["X-RateLimit-Limit"] == "2"
+    assert ok.headers["X-RateLimit-Remaining"] == "1"
+    assert ok.headers["X-RateLimit-Reset"] == "60"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert refused.headers["Retry-After"] == "60"
+
+
+@pytest.mark.asyncio
+async def test_depends_and_a_direct_call_in_the_route_combine_in_the_middleware() -> None:
+    backend = InMemoryBackend(namespace="t-combo", clock=FakeClock(0))
+    guard = HTTPThrottle("guard", "10/m")
+    exports = HTTPThrottle("exports", "100/m")
+    app = FastAPI()
+    app.add_middleware(RateLimitHeadersMiddleware)
+
+    @app.post("/export", dependencies=[Depends(guard)])
+    async def export(request: Request) -> dict[str, bool]:
+        await exports(request, cost=30)
+        return {"ok": True}
+
+    async with backend(app), client(app) as c:
+        response = await c.post("/export")
+    assert response.headers["RateLimit"] == '"guard";r=9;t=60,"exports";r=70;t=60'

@@ -282,7 +282,13 @@ def _app_config(connection: HTTPConnection) -> ProxyConfig:
     state = getattr(app, "state", None)
     if state is None:
         return _DEFAULT
-    config = getattr(state, PROXY_CONFIG_STATE_KEY, None)
+    # Starlette's State keeps its attributes in ``_state``; reading the dict avoids the
+    # AttributeError a missing attribute raises on every request of an unconfigured app.
+    store = getattr(state, "_state", None)
+    if isinstance(store, dict):
+        config = store.get(PROXY_CONFIG_STATE_KEY)
+    else:
+        config = getattr(state, PROXY_CONFIG_STATE_KEY, None)
     return config if isinstance(config, ProxyConfig) else _DEFAULT
 
 

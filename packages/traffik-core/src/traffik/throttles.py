@@ -30,7 +30,7 @@ from traffik.backends._context import get_throttle_backend
 from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import check_on_error, decide_with_policy
-from traffik.headers import get_decisions, rate_limit_headers, record_decision
+from traffik.headers import LEGACY_STATE_KEY, get_decisions, rate_limit_headers, record_decision
 from traffik.identifiers import ANONYMOUS, _app_config, _identify, connection_identifier
 from traffik.rates import Rate
 from traffik.strategies import Strategy, check_cost, default_strategy
@@ -276,6 +276,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
 
     # -- the call ------------------------------------------------------------------
 
+    def _legacy(self, connection: HTTPConnection) -> bool:
+        # Any throttle of the request asking for the legacy fields turns them on.
+        return self.legacy_headers or bool(connection.scope["state"].get(LEGACY_STATE_KEY))
+
     async def _throttle(
         self,
         connection: HTTPConnectionT,
@@ -309,7 +313,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         record_decision(connection, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:
-                fields = rate_limit_headers(get_decisions(connection), legacy=self.legacy_headers)
+                fields = rate_limit_headers(
+                    get_decisions(connection), legacy=self._legacy(connection)
+                )
                 response_headers = response.headers
                 for name, value in fields:
                     response_headers[name] = value
@@ -321,10 +327,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             wait = math.ceil(self.min_wait_period)
         if "headers" not in kwargs:
             headers = dict(self.headers)
-            legacy = self.legacy_headers or bool(
-                connection.scope["state"].get("traffik_legacy_headers")
+            headers.update(
+                rate_limit_headers(get_decisions(connection), legacy=self._legacy(connection))
             )
-            headers.update(rate_limit_headers(get_decisions(connection), legacy=legacy))
             kwargs["headers"] = headers
         if context_key is not None:
             kwargs.setdefault("context_key", context_key)
