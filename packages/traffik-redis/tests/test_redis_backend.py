@@ -55,9 +55,11 @@ def test_a_malformed_url_is_a_configuration_error() -> None:
 async def test_a_connection_of_the_wrong_kind_is_a_configuration_error(
     connection: typing.Any,
 ) -> None:
+    async def build() -> None:
+        await RedisBackend(connection, namespace="x").initialize()
+
     with pytest.raises(ConfigurationError):
-        backend = RedisBackend(connection, namespace="x")
-        await backend.initialize()
+        await build()
 
 
 def test_a_namespace_with_a_brace_is_rejected() -> None:
