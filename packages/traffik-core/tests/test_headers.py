@@ -183,7 +183,7 @@ async def test_middleware_passes_lifespan_and_websocket_through() -> None:
 
 @pytest.mark.asyncio
 async def test_state_key_is_request_state_attribute() -> None:
-    backend = InMemoryBackend(namespace="hdr-state")
+    backend = InMemoryBackend(namespace="hdr-state", clock=frozen_clock)
     throttle = HTTPThrottle("st", "5/m")
 
     async def endpoint(request: Request) -> JSONResponse:

@@ -207,7 +207,7 @@ def _app(backend: InMemoryBackend, throttle: HTTPThrottle) -> Starlette:
 
 @pytest.mark.asyncio
 async def test_rotated_x_forwarded_for_does_not_change_identity_without_trusted_proxies() -> None:
-    backend = InMemoryBackend(namespace="ident-rot")
+    backend = InMemoryBackend(namespace="ident-rot", clock=lambda: 0)
     app = _app(backend, HTTPThrottle("rot", "2/m"))
     async with (
         backend(app),
@@ -230,7 +230,7 @@ async def test_rotated_x_forwarded_for_does_not_change_identity_without_trusted_
 
 @pytest.mark.asyncio
 async def test_with_trusted_proxies_each_forwarded_client_has_its_own_budget() -> None:
-    backend = InMemoryBackend(namespace="ident-trust")
+    backend = InMemoryBackend(namespace="ident-trust", clock=lambda: 0)
     app = _app(backend, HTTPThrottle("trust", "1/m"))
     configure_trusted_proxies(app, ["127.0.0.1"])  # httpx's ASGITransport peer
     async with (
@@ -260,7 +260,7 @@ async def test_with_trusted_proxies_each_forwarded_client_has_its_own_budget() -
     ],
 )
 async def test_forged_or_malformed_headers_never_500(value: str) -> None:
-    backend = InMemoryBackend(namespace="ident-bad")
+    backend = InMemoryBackend(namespace="ident-bad", clock=lambda: 0)
     app = _app(backend, HTTPThrottle("bad", "100/m"))
     configure_trusted_proxies(app, ["127.0.0.0/8"])
     async with (

@@ -104,7 +104,7 @@ async def test_no_backend_is_a_configuration_error_saying_how_to_provide_one() -
 
 @pytest.mark.asyncio
 async def test_per_call_cost_must_be_positive() -> None:
-    backend = InMemoryBackend(namespace="t-cost")
+    backend = InMemoryBackend(namespace="t-cost", clock=FakeClock())
     throttle = HTTPThrottle("c", "5/m")
     seen: list[str] = []
 
@@ -177,7 +177,7 @@ async def test_min_wait_period_only_lengthens_the_wait_of_a_throttled_request() 
 
 @pytest.mark.asyncio
 async def test_never_admissible_cost_is_429_without_retry_after() -> None:
-    backend = InMemoryBackend(namespace="t-never")
+    backend = InMemoryBackend(namespace="t-never", clock=FakeClock())
     throttle = HTTPThrottle("nv", "5/m")
 
     async def endpoint(request: Request) -> PlainTextResponse:
@@ -291,7 +291,7 @@ async def test_route_returning_a_response_gets_headers_from_the_middleware() -> 
 
 @pytest.mark.asyncio
 async def test_dependency_returns_the_request() -> None:
-    backend = InMemoryBackend(namespace="t-retreq")
+    backend = InMemoryBackend(namespace="t-retreq", clock=FakeClock())
     app = fastapi_app(HTTPThrottle("rq", "5/m"))
     async with backend(app), client(app) as c:
         assert (await c.get("/returns-request")).json() == {"path": "/returns-request"}
@@ -430,7 +430,10 @@ async def test_unlimited_rate_needs_no_backend() -> None:
 async def test_context_backend_resolves_per_call() -> None:
     throttle = HTTPThrottle("ctx", "1/m", context_backend=True)
     app = starlette_app(throttle)
-    first, second = InMemoryBackend(namespace="ctx-a"), InMemoryBackend(namespace="ctx-b")
+    first, second = (
+        InMemoryBackend(namespace="ctx-a", clock=FakeClock()),
+        InMemoryBackend(namespace="ctx-b", clock=FakeClock()),
+    )
     async with client(app) as c:
         async with first():
             assert (await c.get("/r")).status_code == 200
@@ -441,8 +444,8 @@ async def test_context_backend_resolves_per_call() -> None:
 
 @pytest.mark.asyncio
 async def test_explicit_backend_wins_over_the_app_backend() -> None:
-    own = InMemoryBackend(namespace="own")
-    app_backend = InMemoryBackend(namespace="appb")
+    own = InMemoryBackend(namespace="own", clock=FakeClock())
+    app_backend = InMemoryBackend(namespace="appb", clock=FakeClock())
     app = starlette_app(HTTPThrottle("own", "1/m", backend=own))
     async with own(), app_backend(app), client(app) as c:
         assert (await c.get("/r")).status_code == 200
@@ -473,7 +476,7 @@ MODULE_THROTTLE = HTTPThrottle("module-level", "1/m")
 @pytest.mark.asyncio
 async def test_module_level_throttle_follows_each_apps_backend_after_the_first_closed() -> None:
     for name in ("first", "second"):
-        backend = InMemoryBackend(namespace=name)
+        backend = InMemoryBackend(namespace=name, clock=FakeClock())
         app = starlette_app(MODULE_THROTTLE)
         app.router.lifespan_context = backend.lifespan
         with TestClient(app) as c:  # runs the lifespan: the backend opens, then closes
@@ -483,7 +486,7 @@ async def test_module_level_throttle_follows_each_apps_backend_after_the_first_c
 
 
 def test_starlette_testclient_works_with_the_default_identifier() -> None:
-    backend = InMemoryBackend(namespace="t-tc")
+    backend = InMemoryBackend(namespace="t-tc", clock=FakeClock())
     app = starlette_app(HTTPThrottle("tc", "1/m"))
     app.router.lifespan_context = backend.lifespan
     with TestClient(app) as c:
@@ -509,7 +512,7 @@ async def test_custom_strategy_callable_is_wrapped_into_a_decision() -> None:
     async def strategy(key: typing.Any, rate: Rate, backend: typing.Any, cost: int = 1) -> float:
         return next(waits)
 
-    backend = InMemoryBackend(namespace="t-custom")
+    backend = InMemoryBackend(namespace="t-custom", clock=FakeClock())
     app = starlette_app(HTTPThrottle("cus", "5/m", strategy=strategy), headers_mw=True)
     async with backend(app), client(app) as c:
         ok = await c.get("/r")
@@ -605,7 +608,7 @@ def test_websocket_per_message_throttling_with_context_keys() -> None:
 
 
 def test_websocket_throttle_as_fastapi_dependency() -> None:
-    backend = InMemoryBackend(namespace="t-wsdep")
+    backend = InMemoryBackend(namespace="t-wsdep", clock=FakeClock())
     throttle = WebSocketThrottle("wsdep", "1/m")
     app = FastAPI(lifespan=backend.lifespan)
 
@@ -622,7 +625,7 @@ def test_websocket_throttle_as_fastapi_dependency() -> None:
             pass
     assert denied.value.status_code == 429
     assert denied.value.headers["RateLimit-Policy"] == '"wsdep";q=1;w=60'
-    assert int(denied.value.headers["Retry-After"]) >= 1
+    assert denied.value.headers["Retry-After"] == "20"  # 1_000_000 ms is 40 s into a minute
 
 
 @pytest.mark.asyncio
