@@ -13,17 +13,22 @@ selected.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import subprocess
 import sys
 import textwrap
+import time
 import typing
+import weakref
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from traffik.backends.base import BackendCapabilities, ThrottleBackend
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.exceptions import BackendConnectionError
 from traffik.strategies import decode_state, encode_state
 
 if typing.TYPE_CHECKING:
@@ -184,6 +189,112 @@ class SilentClose(InMemoryBackend[typing.Any]):
         return None
 
 
+class FalselyShared(InMemoryBackend[typing.Any]):
+    """Claims shared state and distributed locks, but each instance keeps its own dict."""
+
+    capabilities = dataclasses.replace(
+        InMemoryBackend.capabilities, shared_state=True, distributed_locks=True
+    )
+
+
+#: The "server" of SharedDict: one store and one lock table for every instance.
+_SERVER: dict[str, tuple[str, float | None]] = {}
+_SERVER_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+class _OwnedLock:
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+        self._owned = False
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool:
+        if not blocking:
+            if self._lock.locked():
+                return False
+            await self._lock.acquire()
+        else:
+            try:
+                await asyncio.wait_for(self._lock.acquire(), blocking_timeout)
+            except asyncio.TimeoutError:
+                return False
+        self._owned = True
+        return True
+
+    async def release(self) -> None:
+        if self._owned:
+            self._owned = False
+            self._lock.release()
+
+
+class SharedDict(ThrottleBackend[dict[str, typing.Any], typing.Any]):
+    """A correct backend whose instances share one process-wide store: the control for
+    every cross-instance test. It only implements the primitives (generic decide)."""
+
+    capabilities = BackendCapabilities(
+        shared_state=True, distributed_locks=True, injectable_clock=True
+    )
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(None, namespace=namespace)
+
+    def _data(self) -> dict[str, tuple[str, float | None]]:
+        if self.connection is None:
+            raise BackendConnectionError(f"{self!r} is closed; call initialize() first.")
+        return typing.cast("dict[str, tuple[str, float | None]]", self.connection)
+
+    def _entry(self, key: str) -> tuple[str, float | None] | None:
+        entry = self._data().get(key)
+        if entry is not None and entry[1] is not None and entry[1] <= time.monotonic():
+            del self._data()[key]
+            return None
+        return entry
+
+    async def initialize(self) -> None:
+        self.connection = _SERVER
+
+    async def close(self) -> None:
+        self.connection = None
+
+    async def reset(self) -> None:
+        data, prefix = self._data(), self.namespace + ":"
+        for key in [k for k in data if k.startswith(prefix)]:
+            del data[key]
+
+    async def get(self, key: str) -> str | None:
+        entry = self._entry(key)
+        return None if entry is None else entry[0]
+
+    async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        self._data()[key] = (str(value), None if expire is None else time.monotonic() + expire)
+
+    async def delete(self, key: str) -> bool:
+        if self._entry(key) is None:
+            return False
+        del self._data()[key]
+        return True
+
+    async def increment(self, key: str, amount: int = 1) -> int:
+        entry = self._entry(key)
+        value = amount if entry is None else int(entry[0]) + amount
+        self._data()[key] = (str(value), None if entry is None else entry[1])
+        return value
+
+    async def get_lock(self, name: str) -> _OwnedLock:
+        lock = _SERVER_LOCKS.get(name)
+        if lock is None:
+            lock = _SERVER_LOCKS[name] = asyncio.Lock()
+        return _OwnedLock(lock)
+
+
+class ClaimsServerClock(SharedDict):
+    """Claims a server clock, but decides on each instance's local clock."""
+
+    capabilities = dataclasses.replace(SharedDict.capabilities, server_clock=True)
+
+
 # -- the generated module -----------------------------------------------------------------
 
 _MODULE = """
@@ -209,6 +320,7 @@ def _kit(name, backend_class, **body):
 
 
 TestCorrect = _kit("TestCorrect", InMemoryBackend)
+TestSharedDict = _kit("TestSharedDict", broken.SharedDict)
 {broken_classes}
 TestWidened = _kit(
     "TestWidened",
@@ -241,7 +353,7 @@ class TestXfailOverride(BackendConformance):
         raise AssertionError("known failure")
 """
 
-_BROKEN = (
+_BROKEN: tuple[type[ThrottleBackend[typing.Any, typing.Any]], ...] = (
     NonAtomicIncrement,
     RenewingTtl,
     TtlNeverSet,
@@ -254,6 +366,8 @@ _BROKEN = (
     ClockIgnoring,
     UnwrappedErrors,
     SilentClose,
+    FalselyShared,
+    ClaimsServerClock,
 )
 
 #: A kit test every broken backend still passes: its failures are specific.
@@ -330,12 +444,41 @@ EXPECTED: list[tuple[str, str, str, str]] = [
     ),
     ("XfailOverride", "test_kit_tests_are_not_overridden", "passed", ""),
     ("XfailOverride", CONTROL, "xfailed", "a known failure"),
+    ("FalselyShared", "test_state_is_shared_between_instances", "failed", "does not see"),
+    (
+        "FalselyShared",
+        "test_decide_admits_exactly_the_quota_across_instances[fw]",
+        "failed",
+        "admitted 20, the reference admits 10",
+    ),
+    ("FalselyShared", "test_lock_excludes_across_instances", "failed", "two backend instances"),
+    (
+        "FalselyShared",
+        "test_concurrent_increments_across_instances_are_exact",
+        "failed",
+        "two instances lost updates",
+    ),
+    (
+        "ClaimsServerClock",
+        "test_server_clock_ignores_the_local_clock",
+        "failed",
+        "10 days ahead admitted",
+    ),
 ]
 EXPECTED += [(cls.__name__, CONTROL, "passed", "") for cls in _BROKEN]
-# A correct backend passes every kit test the broken ones fail.
+# A correct backend passes every kit test the broken ones fail (SharedDict those that
+# need shared state, where InMemoryBackend skips them).
+_FAILED = {test for _cls, test, outcome, _ in EXPECTED if outcome == "failed"}
+_CROSS = {test for test in _FAILED if "instances" in test or "server_clock" in test}
+EXPECTED += sorted(("Correct", test, "passed", "") for test in _FAILED - _CROSS)
 EXPECTED += sorted(
-    {("Correct", test, "passed", "") for _cls, test, outcome, _ in EXPECTED if outcome == "failed"}
+    ("SharedDict", test, "passed", "")
+    for test in _CROSS - {"test_server_clock_ignores_the_local_clock"}
 )
+EXPECTED += [
+    ("SharedDict", "test_server_clock_ignores_the_local_clock", "skipped", "'server_clock'"),
+    ("SharedDict", "test_decide_matches_the_reference[fw]", "passed", ""),
+]
 
 _INI = """\
 [pytest]
@@ -413,7 +556,11 @@ def test_every_broken_backend_is_caught() -> None:
     assert {c.__name__ for c in _BROKEN} <= caught
 
 
-def test_broken_backends_keep_the_in_memory_capabilities() -> None:
-    # The defects are behavioural; none of them changes what the backend declares.
-    assert all(c.capabilities == InMemoryBackend.capabilities for c in _BROKEN)
+def test_broken_backends_declare_what_the_kit_then_checks() -> None:
+    # Most defects are behavioural and keep the in-memory declaration; the others
+    # claim a capability they do not have.
+    claims = {FalselyShared, ClaimsServerClock}
+    assert all(c.capabilities == InMemoryBackend.capabilities for c in _BROKEN if c not in claims)
     assert InMemoryBackend.capabilities.injectable_clock
+    assert FalselyShared.capabilities.shared_state
+    assert ClaimsServerClock.capabilities.server_clock

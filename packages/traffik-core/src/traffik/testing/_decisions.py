@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from traffik.backends.base import wall_clock_ms
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, Strategy
 from traffik.testing._support import AnyBackend, KitBase
@@ -24,6 +25,8 @@ __all__ = ["DecisionTests", "reference_run"]
 TASKS = 64
 #: A long window, so that refills during a test (wall clock) never admit an extra unit.
 COUNT_RATE = Rate(limit=10, hours=24)
+#: How far ahead a skewed local clock runs in the server-clock test.
+SKEW_MS = 10 * 86_400_000
 
 _STRATEGY_IDS = [s.name for s in BUILTIN_STRATEGIES]
 
@@ -158,6 +161,25 @@ class DecisionTests(KitBase):
                 await self._admissions([first, second], strategy)
 
     @pytest.mark.asyncio
+    async def test_server_clock_ignores_the_local_clock(self) -> None:
+        rate = Rate(limit=3, hours=24)
+        async with self.open_backend() as first:
+            self.require(first, "server_clock", "shared_state")
+            async with self.open_backend(second=True) as second:
+                # If the second instance decided on its own clock, ten days on, every
+                # window would have reset and every bucket refilled.
+                second.clock = lambda: wall_clock_ms() + SKEW_MS
+                for strategy in BUILTIN_STRATEGIES:
+                    key = self.fresh_key("user")
+                    capacity = strategy.capacity(rate)
+                    assert (await first.decide(key, strategy, rate, capacity)).allowed
+                    late = await second.decide(key, strategy, rate, 1)
+                    assert not late.allowed, (
+                        f"{strategy.name}: an instance whose local clock is 10 days ahead admitted "
+                        f"a request the server's clock refuses (server_clock is declared)"
+                    )
+
+    @pytest.mark.asyncio
     @parametrize_strategies
     async def test_decide_rejects_a_cost_above_capacity_forever(self, strategy: Strategy) -> None:
         rate = Rate(limit=3, seconds=10)
@@ -189,7 +211,11 @@ class DecisionTests(KitBase):
     @settings(
         max_examples=15,
         deadline=None,
-        suppress_health_check=[HealthCheck.differing_executors, HealthCheck.too_slow],
+        suppress_health_check=[
+            HealthCheck.differing_executors,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+        ],
     )
     @given(scenario=_scenarios())
     async def test_decide_matches_the_reference(
