@@ -1,0 +1,53 @@
+"""Key parts are bounded, storage-safe and unambiguous whatever the client sends."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from traffik._keys import MAX_PART, identity_part, route_part, template_part
+
+FORBIDDEN = set(" {}\t\r\n\x00\x7f")
+texts = st.text(max_size=300) | st.text(alphabet="abc:/#{}<> %~|", max_size=20)
+
+
+def check_bounded(part: str) -> None:
+    assert len(part) <= MAX_PART or (part.startswith("#") and len(part) == 33)
+    assert not FORBIDDEN & set(part)
+    assert part.isascii()
+
+
+@given(texts)
+def test_parts_are_bounded_and_safe(text: str) -> None:
+    for part in (route_part(text), identity_part(text), template_part(text)):
+        check_bounded(part)
+    assert ":" not in route_part(text)
+    assert ":" not in template_part(text)
+
+
+@given(texts, texts)
+def test_parts_are_injective(a: str, b: str) -> None:
+    if a != b:
+        assert identity_part(a) != identity_part(b)
+        assert route_part(a) != route_part(b)
+
+
+@given(texts, texts, texts, texts)
+def test_route_and_identity_cannot_shift_the_boundary(r1: str, i1: str, r2: str, i2: str) -> None:
+    if (r1, i1) != (r2, i2):
+        assert f"{route_part(r1)}:{identity_part(i1)}" != f"{route_part(r2)}:{identity_part(i2)}"
+
+
+@given(texts)
+def test_a_raw_path_never_equals_a_template(text: str) -> None:
+    # Templates write {param} as <param>, which raw paths never contain literally.
+    assert route_part(text) != template_part("/items/{id}")
+    assert route_part(text) != template_part("/" + "x" * 200)
+
+
+def test_literals_stay_readable() -> None:
+    assert route_part("/items/42") == "/items/42"
+    assert template_part("/items/{item_id}") == "/items/<item_id>"
+    assert identity_part("2001:db8::/64") == "2001:db8::/64"
+    assert identity_part("user:42") == "user:42"
+    assert identity_part("#" + "0" * 32) != "#" + "0" * 32
