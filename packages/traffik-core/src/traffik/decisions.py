@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import typing
 
 __all__ = ["NEVER", "Decision"]
 
@@ -12,13 +12,14 @@ __all__ = ["NEVER", "Decision"]
 NEVER = -1
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(typing.NamedTuple):
     """What a strategy decided for one request, computed in one atomic step.
 
     All times are whole milliseconds, relative to the moment of the decision, so no
     clock needs to be shared with the client. Headers are derived from this object
-    only: never from a second read of the storage.
+    only: never from a second read of the storage. Immutable; a named tuple because
+    one is built per request and that is several times cheaper than a frozen
+    dataclass.
     """
 
     #: Whether the request was admitted (and its cost charged).
@@ -67,12 +68,4 @@ class Decision:
 
     def with_policy(self, policy: str) -> Decision:
         """This decision under another policy name."""
-        return Decision(
-            self.allowed,
-            self.limit,
-            self.remaining,
-            self.reset_ms,
-            self.retry_after_ms,
-            self.window_ms,
-            policy,
-        )
+        return self._replace(policy=policy)

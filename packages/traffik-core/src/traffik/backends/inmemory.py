@@ -26,6 +26,7 @@ from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
     from traffik.decisions import Decision
+    from traffik.failures import FailurePolicy
     from traffik.rates import Rate
     from traffik.strategies._base import State, Strategy
 
@@ -165,6 +166,7 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         clock: Clock | None = None,
+        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigurationError(
@@ -178,6 +180,7 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
             handle_throttled=handle_throttled,
             persistent=persistent,
             clock=clock or monotonic_ms,
+            failure_policy=failure_policy,
         )
         self.max_keys = max_keys
         self._buckets: dict[int, set[str]] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
 from traffik.strategies._arith import ceil_div
-from traffik.strategies._base import State, Transition, special_step
+from traffik.strategies._base import State, Transition, fast_new, special_step
 
 __all__ = ["meter_step"]
 
@@ -50,9 +50,11 @@ def meter_step(
     if level + need <= top:
         level += need
         drain = lag + ceil_div(level, limit)
-        decision = Decision(True, capacity, (top - level) // window, drain, 0, window)
-        return Transition((level, at), drain, decision)
+        remaining = (top - level) // window
+        decision = fast_new(Decision, (True, capacity, remaining, drain, 0, window, "default"))
+        return fast_new(Transition, ((level, at), drain, decision, True))
     retry = NEVER if cost > capacity else lag + ceil_div(level + need - top, limit)
     drain = lag + ceil_div(level, limit)
-    decision = Decision(False, capacity, (top - level) // window, drain, retry, window)
-    return Transition(state, drain, decision, write=False)
+    remaining = (top - level) // window
+    decision = fast_new(Decision, (False, capacity, remaining, drain, retry, window, "default"))
+    return fast_new(Transition, (state, drain, decision, False))

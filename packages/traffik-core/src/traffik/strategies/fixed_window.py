@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
-from traffik.strategies._base import State, Strategy, Transition, special_step
+from traffik.strategies._base import State, Strategy, Transition, fast_new, special_step
 
 __all__ = ["FixedWindowStrategy"]
 
@@ -39,9 +39,11 @@ class FixedWindowStrategy(Strategy):
         reset = start + window - now_ms
         if used + cost <= limit:
             used += cost
-            return Transition(
-                (start, used), reset, Decision(True, limit, limit - used, reset, 0, window)
-            )
+            decision = fast_new(Decision, (True, limit, limit - used, reset, 0, window, "default"))
+            return fast_new(Transition, ((start, used), reset, decision, True))
         retry = NEVER if cost > limit else reset
-        decision = Decision(False, limit, max(0, limit - used), reset if used else 0, retry, window)
-        return Transition(state, reset, decision, write=False)
+        remaining = max(0, limit - used)
+        decision = fast_new(
+            Decision, (False, limit, remaining, reset if used else 0, retry, window, "default")
+        )
+        return fast_new(Transition, (state, reset, decision, False))

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
 from traffik.strategies._arith import ceil_div
-from traffik.strategies._base import State, Strategy, Transition, _check_positive, special_step
+from traffik.strategies._base import (
+    State,
+    Strategy,
+    Transition,
+    _check_positive,
+    fast_new,
+    special_step,
+)
 
 __all__ = ["GCRAStrategy"]
 
@@ -39,8 +46,11 @@ class GCRAStrategy(Strategy):
                 return special
             cost = int(cost)
         limit = rate.limit
-        burst = self.capacity(rate)
-        self._check_exact(rate, burst)
+        burst = self.burst
+        if burst is None:
+            burst = limit  # Rate already keeps limit x window exact
+        else:
+            self._check_exact(rate, burst)
         tolerance = burst * window
         # ahead: how far the TAT is past now, in units of 1/limit ms (0 if in the past).
         ahead = 0
@@ -54,10 +64,11 @@ class GCRAStrategy(Strategy):
             ahead += need
             tat = (now_ms + ahead // limit, ahead % limit)
             reset = ceil_div(ahead, limit)
-            decision = Decision(True, burst, (tolerance - ahead) // window, reset, 0, window)
-            return Transition(tat, reset, decision)
+            remaining = (tolerance - ahead) // window
+            decision = fast_new(Decision, (True, burst, remaining, reset, 0, window, "default"))
+            return fast_new(Transition, (tat, reset, decision, True))
         retry = NEVER if cost > burst else ceil_div(ahead + need - tolerance, limit)
         reset = ceil_div(ahead, limit)
         remaining = max(0, (tolerance - ahead) // window)
-        decision = Decision(False, burst, remaining, reset, retry, window)
-        return Transition(state, reset, decision, write=False)
+        decision = fast_new(Decision, (False, burst, remaining, reset, retry, window, "default"))
+        return fast_new(Transition, (state, reset, decision, False))

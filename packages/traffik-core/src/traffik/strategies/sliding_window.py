@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
-from traffik.strategies._base import State, Strategy, Transition, special_step
+from traffik.strategies._base import State, Strategy, Transition, fast_new, special_step
 
 __all__ = ["SlidingWindowCounterStrategy", "SlidingWindowLogStrategy"]
 
@@ -47,7 +47,8 @@ class SlidingWindowLogStrategy(Strategy):
                 entries = (*kept, now_ms, cost)
             used += cost
             reset = entries[-2] + window - now_ms
-            return Transition(entries, reset, Decision(True, limit, limit - used, reset, 0, window))
+            decision = fast_new(Decision, (True, limit, limit - used, reset, 0, window, "default"))
+            return fast_new(Transition, (entries, reset, decision, True))
         reset = kept[-2] + window - now_ms if kept else 0
         if cost > limit:
             retry = NEVER
@@ -60,8 +61,10 @@ class SlidingWindowLogStrategy(Strategy):
                 if excess <= 0:
                     retry = kept[i] + window - now_ms
                     break
-        decision = Decision(False, limit, max(0, limit - used), reset, retry, window)
-        return Transition(state, reset, decision, write=False)
+        decision = fast_new(
+            Decision, (False, limit, max(0, limit - used), reset, retry, window, "default")
+        )
+        return fast_new(Transition, (state, reset, decision, False))
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,9 @@ class SlidingWindowCounterStrategy(Strategy):
         if (cur + cost) * window <= budget:
             cur += cost
             reset = left + window
-            decision = Decision(True, limit, (budget - cur * window) // window, reset, 0, window)
-            return Transition((start, prev, cur), reset, decision)
+            remaining = (budget - cur * window) // window
+            decision = fast_new(Decision, (True, limit, remaining, reset, 0, window, "default"))
+            return fast_new(Transition, ((start, prev, cur), reset, decision, True))
         remaining = max(0, (budget - cur * window) // window)
         if cur:
             reset = left + window
@@ -119,5 +123,5 @@ class SlidingWindowCounterStrategy(Strategy):
         else:
             # Wait into the next window, where this window's count becomes the previous one.
             retry = left + window - ((limit - cost) * window) // cur
-        decision = Decision(False, limit, remaining, reset, retry, window)
-        return Transition(state, reset, decision, write=False)
+        decision = fast_new(Decision, (False, limit, remaining, reset, retry, window, "default"))
+        return fast_new(Transition, (state, reset, decision, False))

@@ -30,7 +30,8 @@ class TokenBucketStrategy(Strategy):
 
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
         capacity = self.capacity(rate)
-        self._check_exact(rate, capacity)
+        if capacity != rate.limit:  # Rate already keeps limit x window exact
+            self._check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)
 
 
@@ -56,5 +57,6 @@ class TokenBucketWithDebtStrategy(Strategy):
 
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
         capacity = self.capacity(rate)
-        self._check_exact(rate, capacity)
+        if capacity != rate.limit:  # Rate already keeps limit x window exact
+            self._check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)
