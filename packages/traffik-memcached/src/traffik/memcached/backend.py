@@ -33,6 +33,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from traffik.decisions import Decision
+    from traffik.failures import FailurePolicy
     from traffik.memcached._protocol import Reply, Values
     from traffik.rates import Rate
     from traffik.strategies._base import Strategy
@@ -68,6 +69,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
     Times come from ``clock`` (this host's wall clock by default; memcached has no
     clock to offer). ``timeout`` bounds every request and ``connect_timeout`` the
     first connection, in seconds. Locks expire after ``lock_ttl`` seconds.
+    ``failure_policy`` says what throttles do while memcached fails (see
+    :mod:`traffik.failures`; default: the network policy).
     ``pool_minsize`` is accepted for 1.0.0b2 compatibility and has no effect.
     """
 
@@ -97,6 +100,7 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         lock_ttl: float = 10.0,
         generation_ttl: float = 0.0,
         clock: Clock | None = None,
+        failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
     ) -> None:
         if not isinstance(host, str) or not host:
             raise ConfigurationError(f"host must be a non-empty string, got {host!r}.")
@@ -117,6 +121,7 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
             handle_throttled=handle_throttled,
             persistent=persistent,
             clock=clock or wall_clock_ms,
+            failure_policy=failure_policy,
         )
         self.host = host
         self.port = port
@@ -365,8 +370,10 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         back. Until it lands (one round trip later) the overshoot is visible to
         concurrent requests, which may then be rejected although they would have
         fitted (only with mixed costs near the limit); the admitted total never
-        exceeds the limit. If the ``decr`` is lost (cancelled, crash), the window
-        stays over-charged until it ends: it errs on the side of rejecting.
+        exceeds the limit. The ``decr`` is shielded from the caller's cancellation; if
+        it is lost anyway (a crash, or a cancellation while the ``incr`` was in
+        flight), the window stays over-charged until it ends: it errs on the side of
+        rejecting.
         """
         limit, window = rate.limit, rate.expire
         now = self.clock() if now_ms is None else now_ms
@@ -378,8 +385,10 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         total = await self._add(ckey, cost, exptime(ceil_div(start + window - now, 1000)))
         before = total - cost
         if total > limit:
-            # decr only: if the counter vanished meanwhile there is nothing to give back.
-            await self._run([ckey], lambda ks: (b"decr %s %d\r\n" % (ks[0], cost), (LINE,)))
+            # decr only (a vanished counter has nothing to give back), shielded so that a
+            # caller's timeout does not leave the window over-charged.
+            give_back = self._run([ckey], lambda ks: (b"decr %s %d\r\n" % (ks[0], cost), (LINE,)))
+            await asyncio.shield(give_back)
             before = min(before, limit)
         return strategy.decide((start, before) if before > 0 else None, now, rate, cost).decision
 
