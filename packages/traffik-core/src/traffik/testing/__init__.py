@@ -8,16 +8,21 @@
         def make_backend(self, namespace):
             return MyBackend(namespace=namespace)
 
-Needs the ``testing`` extra (``pip install "traffik-core[testing]"``: pytest,
-pytest-asyncio, hypothesis). Run it with plain ``pytest``. ``traffik.testing.servers``
-(real Redis and Memcached servers) is a separate module and is not imported here.
+The kit needs the ``testing`` extra (``pip install "traffik-core[testing]"``: pytest,
+pytest-asyncio, hypothesis) and runs under plain ``pytest``. Its names are imported
+lazily, so ``traffik.testing.servers`` (real Redis and Memcached servers, which needs
+mirakuru instead) can be used without pytest, and this package never imports it.
 """
 
 from __future__ import annotations
 
-from traffik.testing._decisions import reference_run
-from traffik.testing._support import CAPABILITY_FLAGS, eventually
-from traffik.testing.conformance import BackendConformance, kit_test_names
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from traffik.testing._decisions import reference_run
+    from traffik.testing._support import CAPABILITY_FLAGS, eventually
+    from traffik.testing.conformance import BackendConformance, kit_test_names
 
 __all__ = [
     "CAPABILITY_FLAGS",
@@ -26,3 +31,34 @@ __all__ = [
     "kit_test_names",
     "reference_run",
 ]
+
+_HOMES = {
+    "CAPABILITY_FLAGS": "traffik.testing._support",
+    "BackendConformance": "traffik.testing.conformance",
+    "eventually": "traffik.testing._support",
+    "kit_test_names": "traffik.testing.conformance",
+    "reference_run": "traffik.testing._decisions",
+}
+
+_NEEDED = ("pytest", "pytest_asyncio", "hypothesis")
+
+
+def __getattr__(name: str) -> typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'traffik.testing' has no attribute {name!r}")
+    for dependency in _NEEDED:
+        try:
+            importlib.import_module(dependency)
+        except ImportError as exc:
+            raise ImportError(
+                f"traffik.testing.{name} needs {dependency.replace('_', '-')}, which is not "
+                f'installed; install the kit\'s dependencies with pip install "traffik-core[testing]".'
+            ) from exc
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
