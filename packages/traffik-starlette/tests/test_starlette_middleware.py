@@ -511,3 +511,28 @@ def test_websocket_handler_may_close_itself() -> None:
         with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws"):
             pass
     assert closed.value.code == 1008
+
+
+@pytest.mark.asyncio
+async def test_middleware_throttle_called_directly() -> None:
+    """The traffik 1.0.0b2 API: ``await middleware_throttle(connection)`` applies the rules."""
+    backend = fixed_backend("direct")
+    mt = MiddlewareThrottle(HTTPThrottle("direct", "1/m"), prefix="/api/", methods={"GET"})
+
+    def request(path: str, method: str = "GET") -> Request:
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "headers": [],
+            "client": ("10.0.0.1", 1234),
+        }
+        return Request(scope)
+
+    async with backend():
+        assert await mt(request("/other")) is not None  # not matched: nothing charged
+        await mt(request("/api/x", "POST"))
+        first = request("/api/x")
+        assert await mt(first) is first
+        with pytest.raises(ConnectionThrottled):
+            await mt(request("/api/y"))  # same area
