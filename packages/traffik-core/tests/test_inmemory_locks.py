@@ -86,7 +86,7 @@ async def test_blocking_timeout() -> None:
         other = await backend.get_lock("inmemory:t")
         assert await other.acquire(blocking_timeout=0.01) is False
         assert await other.acquire(blocking_timeout=0) is False
-        with pytest.raises(LockTimeoutError, match="not free within 0.01 s"):
+        with pytest.raises(LockTimeoutError, match=r"not free within 0\.01 s"):
             async with await backend.lock("t", blocking_timeout=0.01):
                 pass
         assert holder.owned  # timeouts did not disturb the holder
