@@ -52,6 +52,7 @@ _METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 _ROUTE_CACHE_SIZE = 1024
+_IDENTITY_CACHE_SIZE = 8192
 _KEY_BY = ("route", "path")
 
 _HTTP_SIGNATURE = inspect.Signature(
@@ -77,6 +78,21 @@ def _warn_anonymous() -> None:
             "(traffik.identifiers.configure_trusted_proxies); otherwise pass an identifier.",
             ANONYMOUS,
         )
+
+
+_identity_parts: dict[str, str] = {}
+
+
+def _identity_part(identity: typing.Any) -> str:
+    """:func:`identity_part` of ``str(identity)``, memoised (bounded) for the hot path."""
+    text = identity if type(identity) is str else str(identity)
+    part = _identity_parts.get(text)
+    if part is None:
+        part = identity_part(text)
+        if len(_identity_parts) >= _IDENTITY_CACHE_SIZE:
+            _identity_parts.clear()
+        _identity_parts[text] = part
+    return part
 
 
 def _decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
@@ -243,17 +259,18 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 raw = await self.get_key(connection)
             else:
                 raw = await self.get_key(connection, context_key=context_key)
-            route = route_part(str(raw))
-        else:
-            route = self._route_key(connection.scope, context_key)
-        return f"{self._prefix}{route}:{identity_part(str(identity))}"
+            return f"{self._prefix}{route_part(str(raw))}:{_identity_part(identity)}"
+        return f"{self._prefix}{self._route_key(connection.scope, context_key)}:{_identity_part(identity)}"
 
     # -- resolution --------------------------------------------------------------
 
     def _resolve_backend(
         self, connection: HTTPConnection
     ) -> ThrottleBackend[typing.Any, typing.Any]:
-        backend = self.backend or get_throttle_backend(connection.scope.get("app"))
+        backend = self.backend
+        if backend is None:
+            # Resolved on every call, never cached: apps and tests may come and go.
+            backend = get_throttle_backend(connection.scope.get("app"))
         if backend is None:
             raise ConfigurationError(
                 f"No backend is available for throttle {self.uid!r}. Pass backend= to the "
@@ -267,8 +284,6 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     ) -> typing.Any:
         identifier = self.identifier or backend.identifier
         try:
-            if identifier is connection_identifier:
-                return _identify(connection, _app_config(connection))
             return await identifier(connection)
         except AnonymousConnection:
             _warn_anonymous()
@@ -294,10 +309,23 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             return connection
         cost = self.cost if cost is None else check_cost(cost)
         backend = self._resolve_backend(connection)
-        identity = await self._identity(connection, backend)
-        if identity is UNLIMITED:
-            return connection
-        key = await self._key(connection, identity, context_key)
+        identifier = self.identifier or backend.identifier
+        if identifier is connection_identifier:
+            # The default identifier, without a coroutine per call.
+            try:
+                identity: typing.Any = _identify(connection, _app_config(connection))
+            except AnonymousConnection:
+                _warn_anonymous()
+                identity = ANONYMOUS
+        else:
+            identity = await self._identity(connection, backend)
+            if identity is UNLIMITED:
+                return connection
+        if self._custom_key:
+            key = await self._key(connection, identity, context_key)
+        else:
+            route = self._route_key(connection.scope, context_key)
+            key = f"{self._prefix}{route}:{_identity_part(identity)}"
         strategy = self.strategy
         if self._builtin:
             decision = await decide_with_policy(
