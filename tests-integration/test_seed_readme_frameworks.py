@@ -14,7 +14,7 @@ Adaptations, each marked ``# README adaptation`` below:
   2-tuples (it raises ValueError before traffik is involved).
 - ``routes=[...]`` become real routes; names the README leaves undefined
   (``app``/``backend`` in the filtering snippets, ``MyCustomBackend``,
-  ``redis_backend``) are defined.
+  ``redis_backend``, a RedisBackend on the test server) are defined.
 - Context-aware resolution: ``jwt.decode`` is replaced by a tiny stand-in decoding
   base64 JSON (no PyJWT dependency); ``request: Depends(api_throttle)`` (an
   annotation, which FastAPI rejects) becomes ``request: Request = Depends(api_throttle)``.
@@ -151,14 +151,14 @@ def test_middleware_basic_setup_starlette() -> None:
     assert statuses == [200] * 50 + [429]
 
 
-def filtering_app() -> tuple[typing.Any, typing.Any]:
+def filtering_app(backend: typing.Any = None) -> tuple[typing.Any, typing.Any]:
     """The ``app`` and ``backend`` the README's filtering snippets assume."""
     from fastapi import FastAPI
 
     from traffik.backends.inmemory import InMemoryBackend
 
-    app = FastAPI()
-    backend = InMemoryBackend(namespace="filters", clock=lambda: NOW)
+    backend = backend or InMemoryBackend(namespace="filters", clock=lambda: NOW)
+    app = FastAPI(lifespan=backend.lifespan)
 
     for path in ("/api/items", "/api/reports/x", "/admin/panel", "/public"):
 
@@ -272,13 +272,17 @@ def test_custom_hook_based_filtering() -> None:
     assert authed.headers["ratelimit"] == '"auth";r=199;t=60'
 
 
-def test_combined_filtering_and_best_practice_ordering() -> None:
+@pytest.mark.redis
+def test_combined_filtering_and_best_practice_ordering(redis_url: str) -> None:
     from starlette.requests import HTTPConnection
 
+    from traffik.backends.redis import RedisBackend
     from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
     from traffik.throttles import HTTPThrottle
 
-    app, redis_backend = filtering_app()  # README adaptation: in-memory "redis_backend"
+    # README adaptation: the "redis_backend" the snippet assumes, on the test server.
+    redis_backend = RedisBackend(connection=redis_url, namespace=unique("bp"), clock=lambda: NOW)
+    app, redis_backend = filtering_app(redis_backend)
 
     async def authenticated_only(connection: HTTPConnection) -> bool:
         return connection.headers.get("authorization") is not None
