@@ -270,3 +270,23 @@ async def test_forged_or_malformed_headers_never_500(value: str) -> None:
         for name in ("X-Forwarded-For", "Forwarded"):
             response = await c.get("/r", headers={name: value})
             assert response.status_code == 200, (name, value, response.text)
+
+
+@pytest.mark.asyncio
+async def test_ipv6_clients_of_one_64_share_a_budget_in_an_app() -> None:
+    backend = InMemoryBackend(namespace="ident-v6", clock=lambda: 0)
+    app = _app(backend, HTTPThrottle("v6", "2/m"))
+
+    async def get(host: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(host, 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return (await c.get("/r")).status_code
+
+    async with backend(app):
+        codes = [await get(f"2001:db8:aa:bb::{i}") for i in range(1, 4)]
+        other = await get("2001:db8:aa:cc::1")
+        mapped = [await get("::ffff:198.51.100.77"), await get("198.51.100.77")]
+        mapped.append(await get("::ffff:198.51.100.77"))
+    assert codes == [200, 200, 429]
+    assert other == 200
+    assert mapped == [200, 200, 429]
