@@ -1,6 +1,6 @@
-"""A small, cancellation-safe memcached text-protocol client over aiomcache's pool.
+"""A small, cancellation-safe memcached text-protocol client with a fair pool.
 
-Why not ``aiomcache.Client`` itself (0.8.2):
+Why not ``aiomcache.Client`` (0.8.2):
 
 - A command cancelled between its request and its reply (a timeout, a client
   disconnect) puts the connection back in the pool with the reply unread, so the
@@ -11,8 +11,7 @@ Why not ``aiomcache.Client`` itself (0.8.2):
   and ``incr`` on a missing key must be told apart from real errors.
 - No timeouts, and no pipelining: traffik sends the namespace generation read and
   the command itself in one write (one round trip).
-
-Connections come from :class:`aiomcache.pool.MemcachePool`.
+- Its pool is not fair under load (see :mod:`traffik.memcached._pool`).
 """
 
 from __future__ import annotations
@@ -21,14 +20,11 @@ import asyncio
 import sys
 import typing
 
-from aiomcache.pool import MemcachePool
-
 from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.memcached._pool import Pool
 
 if typing.TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from aiomcache.pool import Connection
 
 __all__ = ["LINE", "STATS", "VALUES", "MemcachedClient", "Reply", "Values"]
 
@@ -60,8 +56,7 @@ class MemcachedClient:
         self.port = port
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        # aiomcache's pool only grows to ``minsize``: make both the pool size.
-        self._pool = MemcachePool(host, port, minsize=pool_size, maxsize=pool_size)
+        self._pool = Pool(host, port, pool_size)
 
     @property
     def address(self) -> str:
@@ -79,7 +74,7 @@ class MemcachedClient:
         return line[8:]
 
     async def close(self) -> None:
-        await self._pool.clear()
+        self._pool.close()
 
     async def stats(self) -> dict[bytes, int]:
         """The server's numeric ``stats`` (``cmd_get``, ``cmd_set``, ``cas_misses``, ...)."""
@@ -122,15 +117,10 @@ class MemcachedClient:
                     replies.append(await _read_stats(reader))
         except BaseException:
             # The connection may hold unread replies: never reuse it.
-            self._discard(conn)
+            self._pool.discard(conn)
             raise
         self._pool.release(conn)
         return replies
-
-    def _discard(self, conn: Connection) -> None:
-        conn.writer.close()
-        conn.reader.feed_eof()
-        self._pool.release(conn)  # sees EOF and drops the connection
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:
