@@ -344,6 +344,15 @@ class TestOverridden(BackendConformance):
     test_multi_get_without_keys_returns_an_empty_list = None
 
 
+class TestXfailWithoutReason(BackendConformance):
+    def make_backend(self, namespace):
+        return InMemoryBackend(namespace=namespace)
+
+    @pytest.mark.xfail
+    def test_get_missing_key_returns_none(self):
+        raise AssertionError("known failure")
+
+
 class TestXfailOverride(BackendConformance):
     def make_backend(self, namespace):
         return InMemoryBackend(namespace=namespace)
@@ -441,6 +450,12 @@ EXPECTED: list[tuple[str, str, str, str]] = [
         "test_kit_tests_are_not_overridden",
         "failed",
         "test_multi_get_without_keys_returns_an_empty_list was removed",
+    ),
+    (
+        "XfailWithoutReason",
+        "test_kit_tests_are_not_overridden",
+        "failed",
+        f"{CONTROL} was overridden without @pytest.mark.xfail(reason=...)",
     ),
     ("XfailOverride", "test_kit_tests_are_not_overridden", "passed", ""),
     ("XfailOverride", CONTROL, "xfailed", "a known failure"),
@@ -564,3 +579,33 @@ def test_broken_backends_declare_what_the_kit_then_checks() -> None:
     assert InMemoryBackend.capabilities.injectable_clock
     assert FalselyShared.capabilities.shared_state
     assert ClaimsServerClock.capabilities.server_clock
+
+
+_PLAIN = """
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.testing import BackendConformance
+
+
+class TestInMemoryBackend(BackendConformance):
+    def make_backend(self, namespace):
+        return InMemoryBackend(namespace=namespace)
+"""
+
+
+def test_the_recipe_runs_under_plain_pytest(tmp_path: Path) -> None:
+    # No ini file, no conftest, no options: the three-line recipe as an author writes it.
+    (tmp_path / "test_recipe.py").write_text(_PLAIN, encoding="utf-8")
+    selection = "missing_key or lock_excludes or matches_the_reference"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-k", selection],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary, summary
+    assert "failed" not in summary, summary
+    assert "needs capability 'shared_state'" in proc.stdout  # the skip names its flag
