@@ -9,7 +9,7 @@ through this module's ``time`` global (no sleeping).
 
 from __future__ import annotations
 
-# ruff: noqa: I001, E402, F811, SIM108
+# ruff: noqa: I001, E402, F811
 # fmt: off
 import pytest
 from starlette.requests import Request
@@ -304,7 +304,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
 @pytest.mark.anyio
 async def test_custom_strategy(make, clock: FakeTime) -> None:  # type: ignore[no-untyped-def]
     """The README's "Testing Custom Strategies" test, run for each example."""
-    MyCustomStrategy = make  # noqa: N806
+    MyCustomStrategy = make
     backend = InMemoryBackend(namespace="test")
     async with backend(close_on_exit=True):
         strategy = MyCustomStrategy()
