@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import typing
+import weakref
 
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend, wall_clock_ms
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
@@ -135,6 +136,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         self._tag = namespace_tag(namespace)
         self._own = namespace + ":"
         self._generations = Generations(self.generation_ttl)
+        #: One local lock per state key in use: this instance's requests take turns.
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self.host!r}, port={self.port}, namespace={self.namespace!r})"
@@ -398,8 +401,19 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         """The strategy's own transition between ``gets`` and ``cas`` (``add`` for a new key).
 
         A lost race re-reads and re-decides, after a random pause that doubles on
-        every retry; after ``max_retries`` retries it raises BackendError.
+        every retry; after ``max_retries`` retries it raises BackendError. Requests of
+        this instance for the same key take turns (a local asyncio lock, no I/O), so
+        they never fight each other over CAS: only other instances can make a race.
         """
+        lock = self._turns.get(skey)
+        if lock is None:
+            lock = self._turns[skey] = asyncio.Lock()
+        async with lock:
+            return await self._cas_loop(skey, strategy, rate, cost, now_ms)
+
+    async def _cas_loop(
+        self, skey: str, strategy: Strategy, rate: Rate, cost: int, now_ms: int | None
+    ) -> Decision:
         client = self._client()
         for attempt in range(self.max_retries + 1):
             if attempt:
