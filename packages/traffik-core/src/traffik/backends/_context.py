@@ -98,7 +98,20 @@ class ThrottleContext:
             self._token = None
         try:
             if not self.persistent:
-                await self.backend.reset()
+                await self._tolerate(self.backend.reset(), "reset")
         finally:
             if self.close_on_exit:
-                await self.backend.close()
+                await self._tolerate(self.backend.close(), "close")
+
+    async def _tolerate(self, step: typing.Awaitable[None], what: str) -> None:
+        """Run a clean-up step; a dead backend must not crash the app's shutdown.
+
+        With a failure policy other than ``"raise"`` the error is logged instead.
+        """
+        try:
+            await step
+        except BackendError as exc:
+            policy = self.backend.failure_policy
+            if policy is None or policy.on_error == "raise":
+                raise
+            logger.warning("traffik: could not %s %r on exit: %s", what, self.backend, exc)
