@@ -32,8 +32,9 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_KEYS", "AsyncInMemoryLock", "InMemoryBackend", "monotonic_ms"]
 
-#: Default bound on stored keys. One decision state costs about 350 bytes
-#: (key, entry, LRU link, expiry-set slot), so the default caps a backend near 35 MB.
+#: Default bound on stored keys. One decision state costs about 500 bytes with a
+#: 40-character key (key string, entry, state, LRU link, expiry-set slot), so the
+#: default caps a backend near 50 MB.
 DEFAULT_MAX_KEYS = 100_000
 
 #: Expired keys deleted per write, at most (amortised reclamation).
