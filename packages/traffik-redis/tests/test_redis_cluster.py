@@ -19,7 +19,8 @@ IDS = [s.name for s in BUILTIN_STRATEGIES]
 
 @given(st.text(), st.text())
 def test_escaped_tags_hold_no_brace_and_never_collide(a: str, b: str) -> None:
-    assert "{" not in escape_tag(a) and "}" not in escape_tag(a)
+    assert "{" not in escape_tag(a)
+    assert "}" not in escape_tag(a)
     assert (escape_tag(a) == escape_tag(b)) == (a == b)
 
 
