@@ -172,7 +172,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     def _error(self, op: str, exc: BaseException) -> BackendError:
         if isinstance(exc, (*_CONNECTION_ERRORS, RedisClusterException)):
             return BackendConnectionError(
-                f"Redis at {self._where} failed during {op}(): {type(exc).__name__}: {exc}. "
+                f"Redis at {self._where} failed during {op}(): {type(exc).__name__}: "
+                f"{str(exc).rstrip('.')}. "
                 f"Check that the server is running and reachable at that address."
             )
         return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
