@@ -47,9 +47,12 @@ _BUCKET_SHIFT = 10
 _Store = OrderedDict[str, list[typing.Any]]
 
 
+_monotonic_ns = _time.monotonic_ns
+
+
 def monotonic_ms() -> int:
     """Milliseconds of a monotonic clock (the in-memory backend's default clock)."""
-    return _time.monotonic_ns() // 1_000_000
+    return _monotonic_ns() // 1_000_000
 
 
 class _LockState:
@@ -167,7 +170,7 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         clock: Clock | None = None,
-        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
+        failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigurationError(
@@ -404,7 +407,12 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
         if store is None:
             store = self._store()  # raises BackendConnectionError
         skey = f"{self.namespace}:{key}:{strategy.storage_suffix()}"
-        now = self.clock() if now_ms is None else now_ms
+        if now_ms is not None:
+            now = now_ms
+        else:
+            clock = self.clock
+            # The default clock inlined: one Python call less on the hot path.
+            now = _monotonic_ns() // 1_000_000 if clock is monotonic_ms else clock()
         entry = store.get(skey)
         state = None
         if entry is not None:

@@ -27,7 +27,7 @@ def meter_step(
     writer's) is kept: the level is taken as of ``last_ms`` and waits count from
     there, so a skewed clock can never drain the same interval twice.
     """
-    window = rate.expire
+    window = rate._expire  # the field behind the property: one lookup less per call
     if cost.__class__ is not int or cost < 1 or not window:
         special = special_step(rate, cost)
         if special is not None:
