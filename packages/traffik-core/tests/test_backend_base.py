@@ -193,6 +193,19 @@ async def test_client_errors_are_wrapped_with_the_cause_chained() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("cost", [0, -3, 1.5])
+async def test_bad_cost_is_a_value_error_on_every_path(cost: object) -> None:
+    generic = DictBackend(clock=lambda: 0)
+    native = InMemoryBackend()
+    async with generic(), native():
+        for backend in (generic, native):
+            with pytest.raises(ValueError, match="cost") as info:
+                await backend.decide("k", FixedWindowStrategy(), Rate.parse("1/s"), cost)  # type: ignore[arg-type]
+            assert not isinstance(info.value, BackendError)
+            assert isinstance(info.value, ConfigurationError)
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("exc_type", [KeyboardInterrupt, asyncio.CancelledError, SystemExit])
 async def test_base_exceptions_are_not_wrapped(exc_type: type[BaseException]) -> None:
     backend = DictBackend(clock=lambda: 0)

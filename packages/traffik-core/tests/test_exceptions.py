@@ -22,6 +22,7 @@ from traffik.exceptions import (
 
 def test_hierarchy_matches_the_module_docstring() -> None:
     assert issubclass(ConfigurationError, TraffikException)
+    assert issubclass(ConfigurationError, ValueError)
     assert issubclass(BackendError, TraffikException)
     assert issubclass(BackendConnectionError, BackendError)
     assert issubclass(LockTimeoutError, TraffikException)

@@ -3,7 +3,7 @@
 ::
 
     TraffikException(Exception)
-    ├── ConfigurationError            bad settings, or no backend to use
+    ├── ConfigurationError(ValueError)  bad settings or cost, or no backend to use
     ├── BackendError                  a storage call failed (client errors are wrapped)
     │   └── BackendConnectionError    backend unreachable, not initialised, or closed
     ├── LockTimeoutError(TimeoutError)  a lock was not acquired in time
@@ -40,8 +40,12 @@ class TraffikException(Exception):
     """Base class of every exception traffik raises."""
 
 
-class ConfigurationError(TraffikException):
-    """The configuration is invalid, or no backend could be resolved at call time."""
+class ConfigurationError(TraffikException, ValueError):
+    """The configuration is invalid, or no backend could be resolved at call time.
+
+    Also a ``ValueError``: bad values (a cost, a burst size) raise it, and it passes
+    through the backends' error wrapping unchanged instead of becoming a BackendError.
+    """
 
 
 class BackendError(TraffikException):

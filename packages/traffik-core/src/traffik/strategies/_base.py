@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from traffik.decisions import Decision
+from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_EXACT_PRODUCT, Rate
 from traffik.types import StrategyStat, Stringable, WaitPeriod
 
@@ -65,14 +66,18 @@ _UNLIMITED_STEP = Transition(None, 0, UNLIMITED_DECISION, write=False)
 
 
 def check_cost(cost: object) -> int:
-    """Return ``cost`` as an int if it is a positive whole number, else raise ``ValueError``."""
+    """Return ``cost`` as an int if it is a positive whole number, else raise ``ValueError``.
+
+    The error is a :class:`~traffik.exceptions.ConfigurationError` (a ``ValueError``),
+    so it reaches the caller unwrapped through any backend.
+    """
     if isinstance(cost, bool) or not isinstance(cost, int):
-        raise ValueError(
+        raise ConfigurationError(
             f"cost must be a positive whole number of units, got {cost!r}; "
             f"pass an int such as cost=1."
         )
     if cost <= 0:
-        raise ValueError(
+        raise ConfigurationError(
             f"cost must be at least 1, got {cost}; a request cannot refund or skip its quota."
         )
     return int(cost)
@@ -116,10 +121,12 @@ def _check_positive(
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+        raise ConfigurationError(
+            f"{name} must be a whole number, got {value!r}; pass an int such as {name}=10."
+        )
     if value < 0 or (value == 0 and not allow_zero):
         bound = "0 or more" if allow_zero else "at least 1"
-        raise ValueError(f"{name} must be {bound}, got {value}.")
+        raise ConfigurationError(f"{name} must be {bound}, got {value}; pass None for the default.")
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class Strategy(ABC):
 
     def _check_exact(self, rate: Rate, capacity: int) -> None:
         if capacity * rate.expire > MAX_EXACT_PRODUCT:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{type(self).__name__} capacity {capacity} over a {rate.expire} ms window is too "
                 f"large to count exactly (capacity x window_ms must be at most 2**53 - 1)."
             )
