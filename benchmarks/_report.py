@@ -109,7 +109,9 @@ def section_a(run: Run, lines: list[str]) -> None:
         )
         for (impl, _, strategy, keyspace), m in own:
             floor = meds.get((FLOOR, backend, "fw", keyspace), {}).get("rate")
-            peer, peer_rate = best_peer(meds, backend, strategy, keyspace)
+            peer, peer_rate = (
+                best_peer(meds, backend, strategy, keyspace) if impl == OWN else (None, None)
+            )
             cells = [impl, strategy, _keys(keyspace, m), _fmt_rate(m["rate"]), _ratio(m["rate"], floor),
                      f"{peer} {_fmt_rate(peer_rate)}" if peer else "—",
                      _ratio(m["rate"], peer_rate) if impl == OWN else "—"]  # fmt: skip
@@ -222,7 +224,7 @@ def section_d(run: Run, lines: list[str]) -> None:
     lines.append(
         "Each trial sends 64 concurrent decisions for one fresh key with a limit of 32 per "
         "hour, through 1 or 2 backend instances sharing the server. Correct is exactly 32 in "
-        "every trial. A cell shows the admitted counts over all trials (and repetitions); "
+        "every trial. A cell shows the admitted counts over all trials (run in the first repetition only); "
         "✗ marks a wrong count, *E* decisions that raised instead of answering.\n"
     )
     cells: dict[tuple[str, str, int], dict[str, str]] = defaultdict(dict)

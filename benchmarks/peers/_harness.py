@@ -139,6 +139,7 @@ async def case_a(
 ) -> dict[str, typing.Any]:
     """Section A for one (backend, strategy, keyspace): rates, latency, server ops."""
     flush(backend, servers)
+    case_start = time.perf_counter()
     hit, close = await make(backend, strategy, servers, 0)
     try:
         keys = _keys(keyspace)
@@ -188,15 +189,17 @@ async def case_a(
                 result["rate64"] = await _concurrent(hit, keys, cfg)
             except Exception as exc:  # a peer failing under concurrency is a finding
                 result["rate64_error"] = f"{type(exc).__name__}: {exc}"[:160]
+        result["case_s"] = time.perf_counter() - case_start
         return result
     finally:
         await close()
 
 
 async def _concurrent(hit: Hit, keys: list[str], cfg: dict[str, typing.Any]) -> float:
-    """Decisions per second with CONCURRENCY coroutines sharing one client."""
+    """Decisions per second with CONCURRENCY coroutines sharing one client (time-bounded)."""
     per_worker = max(1, cfg["ops"] // CONCURRENCY)
-    deadline = time.perf_counter() + cfg["seconds"]
+    budget = cfg["seconds"]
+    deadline = time.perf_counter() + budget
     nkeys = len(keys)
     counts = [0] * CONCURRENCY
 
@@ -210,8 +213,18 @@ async def _concurrent(hit: Hit, keys: list[str], cfg: dict[str, typing.Any]) -> 
                 return
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(CONCURRENCY)))
-    return sum(counts) / (time.perf_counter() - start)
+    tasks = [asyncio.ensure_future(worker(w)) for w in range(CONCURRENCY)]
+    # A peer whose decisions block (lock waits) is cut off shortly after the budget.
+    done, pending = await asyncio.wait(tasks, timeout=budget + 1.0)
+    elapsed = time.perf_counter() - start
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5.0)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return sum(counts) / elapsed
 
 
 async def case_d(
@@ -224,6 +237,7 @@ async def case_d(
 ) -> dict[str, typing.Any]:
     """Section D: limit 32, 64 concurrent hits over ``instances`` clients; admitted counts."""
     flush(backend, servers)
+    case_start = time.perf_counter()
     made = [await make(backend, strategy, servers, i, race=True) for i in range(instances)]
     counts: list[int] = []
     errors: list[int] = []
@@ -238,7 +252,7 @@ async def case_d(
     finally:
         for _, close in made:
             await close()
-    return {"allowed": counts, "errors": errors}
+    return {"allowed": counts, "errors": errors, "case_s": time.perf_counter() - case_start}
 
 
 # --- end-to-end (ASGI, in-process) --------------------------------------------------------
