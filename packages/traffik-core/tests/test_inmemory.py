@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import pytest
 
 from traffik.backends.inmemory import DEFAULT_MAX_KEYS, InMemoryBackend, monotonic_ms
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.rates import Rate
-from traffik.strategies import FixedWindowStrategy, TokenBucketStrategy
+from traffik.strategies import (
+    FixedWindowStrategy,
+    SlidingWindowLogStrategy,
+    TokenBucketStrategy,
+)
 
 
 class Clock:
@@ -201,6 +206,39 @@ def test_default_clock_is_monotonic_milliseconds() -> None:
     assert abs(a - time.monotonic() * 1000) < 1000
     assert monotonic_ms() >= a
     assert InMemoryBackend().clock is monotonic_ms
+
+
+class NoScanDict(OrderedDict):  # type: ignore[type-arg]
+    """Fails the test if anything iterates over the whole store."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the store was scanned")
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the store was scanned")
+
+    def items(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the store was scanned")
+
+    def values(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the store was scanned")
+
+
+@pytest.mark.asyncio
+async def test_decisions_and_primitives_never_scan_the_store() -> None:
+    clock = Clock()
+    backend = InMemoryBackend(clock=clock, max_keys=5_000)
+    await backend.initialize()
+    backend.connection = NoScanDict()
+    strategies = (FixedWindowStrategy(), TokenBucketStrategy(), SlidingWindowLogStrategy())
+    rate = Rate.parse("3/s")
+    for i in range(8_000):  # past max_keys: evictions too
+        clock.now += 1
+        for strategy in strategies:
+            await backend.decide(f"k{i % 6_000}", strategy, rate)
+        await backend.increment_with_ttl(f"c{i}", 1, ttl=1)
+        await backend.get(f"c{i - 5}")
+    assert 0 < len(backend) <= 5_000
 
 
 @pytest.mark.slow
