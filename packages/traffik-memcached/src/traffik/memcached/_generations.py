@@ -57,7 +57,7 @@ class Generations:
         """Store what was read; True if it differs from what was cached."""
         old = self._cache.get(tag)
         if old is None and len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
+            del self._cache[next(iter(self._cache))]  # the oldest entry: read again if needed
         self._cache[tag] = (generation, _now())
         return old is None or old[0] != generation
 

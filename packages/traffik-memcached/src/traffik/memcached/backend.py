@@ -217,12 +217,14 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         scopes = [self._scope(key) for key in keys]
         tags = list(dict.fromkeys(tag for tag, _ in scopes if tag is not None))
         generations = self._generations
-        unknown = [tag for tag in tags if generations.get(tag) is None]
-        if unknown:
-            await generations.load(client, unknown)
         for _ in range(_GENERATION_ATTEMPTS):
+            known = {tag: generations.get(tag) for tag in tags}
+            unknown = [tag for tag, gen in known.items() if gen is None]
+            if unknown:
+                await generations.load(client, unknown)
+                continue
             items = [
-                item_key(GLOBAL_PREFIX if tag is None else f"{tag}~{generations.get(tag)}", rest)
+                item_key(GLOBAL_PREFIX if tag is None else f"{tag}~{known[tag]}", rest)
                 for tag, rest in scopes
             ]
             payload, kinds = build(items)
