@@ -168,6 +168,15 @@ class ClockIgnoring(InMemoryBackend[typing.Any]):
         return await super().decide(key, strategy, rate, cost)
 
 
+class PeekCharges(InMemoryBackend[typing.Any]):
+    """peek() charges a unit, as a decide would."""
+
+    async def peek(
+        self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
+    ) -> Decision:
+        return await self.decide(key, strategy, rate, 1, now_ms=now_ms)
+
+
 class UnwrappedErrors(InMemoryBackend[typing.Any]):
     """Lets client errors (a ValueError here) escape instead of raising BackendError."""
 
@@ -373,6 +382,7 @@ _BROKEN: tuple[type[ThrottleBackend[typing.Any, typing.Any]], ...] = (
     AnyoneCanRelease,
     RacyDecide,
     ClockIgnoring,
+    PeekCharges,
     UnwrappedErrors,
     SilentClose,
     FalselyShared,
@@ -418,6 +428,8 @@ EXPECTED: list[tuple[str, str, str, str]] = [
         "the reference admits 10",
     ),
     ("ClockIgnoring", "test_decide_matches_the_reference[fw]", "failed", "the reference decides"),
+    ("PeekCharges", "test_peek_charges_nothing[tb]", "failed", "peek() charged the key"),
+    ("PeekCharges", "test_decide_matches_the_reference[tb]", "failed", "the reference"),
     (
         "UnwrappedErrors",
         "test_client_errors_are_wrapped_in_backend_error",
@@ -493,6 +505,7 @@ EXPECTED += sorted(
 EXPECTED += [
     ("SharedDict", "test_server_clock_ignores_the_local_clock", "skipped", "'server_clock'"),
     ("SharedDict", "test_decide_matches_the_reference[fw]", "passed", ""),
+    ("SharedDict", "test_decide_matches_the_reference_across_instances[gcra]", "passed", ""),
 ]
 
 _INI = """\

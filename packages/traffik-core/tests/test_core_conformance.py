@@ -64,6 +64,7 @@ PUBLIC_TEST_NAMES = [
     "test_decide_admits_exactly_the_quota_across_instances",
     "test_decide_admits_exactly_the_quota_under_concurrency",
     "test_decide_matches_the_reference",
+    "test_decide_matches_the_reference_across_instances",
     "test_decide_rejects_a_cost_above_capacity_forever",
     "test_decrement_below_zero_goes_negative",
     "test_decrement_subtracts",

@@ -17,6 +17,7 @@ mirakuru instead) can be used without pytest, and this package never imports it.
 from __future__ import annotations
 
 import importlib
+import sys
 import typing
 
 if typing.TYPE_CHECKING:
@@ -42,6 +43,28 @@ _HOMES = {
 
 _NEEDED = ("pytest", "pytest_asyncio", "hypothesis")
 
+#: The kit's modules: pytest rewrites their asserts (detailed failure reports), as it
+#: does for test modules, if they are registered before their first import.
+_KIT_MODULES = (
+    "traffik.testing._support",
+    "traffik.testing._primitives",
+    "traffik.testing._lifecycle",
+    "traffik.testing._locks",
+    "traffik.testing._decisions",
+    "traffik.testing.conformance",
+)
+_registered = False
+
+
+def _register_assert_rewrite() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    import pytest
+
+    pytest.register_assert_rewrite(*(name for name in _KIT_MODULES if name not in sys.modules))
+
 
 def __getattr__(name: str) -> typing.Any:
     home = _HOMES.get(name)
@@ -55,6 +78,7 @@ def __getattr__(name: str) -> typing.Any:
                 f"traffik.testing.{name} needs {dependency.replace('_', '-')}, which is not "
                 f'installed; install the kit\'s dependencies with pip install "traffik-core[testing]".'
             ) from exc
+    _register_assert_rewrite()
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value

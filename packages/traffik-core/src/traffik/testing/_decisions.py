@@ -50,9 +50,26 @@ def _summary(decisions: list[Decision]) -> tuple[int, Counter[int]]:
     return len(admitted), Counter(d.remaining for d in admitted)
 
 
+#: A rate and steps of (time offset in ms, cost, whether to peek first).
+Scenario = tuple[Rate, list[tuple[int, int, bool]]]
+
+#: Modest: the servers are real and CI machines small. Each example is a fresh key.
+_HYPOTHESIS = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.differing_executors,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+    ],
+)
+#: Fewer examples when every example connects two clients (a cluster client is slow to start).
+_HYPOTHESIS_TWO = settings(_HYPOTHESIS, max_examples=8)
+
+
 @st.composite
-def _scenarios(draw: st.DrawFn) -> tuple[Rate, list[tuple[int, int]]]:
-    """A rate and a sequence of (time offset in ms, cost); offsets never go backwards."""
+def _scenarios(draw: st.DrawFn) -> Scenario:
+    """A rate and a sequence of steps; time offsets never go backwards."""
     limit = draw(st.integers(1, 6))
     window = draw(st.sampled_from([2_000, 5_000, 30_000]))
     rate = Rate(limit=limit, milliseconds=window)
@@ -67,7 +84,7 @@ def _scenarios(draw: st.DrawFn) -> tuple[Rate, list[tuple[int, int]]]:
             )
         )
         cost = draw(st.one_of(st.just(1), st.integers(1, limit + 2)))
-        steps.append((offset, cost))
+        steps.append((offset, cost, draw(st.booleans())))
     return rate, steps
 
 
@@ -198,47 +215,68 @@ class DecisionTests(KitBase):
     async def test_peek_charges_nothing(self, strategy: Strategy) -> None:
         rate = Rate(limit=3, hours=24)
         async with self.open_backend() as backend:
-            for _ in range(3):
+            for n in range(3):
                 seen = await backend.peek("user", strategy, rate)
-                assert seen.allowed
-                assert seen.remaining == strategy.capacity(rate) - 1
+                assert seen.allowed, f"{strategy.name}: peek #{n + 1} on a fresh key was refused"
+                assert seen.remaining == strategy.capacity(rate) - 1, (
+                    f"{strategy.name}: peek #{n + 1} saw remaining={seen.remaining}, want "
+                    f"{strategy.capacity(rate) - 1}: peek() charged the key"
+                )
             assert (
                 await backend.decide("user", strategy, rate, strategy.capacity(rate))
             ).allowed, "peek() charged the key: a full-capacity request was rejected afterwards"
 
+    async def _differential(
+        self, backends: list[AnyBackend], strategy: Strategy, scenario: Scenario
+    ) -> None:
+        """Replay ``scenario`` through ``backends`` (in turn) and the reference, step by step."""
+        rate, offsets = scenario
+        loop = asyncio.get_running_loop()
+        key = self.fresh_key("user")
+        start, real0 = backends[0].now_ms(), loop.time()
+        state: State | None = None
+        trace: list[tuple[int, int, bool]] = []
+        for i, (offset, cost, peek_first) in enumerate(offsets):
+            backend = backends[i % len(backends)]
+            # Injected time never runs slower than real time, so a state whose storage
+            # TTL (on the server's clock) ran out is also logically expired.
+            now = start + offset + int((loop.time() - real0) * 1000)
+            trace.append((now - start, cost, peek_first))
+            where = f"{strategy.name} {rate}; steps (ms after start, cost, peeked first): {trace}"
+            if peek_first:
+                seen = await backend.peek(key, strategy, rate, now_ms=now)
+                expected = strategy.peek(state, now, rate)
+                assert seen == expected, (
+                    f"peek at step {i} saw {seen}, the reference sees {expected}; {where}"
+                )
+            got = await backend.decide(key, strategy, rate, cost, now_ms=now)
+            step = strategy.decide(state, now, rate, cost)
+            if step.write:
+                state = step.state
+            assert got == step.decision, (
+                f"step {i} decided {got}, the reference decides {step.decision}; {where}"
+            )
+
     @pytest.mark.asyncio
     @parametrize_strategies
-    @settings(
-        max_examples=15,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.differing_executors,
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-        ],
-    )
+    @_HYPOTHESIS
     @given(scenario=_scenarios())
     async def test_decide_matches_the_reference(
-        self, strategy: Strategy, scenario: tuple[Rate, list[tuple[int, int]]]
+        self, strategy: Strategy, scenario: Scenario
     ) -> None:
-        rate, offsets = scenario
         async with self.open_backend(self.fresh_namespace()) as backend:
             self.require(backend, "injectable_clock")
-            loop = asyncio.get_running_loop()
-            key = self.fresh_key("user")
-            start, real0 = backend.now_ms(), loop.time()
-            steps: list[tuple[int, int]] = []
-            got: list[Decision] = []
-            for offset, cost in offsets:
-                # Injected time never runs slower than real time, so a state whose
-                # storage TTL (on the server's clock) ran out is also logically expired.
-                now = start + offset + int((loop.time() - real0) * 1000)
-                steps.append((now, cost))
-                got.append(await backend.decide(key, strategy, rate, cost, now_ms=now))
-            want = reference_run(strategy, rate, steps)
-            for i, (g, w) in enumerate(zip(got, want, strict=True)):
-                assert g == w, (
-                    f"{strategy.name} {rate}: step {i} (now={steps[i][0] - start} ms after start, "
-                    f"cost={steps[i][1]}) decided {g}, the reference decides {w}; "
-                    f"steps so far: {[(t - start, c) for t, c in steps[: i + 1]]}"
-                )
+            await self._differential([backend], strategy, scenario)
+
+    @pytest.mark.asyncio
+    @parametrize_strategies
+    @_HYPOTHESIS_TWO
+    @given(scenario=_scenarios())
+    async def test_decide_matches_the_reference_across_instances(
+        self, strategy: Strategy, scenario: Scenario
+    ) -> None:
+        namespace = self.fresh_namespace()
+        async with self.open_backend(namespace) as first:
+            self.require(first, "injectable_clock", "shared_state")
+            async with self.open_backend(namespace, second=True) as second:
+                await self._differential([first, second], strategy, scenario)
