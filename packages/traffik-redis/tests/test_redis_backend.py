@@ -386,3 +386,24 @@ async def test_a_subclassed_strategy_takes_the_generic_path(
         # where the decision script would have issued two SETs in total.
         assert stats.get("set") == 5, stats
         assert (await backend.peek("k", Custom(), rate, now_ms=10)).remaining == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("auto_pipeline", [True, False])
+async def test_concurrent_decisions_heal_after_script_flush(
+    redis_server: RedisServer, auto_pipeline: bool
+) -> None:
+    # Under load the decisions go out as pipelines of EVALSHA: a NOSCRIPT inside one
+    # reloads the script and retries that call.
+    rate = Rate(limit=150, hours=1)
+    strategy = FixedWindowStrategy()
+    backend = RedisBackend(
+        redis_server.url, namespace="flushload", persistent=False, auto_pipeline=auto_pipeline
+    )
+    async with backend():
+        redis_server.command("SCRIPT", "FLUSH")
+        decisions = await asyncio.gather(
+            *(backend.decide("k", strategy, rate, now_ms=1_000) for _ in range(200))
+        )
+    assert sum(d.allowed for d in decisions) == 150
+    assert sorted(d.remaining for d in decisions if d.allowed) == list(range(150))

@@ -20,6 +20,7 @@ from traffik.exceptions import (
 )
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._keys import scan_pattern, tagged_key
+from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, to_decision
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
 from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_state
@@ -110,6 +111,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         connect_timeout: float = 2.0,
         socket_timeout: float = 5.0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        auto_pipeline: bool = True,
         clock: Clock | None = None,
     ) -> None:
         super().__init__(
@@ -161,8 +163,10 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         )
         self.lock_timeout = float(lock_timeout)
         self._server_clock = clock is None
+        self.auto_pipeline = auto_pipeline
         self._opened: Opened | None = None
         self._scripts: ScriptSet | None = None
+        self._pipeline: AutoPipeline | None = None
 
     def __repr__(self) -> str:
         return f"RedisBackend(namespace={self.namespace!r}, server={self._where!r})"
@@ -224,6 +228,12 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             await self._discard(opened)
             return
         self._opened, self._scripts = opened, scripts
+        if (
+            self.auto_pipeline
+            and opened.gate is None
+            and not isinstance(opened.client, RedisCluster)
+        ):
+            self._pipeline = AutoPipeline(opened.client)
         self.connection = opened.client
 
     @staticmethod
@@ -246,6 +256,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     async def close(self) -> None:
         """Close the client if this backend created it (from a URL or a factory)."""
         opened, self._opened, self._scripts = self._opened, None, None
+        self._pipeline = None
         self.connection = None
         if opened is not None and opened.owned:
             await opened.client.aclose()
@@ -360,7 +371,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         opened, scripts = self._ready()
         skey = tagged_key(self.namespace, key, strategy.storage_suffix())
         try:
-            if opened.gate is None:
+            if self._pipeline is not None:
+                reply = await self._pipeline.call(scripts[name], skey, args)
+            elif opened.gate is None:
                 reply = await scripts[name](keys=(skey,), args=args)
             else:
                 async with opened.gate:
