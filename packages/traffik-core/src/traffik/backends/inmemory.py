@@ -415,11 +415,11 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
             now = _monotonic_ns() // 1_000_000 if clock is monotonic_ms else clock()
         entry = store.get(skey)
         state = None
+        stale = False
         if entry is not None:
             expires = entry[1]
             if expires is not None and expires <= now:
-                self._drop(store, skey, entry)
-                entry = None
+                stale = True  # decided as a fresh key; the entry is reused if written
             else:
                 state = entry[0]
                 if state.__class__ is not tuple:
@@ -436,6 +436,7 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
                 entry[0] = new
                 store.move_to_end(skey)
                 expires = now + step.ttl_ms
+                # A new bucket is never below the reclaim horizon (expires > now).
                 if expires >> _BUCKET_SHIFT != entry[2]:
                     self._expire_at(skey, entry, expires)
                 else:
@@ -444,7 +445,10 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
                 if heap and heap[0] < now >> _BUCKET_SHIFT:
                     self._reclaim(store, now)
         elif entry is not None:
-            store.move_to_end(skey)
+            if stale:
+                self._drop(store, skey, entry)
+            else:
+                store.move_to_end(skey)
         return step.decision
 
     async def peek(
