@@ -156,6 +156,18 @@ def test_no_python_block_hides_under_another_fence_name() -> None:
     assert not hiding, f"fence these as python (to run them) or text/pycon (not to): {hiding}"
 
 
+def test_no_placeholder_is_left() -> None:
+    """A fragment's placeholder line (``BENCH_TABLE``, ``TODO``) must be filled before release."""
+    lines = README_TEXT.splitlines()
+    inside, left = False, []
+    for number, line in enumerate(lines, 1):
+        if _OPEN.match(line):
+            inside = not inside
+        elif not inside and re.fullmatch(r"\s*(TODO|TBD|FIXME|XXX|[A-Z]+_[A-Z_]+)\b.*", line):
+            left.append(f"README.md line {number}: {line.strip()[:60]}")
+    assert not left, f"placeholders left in the README: {left}"
+
+
 def test_the_readme_has_python_examples() -> None:
     assert len(PYTHON) >= 20, f"only {len(PYTHON)} python blocks in README.md"
 
