@@ -424,18 +424,17 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
                 state = entry[0]
                 if state.__class__ is not tuple:
                     state = decode_state(state)
-        step = strategy.decide(state, now, rate, cost)
-        if step.write:
-            new = step.state
+        new, ttl_ms, decision, write = strategy.decide(state, now, rate, cost)
+        if write:
             if new is None:
                 if entry is not None:
                     self._drop(store, skey, entry)
             elif entry is None:
-                self._put(store, skey, new, now + step.ttl_ms, now)
+                self._put(store, skey, new, now + ttl_ms, now)
             else:
                 entry[0] = new
                 store.move_to_end(skey)
-                expires = now + step.ttl_ms
+                expires = now + ttl_ms
                 # A new bucket is never below the reclaim horizon (expires > now).
                 if expires >> _BUCKET_SHIFT != entry[2]:
                     self._expire_at(skey, entry, expires)
@@ -449,7 +448,7 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
                 self._drop(store, skey, entry)
             else:
                 store.move_to_end(skey)
-        return step.decision
+        return decision
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
