@@ -38,6 +38,7 @@ __all__ = [
     "get_decisions",
     "rate_limit_headers",
     "record_decision",
+    "set_response_headers",
     "sf_string",
 ]
 
@@ -111,6 +112,22 @@ def get_decisions(connection: typing.Any) -> dict[str, Decision]:
     return dict(state.get(DECISIONS_STATE_KEY) or {})
 
 
+@functools.lru_cache(maxsize=4096)
+def _policy_item(uid: str, limit: int, window_ms: int) -> str:
+    # Constant per throttle (and strategy): rendered once.
+    return f"{sf_string(uid)};q={limit};w={max(1, -(-window_ms // 1000))}"
+
+
+def set_response_headers(response: typing.Any, fields: Iterable[tuple[str, str]]) -> None:
+    """Put ``fields`` on a Starlette ``response``, replacing fields of the same names."""
+    raw: list[tuple[bytes, bytes]] = response.raw_headers
+    encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
+    if raw:
+        names = {name for name, _ in encoded}
+        raw[:] = [item for item in raw if item[0].lower() not in names]
+    raw.extend(encoded)
+
+
 def _t(decision: Decision) -> int:
     if decision.allowed or decision.retry_after_ms == NEVER:
         return -(-decision.reset_ms // 1000)
@@ -144,12 +161,10 @@ def rate_limit_headers(
     first: tuple[int, int, int] | None = None
     wait = -1
     for uid, d in items:
-        name = sf_string(uid)
-        window = max(1, -(-d.window_ms // 1000))
-        policy.append(f"{name};q={d.limit};w={window}")
+        policy.append(_policy_item(uid, d.limit, d.window_ms))
         if d.remaining >= 0:
             t = _t(d)
-            current.append(f"{name};r={d.remaining};t={t}")
+            current.append(f"{sf_string(uid)};r={d.remaining};t={t}")
             if first is None:
                 first = (d.limit, d.remaining, t)
         if not d.allowed and d.retry_after_ms != NEVER:

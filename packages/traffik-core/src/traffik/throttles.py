@@ -30,7 +30,13 @@ from traffik.backends._context import get_throttle_backend
 from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import check_on_error, decide_with_policy
-from traffik.headers import LEGACY_STATE_KEY, get_decisions, rate_limit_headers, record_decision
+from traffik.headers import (
+    LEGACY_STATE_KEY,
+    get_decisions,
+    rate_limit_headers,
+    record_decision,
+    set_response_headers,
+)
 from traffik.identifiers import ANONYMOUS, _app_config, _identify, connection_identifier
 from traffik.rates import Rate
 from traffik.strategies import Strategy, check_cost, default_strategy
@@ -344,9 +350,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 fields = rate_limit_headers(
                     get_decisions(connection), legacy=self._legacy(connection)
                 )
-                response_headers = response.headers
-                for name, value in fields:
-                    response_headers[name] = value
+                set_response_headers(response, fields)
             return connection
 
         # Whole milliseconds (an int) for a finite wait, inf when it can never be admitted.
