@@ -198,3 +198,16 @@ async def test_state_key_is_request_state_attribute() -> None:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
     ):
         assert (await c.get("/s")).json() == {"remaining": 4, "allowed": True}
+
+
+def test_set_response_headers_replaces_same_named_fields_only() -> None:
+    from starlette.responses import Response
+
+    from traffik.headers import set_response_headers
+
+    response = Response("x", headers={"RateLimit": "old", "X-Other": "keep"})
+    set_response_headers(response, rate_limit_headers({"a": ALLOWED}))
+    assert response.headers.getlist("ratelimit") == ['"a";r=50;t=30']
+    assert response.headers["ratelimit-policy"] == '"a";q=100;w=60'
+    assert response.headers["x-other"] == "keep"
+    assert response.headers["content-length"] == "1"
