@@ -19,8 +19,9 @@ from traffik.exceptions import (
     TraffikException,
 )
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
-from traffik.redis._keys import scan_pattern, tagged_key
+from traffik.redis._keys import tagged_key
 from traffik.redis._pipeline import AutoPipeline
+from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, to_decision
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
 from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_state
@@ -40,8 +41,6 @@ R = typing.TypeVar("R")
 
 #: Connections per client built from a URL; more concurrent calls wait for one.
 DEFAULT_MAX_CONNECTIONS = 64
-#: Keys asked for per SCAN call, and deleted per UNLINK, by ``reset()``.
-_SCAN_BATCH = 1000
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 
@@ -264,28 +263,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     @_guarded
     async def reset(self) -> None:
         """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
-        client = self._client()
-        pattern = scan_pattern(self.namespace)
-        if isinstance(client, RedisCluster):
-            for node in client.get_primaries():
-                cursor = 0
-                while True:
-                    cursors, keys = await client.scan(
-                        cursor, match=pattern, count=_SCAN_BATCH, target_nodes=node
-                    )
-                    cursor = typing.cast("dict[str, int]", cursors)[node.name]
-                    if keys:
-                        await client.unlink(*keys)
-                    if cursor == 0:
-                        break
-            return
-        cursor = 0
-        while True:
-            cursor, keys = await client.scan(cursor, match=pattern, count=_SCAN_BATCH)
-            if keys:
-                await client.unlink(*keys)
-            if cursor == 0:
-                break
+        await delete_namespace(self._client(), self.namespace)
 
     @_guarded
     async def clear(self) -> None:
