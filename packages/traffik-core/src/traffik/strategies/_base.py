@@ -160,7 +160,8 @@ class Strategy(ABC):
         if capacity * rate.expire > MAX_EXACT_PRODUCT:
             raise ConfigurationError(
                 f"{type(self).__name__} capacity {capacity} over a {rate.expire} ms window is too "
-                f"large to count exactly (capacity x window_ms must be at most 2**53 - 1)."
+                f"large to count exactly (capacity x window_ms must be at most 2**53 - 1); "
+                f"use a smaller burst, debt or queue size, or a shorter window."
             )
 
     async def __call__(
