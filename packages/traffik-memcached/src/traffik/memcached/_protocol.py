@@ -1,4 +1,4 @@
-"""A small, cancellation-safe memcached text-protocol client with a fair pool.
+"""A small memcached text-protocol client: multiplexed, cancellation-safe, bounded in time.
 
 Why not ``aiomcache.Client`` (0.8.2):
 
@@ -6,12 +6,16 @@ Why not ``aiomcache.Client`` (0.8.2):
   disconnect) puts the connection back in the pool with the reply unread, so the
   next command on it reads someone else's answer: a stale ``incr`` value, or a
   ``STORED`` that was really ``EXISTS`` (a lost CAS update, hence over-admission).
-  Here any exception, cancellation included, discards the connection.
-- ``cas`` answers True/False only; the CAS loop needs ``EXISTS`` vs ``NOT_FOUND``,
-  and ``incr`` on a missing key must be told apart from real errors.
-- No timeouts, and no pipelining: traffik sends the namespace generation read and
-  the command itself in one write (one round trip).
-- Its pool is not fair under load (see :mod:`traffik.memcached._pool`).
+- Its pool hands a released connection back to the task that released it before
+  the waiters: with 64 tasks on 2 connections some requests waited about a second.
+- ``cas`` answers True/False only (the CAS loop needs ``EXISTS`` vs ``NOT_FOUND``),
+  ``incr`` on a missing key raises like any error, and there are no timeouts.
+
+Here each connection is a :class:`~traffik.memcached._channel.Channel`: requests are
+written at once and their replies read in order by one reader task, so a pool of
+``pool_size`` connections carries any number of concurrent requests, several
+commands go out in one write (one round trip), and a cancelled request's reply is
+read and dropped, never handed to another.
 """
 
 from __future__ import annotations
@@ -20,33 +24,23 @@ import asyncio
 import sys
 import typing
 
-from traffik.exceptions import BackendConnectionError, BackendError
-from traffik.memcached._pool import Pool
+from traffik.exceptions import BackendConnectionError
+from traffik.memcached._channel import LINE, STATS, VALUES, Channel, Reply, Values
 
 if typing.TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["LINE", "STATS", "VALUES", "MemcachedClient", "Reply", "Values"]
 
-#: Reply kinds: one status line (``STORED``, ``NOT_FOUND``, a number, ...) ...
-LINE = 0
-#: ... or a ``VALUE ... END`` block of a ``get``/``gets``, or ``STAT ... END``.
-VALUES = 1
-STATS = 2
-
-#: Item key -> (data, cas unique) of a retrieval reply.
-Values = dict[bytes, tuple[bytes, int]]
-Reply = typing.Union[bytes, Values, dict[bytes, int]]  # noqa: UP007 (a runtime alias on Python 3.10)
-
 _HAS_TIMEOUT = sys.version_info >= (3, 11)
 
 
 class MemcachedClient:
-    """Pooled connections to one memcached server, with per-request timeouts.
+    """Up to ``pool_size`` multiplexed connections to one memcached server.
 
-    :meth:`execute` writes a batch of commands at once and reads one reply per
-    command, in order. A connection is reused only after a request completed
-    normally; after any exception (timeout and cancellation included) it is closed.
+    :meth:`execute` sends one or more commands in one write and returns one reply
+    per command. Each call is bounded by ``timeout`` seconds; a connection whose
+    oldest reply is later than that is closed and replaced.
     """
 
     def __init__(
@@ -54,18 +48,21 @@ class MemcachedClient:
     ) -> None:
         self.host = host
         self.port = port
+        self.pool_size = pool_size
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._pool = Pool(host, port, pool_size)
+        self._channels: list[Channel] = []
+        self._opening: asyncio.Task[Channel] | None = None
+        self._closed = False
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     async def connect(self) -> bytes:
-        """Open the pool and return the server's version (bounded by ``connect_timeout``)."""
-        reply = await self.execute(b"version\r\n", (LINE,), timeout=self.connect_timeout)
-        line = typing.cast("bytes", reply[0])
+        """Open a connection and return the server's version (bounded by ``connect_timeout``)."""
+        (line,) = await self.execute(b"version\r\n", (LINE,), timeout=self.connect_timeout)
+        line = typing.cast("bytes", line)
         if not line.startswith(b"VERSION "):
             raise BackendConnectionError(
                 f"The server at {self.address} did not answer like memcached ({line[:60]!r}); "
@@ -74,7 +71,12 @@ class MemcachedClient:
         return line[8:]
 
     async def close(self) -> None:
-        self._pool.close()
+        self._closed = True
+        channels, self._channels = self._channels, []
+        for channel in channels:
+            channel.close("the memcached backend was closed")
+        if self._opening is not None:
+            self._opening.cancel()
 
     async def stats(self) -> dict[bytes, int]:
         """The server's numeric ``stats`` (``cmd_get``, ``cmd_set``, ``cas_misses``, ...)."""
@@ -89,68 +91,62 @@ class MemcachedClient:
         try:
             if _HAS_TIMEOUT:
                 async with asyncio.timeout(limit):  # type: ignore[attr-defined,unused-ignore]
-                    return await self._run(payload, kinds)
-            return await asyncio.wait_for(self._run(payload, kinds), limit)
+                    return await self._send(payload, kinds)
+            return await asyncio.wait_for(self._send(payload, kinds), limit)
         except (asyncio.TimeoutError, TimeoutError):
             raise BackendConnectionError(
                 f"memcached at {self.address} did not answer within {limit} s; check the server "
                 f"and the network, or raise the backend's timeout."
             ) from None
-        except (OSError, EOFError, ConnectionError) as exc:
+        except (OSError, EOFError) as exc:  # ConnectionError included
             raise BackendConnectionError(
                 f"Cannot talk to memcached at {self.address}: {type(exc).__name__}: {exc}. "
                 f"Check that memcached is running and reachable."
             ) from exc
 
-    async def _run(self, payload: bytes, kinds: Sequence[int]) -> list[Reply]:
-        conn = await self._pool.acquire()
+    async def _send(self, payload: bytes, kinds: Sequence[int]) -> list[Reply]:
+        channel = await self._channel()
+        return await channel.send(payload, kinds)
+
+    async def _channel(self) -> Channel:
+        """The least busy healthy connection; a new one while fewer than ``pool_size`` are open."""
+        if self._closed:
+            raise ConnectionError("the memcached backend was closed")
+        now = asyncio.get_running_loop().time()
+        best: Channel | None = None
+        healthy = True
+        for channel in self._channels:
+            if not channel.usable(now, self.timeout):
+                healthy = False
+            elif best is None or channel.in_flight < best.in_flight:
+                best = channel
+        if not healthy:
+            for channel in self._channels:
+                if not channel.usable(now, self.timeout):
+                    channel.close("memcached stopped answering on this connection")
+            self._channels = [c for c in self._channels if not c.dead]
+        if best is not None and (best.in_flight == 0 or len(self._channels) >= self.pool_size):
+            return best
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+            self._opening.add_done_callback(_retrieve)
+        # Shielded: one caller's timeout must not abort a connection others wait for.
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> Channel:
         try:
-            conn.writer.write(payload)
-            reader = conn.reader
-            replies: list[Reply] = []
-            for kind in kinds:
-                if kind == LINE:
-                    replies.append(await _read_line(reader))
-                elif kind == VALUES:
-                    replies.append(await _read_values(reader))
-                else:
-                    replies.append(await _read_stats(reader))
-        except BaseException:
-            # The connection may hold unread replies: never reuse it.
-            self._pool.discard(conn)
-            raise
-        self._pool.release(conn)
-        return replies
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            channel = Channel(reader, writer)
+            if self._closed:
+                channel.close("the memcached backend was closed")
+                raise ConnectionError("the memcached backend was closed")
+            self._channels.append(channel)
+            return channel
+        finally:
+            self._opening = None
 
 
-async def _read_line(reader: asyncio.StreamReader) -> bytes:
-    line = await reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("memcached closed the connection")
-    return line[:-2]
-
-
-async def _read_values(reader: asyncio.StreamReader) -> Values:
-    values: Values = {}
-    while True:
-        line = await _read_line(reader)
-        if line == b"END":
-            return values
-        parts = line.split()
-        if len(parts) < 4 or parts[0] != b"VALUE":
-            raise BackendError(f"memcached answered a get with {line[:80]!r}.")
-        size = int(parts[3])
-        cas = int(parts[4]) if len(parts) > 4 else 0
-        data = await reader.readexactly(size + 2)
-        values[parts[1]] = (data[:-2], cas)
-
-
-async def _read_stats(reader: asyncio.StreamReader) -> dict[bytes, int]:
-    stats: dict[bytes, int] = {}
-    while True:
-        line = await _read_line(reader)
-        if line == b"END":
-            return stats
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == b"STAT" and parts[2].isdigit():
-            stats[parts[1]] = int(parts[2])
+def _retrieve(task: asyncio.Task[Channel]) -> None:
+    # Every waiter may have given up (timed out) before the connection attempt ended.
+    if not task.cancelled():
+        task.exception()
