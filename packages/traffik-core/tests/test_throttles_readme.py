@@ -431,3 +431,27 @@ async def test_throttling(backend):  # type: ignore[no-untyped-def]
         # Third request throttled
         r3 = await client.get("/test")
         assert r3.status_code == 429
+
+
+# -- Handling Anonymous Connections -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_handling_anonymous_connections() -> None:
+    from starlette.requests import HTTPConnection
+
+    from traffik.backends.base import connection_identifier
+    from traffik.exceptions import AnonymousConnection
+
+    async def safe_identifier(connection: HTTPConnection) -> str:
+        try:
+            return await connection_identifier(connection)
+        except AnonymousConnection:
+            # Fall back to a default identifier
+            return f"anonymous:{connection.scope['path']}"
+
+    def connection(client):  # type: ignore[no-untyped-def]
+        return HTTPConnection({"type": "http", "path": "/p", "headers": [], "client": client})
+
+    assert await safe_identifier(connection(None)) == "anonymous:/p"
+    assert await safe_identifier(connection(("198.51.100.1", 1))) == "198.51.100.1"
