@@ -306,12 +306,19 @@ async def test_a_dead_server_is_a_connection_error(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("auto_pipeline", [True, False])
 async def test_hundreds_of_concurrent_decisions_wait_for_a_connection(
-    redis_server: RedisServer,
+    redis_server: RedisServer, auto_pipeline: bool
 ) -> None:
     rate = Rate(limit=300, hours=1)
     strategy = FixedWindowStrategy()
-    backend = RedisBackend(redis_server.url, namespace="pool", max_connections=4, persistent=False)
+    backend = RedisBackend(
+        redis_server.url,
+        namespace="pool",
+        max_connections=4,
+        persistent=False,
+        auto_pipeline=auto_pipeline,
+    )
     async with backend():
         decisions = await asyncio.gather(
             *(backend.decide("k", strategy, rate, now_ms=1_000) for _ in range(500))

@@ -38,10 +38,17 @@ async def _race(backends: list[RedisBackend], strategy: Strategy) -> int:
 
 @pytest.mark.redis
 @pytest.mark.asyncio
+@pytest.mark.parametrize("auto_pipeline", [True, False], ids=["pipelined", "one-by-one"])
 @pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES, ids=IDS)
-async def test_race_on_a_single_node(redis_server: RedisServer, strategy: Strategy) -> None:
-    one = RedisBackend(redis_server.url, namespace="race", persistent=False)
-    two = RedisBackend(redis_server.url, namespace="race", persistent=False)
+async def test_race_on_a_single_node(
+    redis_server: RedisServer, strategy: Strategy, auto_pipeline: bool
+) -> None:
+    one = RedisBackend(
+        redis_server.url, namespace="race", persistent=False, auto_pipeline=auto_pipeline
+    )
+    two = RedisBackend(
+        redis_server.url, namespace="race", persistent=False, auto_pipeline=auto_pipeline
+    )
     async with one(), two():
         assert await _race([one, two], strategy) == RATE.limit
 
