@@ -12,11 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import re
+import typing
 
-__all__ = ["MAX_PART", "digest", "identity_part", "route_part", "template_part"]
+__all__ = [
+    "MAX_PART",
+    "RouteKeys",
+    "digest",
+    "identity_part",
+    "memo_identity_part",
+    "route_part",
+    "template_part",
+]
 
 #: Longest literal part; longer ones are digested.
 MAX_PART = 100
+
+#: HTTP methods kept in keys as they are; any other method is keyed as "OTHER".
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_ROUTE_CACHE_SIZE = 1024
+_IDENTITY_CACHE_SIZE = 8192
 
 # RFC 3986 path characters without ":" and "%", plus the "|" context separator
 # being excluded: raw paths and context keys use this set.
@@ -54,3 +70,60 @@ def identity_part(text: str) -> str:
     if len(text) <= MAX_PART and _IDENTITY_SAFE.fullmatch(text):
         return text
     return digest(text)
+
+
+_identity_parts: dict[str, str] = {}
+
+
+def memo_identity_part(identity: typing.Any) -> str:
+    """:func:`identity_part` of ``str(identity)``, memoised (bounded) for the hot path."""
+    text = identity if type(identity) is str else str(identity)
+    part = _identity_parts.get(text)
+    if part is None:
+        part = identity_part(text)
+        if len(_identity_parts) >= _IDENTITY_CACHE_SIZE:
+            _identity_parts.clear()
+        _identity_parts[text] = part
+    return part
+
+
+class RouteKeys:
+    """The route part of a throttle key for an ASGI scope, with a bounded cache per throttle.
+
+    ``{METHOD}{template}`` when the route is known and ``by_template`` (so every
+    path of a route shares it), else ``{METHOD}{path}``; WebSockets use ``ws``
+    as the method. A ``context_key`` is appended after ``|``.
+    """
+
+    __slots__ = ("_cache", "by_template")
+
+    def __init__(self, by_template: bool = True) -> None:
+        self.by_template = by_template
+        self._cache: dict[tuple[int, str, str, str], str] = {}
+
+    def route_key(
+        self, scope: typing.MutableMapping[str, typing.Any], context_key: typing.Any = None
+    ) -> str:
+        """The route part for ``scope`` (and ``context_key``)."""
+        if scope["type"] == "http":
+            method = scope.get("method", "GET")
+            if method not in _METHODS:
+                method = "OTHER"
+        else:
+            method = "ws"
+        route = scope.get("route") if self.by_template else None
+        template = getattr(route, "path_format", None) if route is not None else None
+        if isinstance(template, str):
+            root = scope.get("root_path", "")
+            cache_key = (id(route), template, root, method)
+            part = self._cache.get(cache_key)
+            if part is None:
+                part = method + template_part(root + template)
+                if len(self._cache) >= _ROUTE_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[cache_key] = part
+        else:
+            part = method + route_part(scope.get("path", ""))
+        if context_key is not None:
+            part = f"{part}|{route_part(str(context_key))}"
+        return part

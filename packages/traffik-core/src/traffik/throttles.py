@@ -25,7 +25,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from traffik._keys import identity_part, route_part, template_part
+from traffik._keys import RouteKeys, memo_identity_part, route_part
 from traffik.backends._context import get_throttle_backend
 from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
@@ -53,12 +53,6 @@ logger = logging.getLogger("traffik.throttles")
 #: ``async (key, rate, backend, cost) -> wait_ms`` callable.
 ThrottleStrategy = typing.Callable[..., typing.Awaitable[float]]
 
-#: HTTP methods kept in keys as they are; any other method is keyed as "OTHER".
-_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
-_ROUTE_CACHE_SIZE = 1024
-_IDENTITY_CACHE_SIZE = 8192
 _KEY_BY = ("route", "path")
 
 _HTTP_SIGNATURE = inspect.Signature(
@@ -84,21 +78,6 @@ def _warn_anonymous() -> None:
             "(traffik.identifiers.configure_trusted_proxies); otherwise pass an identifier.",
             ANONYMOUS,
         )
-
-
-_identity_parts: dict[str, str] = {}
-
-
-def _identity_part(identity: typing.Any) -> str:
-    """:func:`identity_part` of ``str(identity)``, memoised (bounded) for the hot path."""
-    text = identity if type(identity) is str else str(identity)
-    part = _identity_parts.get(text)
-    if part is None:
-        part = identity_part(text)
-        if len(_identity_parts) >= _IDENTITY_CACHE_SIZE:
-            _identity_parts.clear()
-        _identity_parts[text] = part
-    return part
 
 
 def _decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
@@ -211,7 +190,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self._builtin = isinstance(strategy, Strategy)
         self._prefix = f"{route_part(uid)}:"
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
-        self._routes: dict[tuple[int, str, str, str], str] = {}
+        self._routes = RouteKeys(by_template=key_by == "route")
         if self._dependency_signature is not None:
             self.__signature__ = self._dependency_signature
 
@@ -219,32 +198,6 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         return f"{type(self).__name__}(uid={self.uid!r}, rate={self.rate})"
 
     # -- keys -------------------------------------------------------------------
-
-    def _route_key(
-        self, scope: typing.MutableMapping[str, typing.Any], context_key: typing.Any = None
-    ) -> str:
-        if scope["type"] == "http":
-            method = scope.get("method", "GET")
-            if method not in _METHODS:
-                method = "OTHER"
-        else:
-            method = "ws"
-        route = scope.get("route") if self.key_by == "route" else None
-        template = getattr(route, "path_format", None) if route is not None else None
-        if isinstance(template, str):
-            root = scope.get("root_path", "")
-            cache_key = (id(route), template, root, method)
-            part = self._routes.get(cache_key)
-            if part is None:
-                part = method + template_part(root + template)
-                if len(self._routes) >= _ROUTE_CACHE_SIZE:
-                    self._routes.clear()
-                self._routes[cache_key] = part
-        else:
-            part = method + route_part(scope.get("path", ""))
-        if context_key is not None:
-            part = f"{part}|{route_part(str(context_key))}"
-        return part
 
     async def get_key(
         self, connection: HTTPConnectionT, *args: typing.Any, **kwargs: typing.Any
@@ -255,7 +208,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         plus the ``context_key`` keyword when given. Overrides' results are
         bounded like every other key part.
         """
-        return self._route_key(connection.scope, kwargs.get("context_key"))
+        return self._routes.route_key(connection.scope, kwargs.get("context_key"))
 
     async def _key(
         self, connection: HTTPConnectionT, identity: typing.Any, context_key: typing.Any
@@ -265,8 +218,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 raw = await self.get_key(connection)
             else:
                 raw = await self.get_key(connection, context_key=context_key)
-            return f"{self._prefix}{route_part(str(raw))}:{_identity_part(identity)}"
-        return f"{self._prefix}{self._route_key(connection.scope, context_key)}:{_identity_part(identity)}"
+            return f"{self._prefix}{route_part(str(raw))}:{memo_identity_part(identity)}"
+        return f"{self._prefix}{self._routes.route_key(connection.scope, context_key)}:{memo_identity_part(identity)}"
 
     # -- resolution --------------------------------------------------------------
 
@@ -330,8 +283,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         if self._custom_key:
             key = await self._key(connection, identity, context_key)
         else:
-            route = self._route_key(connection.scope, context_key)
-            key = f"{self._prefix}{route}:{_identity_part(identity)}"
+            route = self._routes.route_key(connection.scope, context_key)
+            key = f"{self._prefix}{route}:{memo_identity_part(identity)}"
         strategy = self.strategy
         if self._builtin:
             decision = await decide_with_policy(
