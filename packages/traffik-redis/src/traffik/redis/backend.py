@@ -31,6 +31,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from traffik.decisions import Decision
+    from traffik.failures import FailurePolicy
     from traffik.rates import Rate
     from traffik.strategies._base import Strategy
 
@@ -84,7 +85,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     wait up to ``pool_timeout`` seconds for one. ``connect_timeout`` and
     ``socket_timeout`` (seconds) bound connecting and each reply. ``persistent``
     defaults to True: leaving a ``backend(...)`` context keeps the data, since other
-    app instances share it.
+    app instances share it. ``failure_policy`` (a :class:`traffik.failures.FailurePolicy`,
+    default :data:`~traffik.failures.DEFAULT_NETWORK_POLICY`) says what throttles do
+    when Redis fails or is slow.
     """
 
     capabilities = BackendCapabilities(
@@ -112,6 +115,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         auto_pipeline: bool = True,
         clock: Clock | None = None,
+        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
     ) -> None:
         super().__init__(
             None,
@@ -120,6 +124,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             handle_throttled=handle_throttled,
             persistent=persistent,
             clock=clock,
+            failure_policy=failure_policy,
         )
         if "{" in namespace or "}" in namespace:
             raise ConfigurationError(
