@@ -39,8 +39,9 @@ class MemcachedClient:
     """Up to ``pool_size`` multiplexed connections to one memcached server.
 
     :meth:`execute` sends one or more commands in one write and returns one reply
-    per command. Each call is bounded by ``timeout`` seconds; a connection whose
-    oldest reply is later than that is closed and replaced.
+    per command. Each call is bounded by ``timeout`` seconds; a connection on which
+    a call timed out, or whose oldest reply is later than that (its callers gave up
+    first), is closed and replaced.
     """
 
     def __init__(
@@ -88,12 +89,15 @@ class MemcachedClient:
     ) -> list[Reply]:
         """Send ``payload`` (one or more commands) and read one reply of each kind in ``kinds``."""
         limit = self.timeout if timeout is None else timeout
+        used: list[Channel] = []
         try:
             if _HAS_TIMEOUT:
                 async with asyncio.timeout(limit):  # type: ignore[attr-defined,unused-ignore]
-                    return await self._send(payload, kinds)
-            return await asyncio.wait_for(self._send(payload, kinds), limit)
+                    return await self._send(payload, kinds, used)
+            return await asyncio.wait_for(self._send(payload, kinds, used), limit)
         except (asyncio.TimeoutError, TimeoutError):
+            if used:  # the server stopped answering on it: do not queue more behind
+                used[0].close(f"memcached did not answer within {limit} s")
             raise BackendConnectionError(
                 f"memcached at {self.address} did not answer within {limit} s; check the server "
                 f"and the network, or raise the backend's timeout."
@@ -104,8 +108,9 @@ class MemcachedClient:
                 f"Check that memcached is running and reachable."
             ) from exc
 
-    async def _send(self, payload: bytes, kinds: Sequence[int]) -> list[Reply]:
+    async def _send(self, payload: bytes, kinds: Sequence[int], used: list[Channel]) -> list[Reply]:
         channel = await self._channel()
+        used.append(channel)
         return await channel.send(payload, kinds)
 
     async def _channel(self) -> Channel:
