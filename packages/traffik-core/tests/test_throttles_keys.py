@@ -51,3 +51,15 @@ def test_literals_stay_readable() -> None:
     assert identity_part("2001:db8::/64") == "2001:db8::/64"
     assert identity_part("user:42") == "user:42"
     assert identity_part("#" + "0" * 32) != "#" + "0" * 32
+
+
+def test_an_explicit_route_key_replaces_method_and_route() -> None:
+    from traffik._keys import ROUTE_KEY_SCOPE, RouteKeys
+
+    keys = RouteKeys()
+    get = {"type": "http", "method": "GET", "path": "/a", ROUTE_KEY_SCOPE: "mw/api/"}
+    post = {"type": "http", "method": "POST", "path": "/b", ROUTE_KEY_SCOPE: "mw/api/"}
+    assert keys.route_key(get) == keys.route_key(post) == "*mw/api/"
+    # An area never shares a key with a route of the same text.
+    assert keys.route_key({"type": "http", "method": "GET", "path": "mw/api/"}) != "*mw/api/"
+    assert keys.route_key(get, "chat") == "*mw/api/|chat"

@@ -106,6 +106,22 @@ def test_whole_area_shares_one_budget_per_client() -> None:
         assert client.get("/other").status_code == 200
 
 
+def test_area_throttles_see_the_real_request() -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def identify(connection: HTTPConnection) -> str:
+        seen.append((connection.scope["method"], connection.url.path))
+        return "client"
+
+    api = MiddlewareThrottle(HTTPThrottle("api_real", "2/m", identifier=identify), path="/api/")
+    with TestClient(starlette_app([api])) as client:
+        assert client.put("/api/a").status_code == 200
+        assert client.post("/api/b").status_code == 200
+        assert client.get("/api/a").status_code == 429
+    # The identifier saw each request's own method and path, yet they shared one budget.
+    assert seen == [("PUT", "/api/a"), ("POST", "/api/b"), ("GET", "/api/a")]
+
+
 def test_per_path_keeps_the_seed_keying() -> None:
     api = MiddlewareThrottle(HTTPThrottle("api_pp", "1/m"), path="/api/", per_path=True)
     with TestClient(starlette_app([api])) as client:

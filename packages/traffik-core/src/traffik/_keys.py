@@ -87,6 +87,10 @@ def memo_identity_part(identity: typing.Any) -> str:
     return part
 
 
+#: Scope key naming the route part explicitly (used by middleware for whole areas).
+ROUTE_KEY_SCOPE = "traffik.route_key"
+
+
 class RouteKeys:
     """The route part of a throttle key for an ASGI scope, with a bounded cache per throttle.
 
@@ -104,7 +108,18 @@ class RouteKeys:
     def route_key(
         self, scope: typing.MutableMapping[str, typing.Any], context_key: typing.Any = None
     ) -> str:
-        """The route part for ``scope`` (and ``context_key``)."""
+        """The route part for ``scope`` (and ``context_key``).
+
+        A string at ``scope["traffik.route_key"]`` (:data:`ROUTE_KEY_SCOPE`) replaces
+        method and route: middleware sets it so that a whole area shares one budget.
+        """
+        area = scope.get(ROUTE_KEY_SCOPE)
+        if area is not None:
+            # "*" starts no method name, so an area never shares a key with a route.
+            area_part = "*" + route_part(str(area))
+            if context_key is not None:
+                area_part = f"{area_part}|{route_part(str(context_key))}"
+            return area_part
         if scope["type"] == "http":
             method = scope.get("method", "GET")
             if method not in _METHODS:

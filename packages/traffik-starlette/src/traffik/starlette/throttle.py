@@ -8,6 +8,7 @@ import typing
 
 from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
+from traffik._keys import ROUTE_KEY_SCOPE
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 
 if typing.TYPE_CHECKING:
@@ -64,21 +65,6 @@ async def _no_receive() -> Message:
 
 async def _no_send(message: Message) -> None:
     raise RuntimeError("This connection has no send channel.")
-
-
-class _Area:
-    """Stands in for ``scope["route"]`` so that throttles key the whole matched area.
-
-    Throttles key requests by ``scope["route"].path_format`` when routing found a
-    route; the middleware runs before routing, so it gives its throttles this marker
-    instead: every path the rules match shares one key per client. The
-    ``<mw>`` label cannot equal a real route template (those start with ``/``).
-    """
-
-    __slots__ = ("path_format",)
-
-    def __init__(self, label: str) -> None:
-        self.path_format = label
 
 
 class MiddlewareThrottle:
@@ -146,7 +132,8 @@ class MiddlewareThrottle:
         label = (
             prefix if prefix is not None else (self.path.pattern if self.path is not None else "")
         )
-        self._area = _Area(f"<mw>{label}")
+        #: The route part of this rule's keys: one budget per client for the whole area.
+        self._area = f"mw{label}"
 
     def __repr__(self) -> str:
         rules = []
@@ -198,17 +185,15 @@ class MiddlewareThrottle:
     async def hit(self, connection: HTTPConnection, receive: Receive, send: Send) -> None:
         """Charge the throttle for ``connection`` (rules already checked).
 
-        Unless ``per_path``, the throttle sees a copy of the scope whose ``route`` is
-        this rule's area and whose ``method`` is ``GET`` (the copy shares
+        Unless ``per_path``, the throttle sees a copy of the scope that names this
+        rule's area as its route key (``scope["traffik.route_key"]``; the copy shares
         ``scope["state"]``, where decisions are recorded), so every path and method
         the rules match shares one budget per client.
         """
         if self.per_path:
             await self.throttle(connection)
             return
-        scope = {**connection.scope, "route": self._area}
-        if "method" in scope:
-            scope["method"] = "GET"
+        scope = {**connection.scope, ROUTE_KEY_SCOPE: self._area}
         if scope["type"] == "http":
             await self.throttle(Request(scope, receive, send))
         else:
