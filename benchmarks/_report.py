@@ -190,8 +190,9 @@ def section_c(run: Run, lines: list[str]) -> None:
     lines.append("## C. End-to-end overhead per request (ASGI in-process)\n")
     lines.append(
         "One GET through the whole app, the ASGI scope/receive/send built by hand (no HTTP "
-        "client or server), sequentially, limit never reached. *overhead* = throttled app − "
-        "the bare app of the same framework, measured in the same process and repetition. "
+        "client or server), sequentially, limit never reached. Apps are timed in 3 interleaved "
+        "rounds (median per app). *overhead* = throttled app − the bare app of the same "
+        "framework, measured in the same process and repetition. "
         "×best peer = the best peer's overhead / ours (above 1: we add less).\n"
     )
     for backend in run.backends:
@@ -269,7 +270,9 @@ def section_e(run: Run, lines: list[str]) -> None:
     floor = (
         statistics.median([r["mb_per_100k"] for r in groups.get((FLOOR, "fw"), [])] or [0]) or None
     )
-    lines.append("| impl | strategy | keys measured | MB per 100k keys | ×floor |")
+    lines.append(
+        "| impl | strategy | keys measured (< 100000: extrapolated) | MB per 100k keys | ×floor |"
+    )
     lines.append("|---|---|---|---|---|")
     for impl, strategy in sorted(
         groups, key=lambda k: (k[0] != FLOOR, k[0] != OWN, k[0], _sort_key(k[1]))

@@ -122,21 +122,12 @@ async def own_end_to_end(run: Run, rep: int) -> None:
             for note in missing:
                 if note not in run.notes:
                     run.notes.append(f"{OWN} C: {note}")
-        for name, app in built.items():
-            try:
-                state, shutdown = await h.lifespan_start(app)
-                try:
-                    h.flush(kind, run.servers)
-                    row = await h.time_requests(
-                        h.make_caller(app, state), run.cfg, kind, run.servers
-                    )
-                finally:
-                    await shutdown()
-                run.c.append({"impl": OWN, "rep": rep, "backend": kind, "app": name, **row})
-            except Exception as exc:
-                message = f"{OWN}: C {kind}/{name}: {type(exc).__name__}: {exc}"
-                if message not in run.errors:
-                    run.errors.append(message)
+        errors: list[str] = []
+        for name, row in (await h.time_apps(built, run.cfg, kind, run.servers, errors)).items():
+            run.c.append({"impl": OWN, "rep": rep, "backend": kind, "app": name, **row})
+        for error in errors:
+            if f"{OWN}: {error}" not in run.errors:
+                run.errors.append(f"{OWN}: {error}")
 
 
 def run_in_process(run: Run, sections: list[str], rep: int) -> None:

@@ -144,7 +144,7 @@ async def case_a(
     try:
         keys = _keys(keyspace)
         remote = backend != "memory"
-        live = await _warm(hit, keys, cfg["warm_s"], 16 if remote else 1)
+        live = await _warm(hit, keys, cfg["warm_s"], CONCURRENCY if remote else 1)
         keys = keys[:live]
         nkeys = len(keys)
         ops, budget = (cfg["ops"] if remote else cfg["ops_mem"]), cfg["seconds"]
@@ -361,6 +361,64 @@ async def time_requests(
     return out
 
 
+#: Rounds of section C: every app is timed once per round, apps interleaved, so that
+#: a change of machine load hits the bare and the throttled app alike.
+C_ROUNDS = 3
+
+
+async def time_apps(
+    built: dict[str, typing.Any],
+    cfg: dict[str, typing.Any],
+    backend: str,
+    servers: dict[str, typing.Any],
+    errors: list[str],
+) -> dict[str, dict[str, typing.Any]]:
+    """Section C for a set of apps: median µs/request over interleaved rounds."""
+    started: dict[str, tuple[typing.Callable[[], typing.Awaitable[int]], typing.Any]] = {}
+    for name, app in built.items():
+        try:
+            state, shutdown = await lifespan_start(app)
+            started[name] = (make_caller(app, state), shutdown)
+        except Exception as exc:
+            errors.append(f"C {backend}/{name}: {type(exc).__name__}: {exc}")
+    slices: dict[str, list[dict[str, typing.Any]]] = {name: [] for name in started}
+    slice_cfg = {**cfg, "seconds": cfg["seconds"] / C_ROUNDS, "ops": max(1, cfg["ops"] // C_ROUNDS)}
+    try:
+        flush(backend, servers)
+        gc.collect()
+        for _ in range(C_ROUNDS):
+            for name, (call, _) in started.items():
+                if name not in slices:
+                    continue
+                try:
+                    slices[name].append(await time_requests(call, slice_cfg, backend, servers))
+                except Exception as exc:
+                    errors.append(f"C {backend}/{name}: {type(exc).__name__}: {exc}")
+                    del slices[name]
+    finally:
+        for _, shutdown in started.values():
+            try:
+                await shutdown()
+            except Exception as exc:
+                errors.append(f"C {backend} shutdown: {type(exc).__name__}: {exc}")
+    out: dict[str, dict[str, typing.Any]] = {}
+    for name, rows in slices.items():
+        statuses: dict[str, int] = {}
+        for r in rows:
+            for k, v in r["statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        row: dict[str, typing.Any] = {
+            "us": statistics.median(r["us"] for r in rows),
+            "n": sum(r["n"] for r in rows),
+            "statuses": statuses,
+        }
+        if rows and "rtt" in rows[0]:
+            row["rtt"] = statistics.median(r["rtt"] for r in rows)
+            row["commands"] = statistics.median(r["commands"] for r in rows)
+        out[name] = row
+    return out
+
+
 async def race_requests(calls: list[typing.Callable[[], typing.Awaitable[int]]]) -> int:
     """Section D through an app: CONCURRENCY concurrent requests; how many got a 2xx."""
     results = await asyncio.gather(*(calls[i % len(calls)]() for i in range(CONCURRENCY)))
@@ -520,18 +578,8 @@ async def run_sections(
             except Exception as exc:
                 out["errors"].append(f"C {backend}: {type(exc).__name__}: {exc}")
                 continue
-            for name, app in built.items():
-                try:
-                    state, shutdown = await lifespan_start(app)
-                    try:
-                        flush(backend, servers)
-                        out["C"][f"{backend}/{name}"] = await time_requests(
-                            make_caller(app, state), cfg, backend, servers
-                        )
-                    finally:
-                        await shutdown()
-                except Exception as exc:
-                    out["errors"].append(f"C {backend}/{name}: {type(exc).__name__}: {exc}")
+            for name, row in (await time_apps(built, cfg, backend, servers, out["errors"])).items():
+                out["C"][f"{backend}/{name}"] = row
     if make is not None and "E" in sections and "memory" in backends:
         for strategy in args.get("e_strategies", ["fw"]):
             if strategy not in supported("memory"):
