@@ -61,6 +61,19 @@ async def _decisions(
     return (n // tasks) * tasks / (time.perf_counter() - started)
 
 
+async def _contended(backends: list[MemcachedBackend], strategy: Strategy, n: int) -> float:
+    """Two instances, 32 tasks each, one hot key: the CAS races happen between instances."""
+    key = f"{uuid.uuid4().hex[:8]}:hot2"
+
+    async def worker(w: int) -> None:
+        for _ in range(n // 64):
+            await backends[w % 2].decide(key, strategy, RATE)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(64)))
+    return (n // 64) * 64 / (time.perf_counter() - started)
+
+
 async def _bare_incr(host: str, port: int, n: int, tasks: int) -> float:
     client = aiomcache.Client(host, port, pool_size=2)
     await client.set(b"bare", b"0")
@@ -109,6 +122,17 @@ async def main(host: str, port: int, n: int, repeat: int, generation_ttl: float)
         print(f"{strategy.name:8} {seq:8.0f} {conc:8.0f} {hot:8.0f}  {ops}")
     seq, conc, _ = (statistics.median(r) for r in runs["bare"])
     print(f"{'bare incr':8} {seq:8.0f} {conc:8.0f} {'-':>8}  incr_hits=1.00 (aiomcache.Client)")
+    other = MemcachedBackend(host, port, namespace=backend.namespace, generation_ttl=generation_ttl)
+    await other.initialize()
+    print("two instances x 32 tasks on one hot key (races between instances):")
+    for strategy in BUILTIN_STRATEGIES[1:]:
+        before = await _stats(backend)
+        rate = await _contended([backend, other], strategy, n)
+        after = await _stats(backend)
+        per = {k: (after[k] - before[k]) / n for k in STATS}
+        ops = " ".join(f"{k}={v:.2f}" for k, v in per.items() if v >= 0.005)
+        print(f"{strategy.name:8} {rate:8.0f}/s  {ops}")
+    await other.close()
     await backend.reset()
     await backend.close()
 
