@@ -27,7 +27,9 @@ class BlockCache:
 
     __slots__ = ("_clock", "_entries", "max_entries")
 
-    def __init__(self, max_entries: int = 10_000, *, clock: typing.Callable[[], int] = _monotonic_ms) -> None:
+    def __init__(
+        self, max_entries: int = 10_000, *, clock: typing.Callable[[], int] = _monotonic_ms
+    ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}.")
         self.max_entries = max_entries

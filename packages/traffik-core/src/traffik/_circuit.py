@@ -89,9 +89,9 @@ class CircuitBreaker:
         self._failures += 1
         if self.state == HALF_OPEN:
             self._delay = min(self._delay * 2, self.max_recovery_time)
-        elif self.state == CLOSED and self._failures < self.failure_threshold:
-            return None
-        elif self.state == OPEN:
+        elif (
+            self.state == CLOSED and self._failures < self.failure_threshold
+        ) or self.state == OPEN:
             return None
         self.state = OPEN
         self._until = self._clock() + self._delay

@@ -31,6 +31,7 @@ from traffik import events
 from traffik._blockcache import BlockCache
 from traffik._circuit import CLOSED, OPEN, CircuitBreaker
 from traffik.decisions import NEVER, Decision
+from traffik.events import _subscribers
 from traffik.exceptions import BackendError, ConfigurationError
 
 if typing.TYPE_CHECKING:
@@ -88,9 +89,13 @@ class FailurePolicy:
     def __post_init__(self) -> None:
         check_on_error(self.on_error)
         if self.timeout is not None and not self.timeout > 0:
-            raise ConfigurationError(f"timeout must be a positive number of seconds or None, got {self.timeout!r}.")
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds or None, got {self.timeout!r}."
+            )
         if self.block_cache_size < 0:
-            raise ConfigurationError(f"block_cache_size must be 0 (off) or more, got {self.block_cache_size}.")
+            raise ConfigurationError(
+                f"block_cache_size must be 0 (off) or more, got {self.block_cache_size}."
+            )
         # Validates thresholds and times with a clear message.
         try:
             CircuitBreaker(self.failure_threshold, self.recovery_time, self.max_recovery_time)
@@ -109,7 +114,9 @@ class _Guard:
 
     def __init__(self, policy: FailurePolicy) -> None:
         self.policy = policy
-        self.breaker = CircuitBreaker(policy.failure_threshold, policy.recovery_time, policy.max_recovery_time)
+        self.breaker = CircuitBreaker(
+            policy.failure_threshold, policy.recovery_time, policy.max_recovery_time
+        )
         self.cache = BlockCache(policy.block_cache_size) if policy.block_cache_size else None
 
 
@@ -133,7 +140,9 @@ async def local_fallback_backend() -> ThrottleBackend[typing.Any, typing.Any]:
     if _fallback is None:
         from traffik.backends.inmemory import InMemoryBackend
 
-        backend: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="traffik-fallback", max_keys=100_000)
+        backend: InMemoryBackend[typing.Any] = InMemoryBackend(
+            namespace="traffik-fallback", max_keys=100_000
+        )
         await backend.initialize()
         _fallback = backend
     return _fallback
@@ -157,7 +166,9 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, timeout)
 
 
-def _emit_decision(decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+def _emit_decision(
+    decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]
+) -> None:
     events.emit(
         events.ThrottleEvent(
             events.ALLOWED if decision.allowed else events.THROTTLED,
@@ -172,7 +183,9 @@ def _emit_decision(decision: Decision, key: str, backend: ThrottleBackend[typing
 def _circuit_event(kind: str | None, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
     if kind is None:
         return
-    name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(kind, events.CIRCUIT_HALF_OPEN)
+    name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(
+        kind, events.CIRCUIT_HALF_OPEN
+    )
     if kind == OPEN:
         logger.warning("traffik: %r keeps failing; answering by policy until it recovers", backend)
     elif kind == CLOSED:
@@ -191,17 +204,18 @@ async def decide_with_policy(
     policy: OnError | None = None,
 ) -> Decision:
     """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action)."""
-    guard = _guard_of(backend)
-    if guard is None:
+    if backend.failure_policy is None:
+        # The local fast path (in-memory backends): nothing to guard.
         try:
             decision = await backend.decide(key, strategy, rate, cost)
         except BackendError as exc:
             if policy is None or policy == "raise":
                 raise
             return await _on_error(backend, key, strategy, rate, cost, policy, exc, None)
-        if events.has_subscribers():
+        if _subscribers:
             _emit_decision(decision, key, backend)
         return decision
+    guard = typing.cast(_Guard, _guard_of(backend))
 
     if cost > strategy.capacity(rate):
         # Can never fit: no need to ask anyone.
@@ -215,7 +229,15 @@ async def decide_with_policy(
         local = cache.get(cache_key, cost)
         if local is not None:
             if events.has_subscribers():
-                events.emit(events.ThrottleEvent(events.LOCAL_BLOCK, policy=local.policy, key=key, backend=repr(backend), decision=local))
+                events.emit(
+                    events.ThrottleEvent(
+                        events.LOCAL_BLOCK,
+                        policy=local.policy,
+                        key=key,
+                        backend=repr(backend),
+                        decision=local,
+                    )
+                )
             return local
 
     allowed, change = guard.breaker.allow_call()
@@ -232,7 +254,9 @@ async def decide_with_policy(
         if action == "raise":
             if isinstance(exc, BackendError):
                 raise
-            raise BackendError(f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}") from exc
+            raise BackendError(
+                f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}"
+            ) from exc
         return await _on_error(backend, key, strategy, rate, cost, action, exc, guard)
     _circuit_event(guard.breaker.record_success(), backend)
     if cache is not None and not decision.allowed:
@@ -256,10 +280,18 @@ async def _on_error(
     if error is not None:
         logger.debug("traffik: %r failed on %s: %r", backend, key, error)
         if events.has_subscribers():
-            events.emit(events.ThrottleEvent(events.BACKEND_ERROR, key=key, backend=repr(backend), error=error))
+            events.emit(
+                events.ThrottleEvent(
+                    events.BACKEND_ERROR, key=key, backend=repr(backend), error=error
+                )
+            )
     if events.has_subscribers():
         detail = action if isinstance(action, str) else repr(action)
-        events.emit(events.ThrottleEvent(events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail))
+        events.emit(
+            events.ThrottleEvent(
+                events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail
+            )
+        )
     if action == "allow":
         return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
     if action == "throttle":
@@ -269,7 +301,9 @@ async def _on_error(
     if action == "raise":
         if isinstance(error, BackendError):
             raise error
-        raise BackendError(f"{backend!r} is unavailable (its circuit is open); on_error='raise'.") from error
+        raise BackendError(
+            f"{backend!r} is unavailable (its circuit is open); on_error='raise'."
+        ) from error
     if action == "fallback":
         fallback = await local_fallback_backend()
     else:

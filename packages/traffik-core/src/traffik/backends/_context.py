@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import typing
 import logging
+import typing
 from contextvars import ContextVar, Token
 
 from traffik.exceptions import BackendError
@@ -56,7 +56,10 @@ class ThrottleContext:
     __slots__ = ("_token", "backend", "close_on_exit", "persistent")
 
     def __init__(
-        self, backend: ThrottleBackend[typing.Any, typing.Any], persistent: bool, close_on_exit: bool
+        self,
+        backend: ThrottleBackend[typing.Any, typing.Any],
+        persistent: bool,
+        close_on_exit: bool,
     ) -> None:
         self.backend = backend
         self.persistent = persistent

@@ -24,7 +24,15 @@ class AsyncLockContext:
     release goes through the same lock object, so it can only free this holder's lock.
     """
 
-    __slots__ = ("_held", "_timer", "blocking", "blocking_timeout", "lock", "name", "release_timeout")
+    __slots__ = (
+        "_held",
+        "_timer",
+        "blocking",
+        "blocking_timeout",
+        "lock",
+        "name",
+        "release_timeout",
+    )
 
     def __init__(
         self,
@@ -48,9 +56,15 @@ class AsyncLockContext:
         self._timer: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> AsyncLockContext:
-        acquired = await self.lock.acquire(blocking=self.blocking, blocking_timeout=self.blocking_timeout)
+        acquired = await self.lock.acquire(
+            blocking=self.blocking, blocking_timeout=self.blocking_timeout
+        )
         if not acquired:
-            how = "is held elsewhere" if not self.blocking else f"was not free within {self.blocking_timeout} s"
+            how = (
+                "is held elsewhere"
+                if not self.blocking
+                else f"was not free within {self.blocking_timeout} s"
+            )
             raise LockTimeoutError(
                 f"Lock {self.name!r} {how}; raise blocking_timeout or reduce contention on this key."
             )

@@ -123,7 +123,9 @@ class BackendCapabilities:
 
 def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(func)
-    async def wrapper(self: ThrottleBackend[typing.Any, typing.Any], *args: typing.Any, **kwargs: typing.Any) -> T:
+    async def wrapper(
+        self: ThrottleBackend[typing.Any, typing.Any], *args: typing.Any, **kwargs: typing.Any
+    ) -> T:
         try:
             result = await func(self, *args, **kwargs)
         except TraffikException:
@@ -175,7 +177,7 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         handle_throttled: typing.Any = None,
         persistent: bool = False,
         clock: Clock | None = None,
-        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
+        failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}.")
@@ -261,7 +263,9 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
 
         A later call never extends the TTL. This default holds a per-key lock.
         """
-        async with await self.lock(f"lock:incr:{key}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT):
+        async with await self.lock(
+            f"lock:incr:{key}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT
+        ):
             value = await self.increment(key, amount)
             if value == amount:
                 await self.expire(key, ttl)
@@ -269,7 +273,9 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
 
     async def expire(self, key: str, seconds: float) -> bool:
         """Give an existing ``key`` a TTL of ``seconds``; False if it does not exist."""
-        async with await self.lock(f"lock:expire:{key}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT):
+        async with await self.lock(
+            f"lock:expire:{key}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT
+        ):
             value = await self.get(key)
             if value is None:
                 return False
@@ -317,7 +323,9 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         ``now_ms`` overrides the backend's clock (used by tests).
         """
         skey = self.state_key(key, strategy)
-        async with await self.lock(f"lock:{skey}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT):
+        async with await self.lock(
+            f"lock:{skey}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT
+        ):
             state = decode_state(await self.get(skey))
             now = self.now_ms() if now_ms is None else now_ms
             step = strategy.decide(state, now, rate, cost)
@@ -326,10 +334,14 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
                     if state is not None:
                         await self.delete(skey)
                 else:
-                    await self.set(skey, encode_state(step.state), expire=math.ceil(step.ttl_ms / 1000) or 1)
+                    await self.set(
+                        skey, encode_state(step.state), expire=math.ceil(step.ttl_ms / 1000) or 1
+                    )
         return step.decision
 
-    async def peek(self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None) -> Decision:
+    async def peek(
+        self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
+    ) -> Decision:
         """The decision a one-unit request would get now, charging nothing."""
         state = decode_state(await self.get(self.state_key(key, strategy)))
         now = self.now_ms() if now_ms is None else now_ms
@@ -365,12 +377,16 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         return _lifespan(self, app)
 
 
-async def _lifespan_gen(backend: ThrottleBackend[typing.Any, typing.Any], app: typing.Any) -> AsyncIterator[None]:
+async def _lifespan_gen(
+    backend: ThrottleBackend[typing.Any, typing.Any], app: typing.Any
+) -> AsyncIterator[None]:
     async with backend(app):
         yield
 
 
-def _lifespan(backend: ThrottleBackend[typing.Any, typing.Any], app: typing.Any) -> typing.AsyncContextManager[None]:
+def _lifespan(
+    backend: ThrottleBackend[typing.Any, typing.Any], app: typing.Any
+) -> typing.AsyncContextManager[None]:
     import contextlib
 
     return contextlib.asynccontextmanager(_lifespan_gen)(backend, app)
