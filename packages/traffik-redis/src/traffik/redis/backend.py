@@ -115,7 +115,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         auto_pipeline: bool = True,
         clock: Clock | None = None,
-        failure_policy: FailurePolicy | None | typing.Literal["default"] = "default",
+        failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
     ) -> None:
         super().__init__(
             None,
