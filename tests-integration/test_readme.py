@@ -136,11 +136,7 @@ def test_readme_says_it_is_generated() -> None:
 
 
 def test_readme_has_a_table_of_contents_that_resolves() -> None:
-    sys.path.insert(0, str(BUILD.parent))
-    try:
-        import build_readme
-    finally:
-        sys.path.remove(str(BUILD.parent))
+    build_readme = _build_module()
     anchors = {heading.anchor for heading in build_readme.headings(README_TEXT)}
     links = re.findall(r"\]\(#([^)\s]+)\)", README_TEXT)
     assert len(links) > 10, "the table of contents is missing"
@@ -236,3 +232,65 @@ def test_python_block_runs(block: Block, request: pytest.FixtureRequest) -> None
             f"(from {fragment_of(block)}) failed:\n{failure}",
             pytrace=False,
         )
+
+
+# -- the build script itself -----------------------------------------------------------------
+
+
+def _build_module() -> types.ModuleType:
+    sys.path.insert(0, str(BUILD.parent))
+    try:
+        import build_readme
+    finally:
+        sys.path.remove(str(BUILD.parent))
+    return build_readme
+
+
+def test_anchors_follow_github() -> None:
+    build_readme = _build_module()
+    assert build_readme.slug("FastAPI: `Depends(throttle)`") == "fastapi-dependsthrottle"
+    assert build_readme.slug("The server's clock") == "the-servers-clock"
+    assert build_readme.slug("Migrating from traffik 1.0.0b2") == "migrating-from-traffik-100b2"
+    assert build_readme.slug("`reset()` and `clear()`") == "reset-and-clear"
+    text = "## Locks\n\n```python\n# Locks\n```\n\n### Locks\n"
+    assert [h.anchor for h in build_readme.headings(text)] == ["locks", "locks-1"]
+
+
+def test_build_joins_fragments_in_order_with_contents_and_links(tmp_path: Path) -> None:
+    build_readme = _build_module()
+    (tmp_path / "00-intro.md").write_text("# Title\n\nWhat it is. See [B](20-b.md#deep).\n")
+    (tmp_path / "20-b.md").write_text("## Bee\n\n### Deep\n\nBack to [A](10-a.md).\n")
+    (tmp_path / "10-a.md").write_text("## A section\n\n```python\n## not a heading\n```\n")
+    warnings: list[str] = []
+    text = build_readme.build(tmp_path, tmp_path, warnings)
+    lines = text.splitlines()
+    assert lines[0] == build_readme.GENERATED
+    assert text.index("# Title") < text.index("**Contents**") < text.index("## A section")
+    assert text.index("## A section") < text.index("## Bee")
+    assert "- [A section](#a-section)\n- [Bee](#bee)\n  - [Deep](#deep)\n" in text
+    assert "See [B](#deep)." in text
+    assert "Back to [A](#a-section)." in text
+    assert "not-a-heading" not in text
+    assert warnings == []
+
+
+def test_build_refuses_a_fragment_without_its_heading(tmp_path: Path) -> None:
+    build_readme = _build_module()
+    (tmp_path / "00-intro.md").write_text("# Title\n")
+    (tmp_path / "10-a.md").write_text("Some text without a heading.\n")
+    with pytest.raises(build_readme.BuildError, match=r"10-a\.md must start with a '##' heading"):
+        build_readme.build(tmp_path, tmp_path)
+
+
+def test_check_fails_on_a_stale_readme(tmp_path: Path) -> None:
+    stale = tmp_path / "README.md"
+    stale.write_text("old\n")
+    result = subprocess.run(
+        [sys.executable, str(BUILD), "--check", "--output", str(stale)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "out of date" in result.stderr
