@@ -112,7 +112,11 @@ async def test_redis_killed_and_restarted_mid_traffic(
     server = make_redis_server()
     backend = _redis_backend(server.url, FailurePolicy(on_error=action, **FAST))
     app = make_app(HTTPThrottle("fail-redis", rate="3/m"))
-    async with backend(app), await _client(app) as client, await _client(app, "203.0.113.10") as other:
+    async with (
+        backend(app),
+        await _client(app) as client,
+        await _client(app, "203.0.113.10") as other,
+    ):
         before = await _statuses(client, 5)
         assert before == [200, 200, 200, 429, 429]
 
@@ -175,7 +179,11 @@ async def test_memcached_killed_and_restarted_mid_traffic(
         failure_policy=FailurePolicy(on_error=action, **FAST),
     )
     app = make_app(HTTPThrottle("fail-mc", rate="3/m"))
-    async with backend(app), await _client(app) as client, await _client(app, "203.0.113.10") as other:
+    async with (
+        backend(app),
+        await _client(app) as client,
+        await _client(app, "203.0.113.10") as other,
+    ):
         assert await _statuses(client, 5) == [200, 200, 200, 429, 429]
         server.kill()
         during = await _statuses(other, 20)

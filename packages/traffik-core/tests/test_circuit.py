@@ -9,7 +9,9 @@ from traffik.decisions import Decision
 
 def test_breaker_cycle_with_an_injected_clock() -> None:
     now = [0.0]
-    breaker = CircuitBreaker(failure_threshold=2, recovery_time=1.0, max_recovery_time=4.0, clock=lambda: now[0])
+    breaker = CircuitBreaker(
+        failure_threshold=2, recovery_time=1.0, max_recovery_time=4.0, clock=lambda: now[0]
+    )
     assert breaker.allow_call() == (True, None)
     assert breaker.record_failure() is None
     assert breaker.record_failure() == OPEN

@@ -94,11 +94,17 @@ async def test_raise_action_propagates_a_backend_error() -> None:
 
 
 @pytest.mark.asyncio
-async def test_fallback_keeps_enforcing_the_limit_locally(recorded: list[events.ThrottleEvent]) -> None:
-    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error="fallback", failure_threshold=100))
+async def test_fallback_keeps_enforcing_the_limit_locally(
+    recorded: list[events.ThrottleEvent],
+) -> None:
+    backend = SwitchableBackend(
+        failure_policy=FailurePolicy(on_error="fallback", failure_threshold=100)
+    )
     async with backend():
         backend.down = True
-        results = [(await decide_with_policy(backend, "fb-key", FW, RATE, 1)).allowed for _ in range(4)]
+        results = [
+            (await decide_with_policy(backend, "fb-key", FW, RATE, 1)).allowed for _ in range(4)
+        ]
     assert results == [True, True, False, False]
     kinds = {event.kind for event in recorded}
     assert {"backend_error", "fallback"} <= kinds
@@ -139,7 +145,9 @@ async def test_a_slow_backend_is_bounded_by_the_timeout() -> None:
 
 @pytest.mark.asyncio
 async def test_circuit_opens_then_probes_and_recovers(recorded: list[events.ThrottleEvent]) -> None:
-    policy = FailurePolicy(on_error="allow", failure_threshold=3, recovery_time=0.05, max_recovery_time=0.05)
+    policy = FailurePolicy(
+        on_error="allow", failure_threshold=3, recovery_time=0.05, max_recovery_time=0.05
+    )
     backend = SwitchableBackend(failure_policy=policy)
     async with backend():
         backend.down = True
@@ -221,7 +229,9 @@ async def test_context_starts_when_initialize_fails_and_recovers() -> None:
                 raise ConnectionError("no server yet")
             await super().initialize()
 
-    policy = FailurePolicy(on_error="allow", failure_threshold=1, recovery_time=0.02, max_recovery_time=0.02)
+    policy = FailurePolicy(
+        on_error="allow", failure_threshold=1, recovery_time=0.02, max_recovery_time=0.02
+    )
     backend = DownAtStart(failure_policy=policy)
     backend.down = True
     async with backend():
@@ -233,7 +243,9 @@ async def test_context_starts_when_initialize_fails_and_recovers() -> None:
             if backend.connection is not None:
                 break
         assert backend.connection is not None
-        statuses = [(await decide_with_policy(backend, "k2", FW, RATE, 1)).allowed for _ in range(3)]
+        statuses = [
+            (await decide_with_policy(backend, "k2", FW, RATE, 1)).allowed for _ in range(3)
+        ]
         assert statuses == [True, True, False]
 
 
