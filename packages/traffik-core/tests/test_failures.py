@@ -259,3 +259,85 @@ async def test_raise_policy_does_not_start_without_the_backend() -> None:
     with pytest.raises(BackendError, match="no server"):
         async with backend():
             pass
+
+
+class LockFailsBackend(InMemoryBackend):  # type: ignore[type-arg]
+    """Locks and reads fail as if the store were down (for lock-based custom strategies)."""
+
+    capabilities = BackendCapabilities(shared_state=True)
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__(namespace="lockfail", **kwargs)
+        self.down = True
+
+    async def get(self, key: str) -> str | None:
+        if self.down:
+            raise ConnectionError("connection refused")
+        return await super().get(key)
+
+
+async def counting_strategy(
+    key: typing.Any, rate: Rate, backend: typing.Any, cost: int = 1
+) -> float:
+    """A seed-protocol strategy: admits ``rate.limit`` calls per key, ever."""
+    raw = await backend.get(f"{key}:n")
+    used = int(raw or 0)
+    if used + cost > rate.limit:
+        return 1000.0
+    await backend.set(f"{key}:n", str(used + cost))
+    return 0.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [("allow", [0.0, 0.0, 0.0]), ("throttle", [1000.0] * 3), ("fallback", [0.0, 0.0, 1000.0])],
+)
+async def test_custom_strategies_follow_the_policy(action: str, expected: list[float]) -> None:
+    from traffik.failures import wait_with_policy
+
+    backend = LockFailsBackend(failure_policy=FailurePolicy(on_error=action))
+    async with backend():
+        waits = [
+            await wait_with_policy(backend, f"custom-{action}", counting_strategy, RATE, 1)
+            for _ in range(3)
+        ]
+    assert waits == expected
+
+
+@pytest.mark.asyncio
+async def test_custom_strategy_errors_propagate_without_a_policy() -> None:
+    from traffik.failures import wait_with_policy
+
+    backend = LockFailsBackend(failure_policy=None)
+    async with backend():
+        with pytest.raises(BackendError, match="connection refused"):
+            await wait_with_policy(backend, "k", counting_strategy, RATE, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_throttle_with_a_custom_strategy_answers_by_policy_not_500() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from traffik.throttles import HTTPThrottle
+
+    backend = LockFailsBackend(failure_policy=FailurePolicy(on_error="throttle"))
+    throttle = HTTPThrottle(
+        "custom-policy", rate="5/s", strategy=counting_strategy, backend=backend
+    )
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        await throttle(request)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    async with backend():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"

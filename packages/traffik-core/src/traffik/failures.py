@@ -46,6 +46,7 @@ __all__ = [
     "OnError",
     "decide_with_policy",
     "local_fallback_backend",
+    "wait_with_policy",
 ]
 
 logger = logging.getLogger("traffik.failures")
@@ -266,6 +267,30 @@ async def decide_with_policy(
     return decision
 
 
+def _report(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    action: OnError,
+    error: BaseException | None,
+) -> None:
+    """Log and emit what happened before the policy answers."""
+    if error is not None:
+        logger.debug("traffik: %r failed on %s: %r", backend, key, error)
+        if _subscribers:
+            events.emit(
+                events.ThrottleEvent(
+                    events.BACKEND_ERROR, key=key, backend=repr(backend), error=error
+                )
+            )
+    if _subscribers:
+        detail = action if isinstance(action, str) else repr(action)
+        events.emit(
+            events.ThrottleEvent(
+                events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail
+            )
+        )
+
+
 async def _on_error(
     backend: ThrottleBackend[typing.Any, typing.Any],
     key: str,
@@ -277,21 +302,7 @@ async def _on_error(
     guard: _Guard | None,
 ) -> Decision:
     """Answer without the backend, as ``action`` says."""
-    if error is not None:
-        logger.debug("traffik: %r failed on %s: %r", backend, key, error)
-        if events.has_subscribers():
-            events.emit(
-                events.ThrottleEvent(
-                    events.BACKEND_ERROR, key=key, backend=repr(backend), error=error
-                )
-            )
-    if events.has_subscribers():
-        detail = action if isinstance(action, str) else repr(action)
-        events.emit(
-            events.ThrottleEvent(
-                events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail
-            )
-        )
+    _report(backend, key, action, error)
     if action == "allow":
         return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
     if action == "throttle":
@@ -314,3 +325,47 @@ async def _on_error(
         logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
         retry = rate.expire if strategy.capacity(rate) >= cost else NEVER
         return Decision(False, rate.limit, 0, rate.expire, retry, rate.expire)
+
+
+#: Errors of a custom strategy that mean "the backend could not answer".
+_CUSTOM_FAILURES = (BackendError, TimeoutError, asyncio.TimeoutError, OSError)
+
+
+async def wait_with_policy(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    strategy: typing.Callable[..., typing.Awaitable[float]],
+    rate: Rate,
+    cost: int,
+    *,
+    policy: OnError | None = None,
+) -> float:
+    """Run a custom strategy (``async (key, rate, backend, cost) -> wait_ms``) under the policy.
+
+    When it fails because the backend did (a :class:`BackendError`, a lock or call
+    timeout, a socket error), the action of ``policy`` or of the backend's
+    ``failure_policy`` answers: ``"allow"`` -> 0, ``"throttle"`` -> one second,
+    ``"fallback"`` or a backend -> the same strategy on that backend. With neither
+    (in-memory backends), or with ``"raise"``, the error propagates.
+    """
+    try:
+        return await strategy(key, rate, backend, cost)
+    except _CUSTOM_FAILURES as exc:
+        configured = backend.failure_policy
+        action = policy if policy is not None else (configured.on_error if configured else "raise")
+        if action == "raise":
+            raise
+        _report(backend, key, action, exc)
+        if action == "allow":
+            return 0.0
+        if action == "throttle":
+            return 1000.0
+        if action == "fallback":
+            fallback = await local_fallback_backend()
+        else:
+            fallback = typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+        try:
+            return await strategy(key, rate, fallback, cost)
+        except _CUSTOM_FAILURES:
+            logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
+            return float(rate.expire)

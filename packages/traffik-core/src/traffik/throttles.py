@@ -29,7 +29,7 @@ from traffik._keys import RouteKeys, memo_identity_part, route_part
 from traffik.backends._context import get_throttle_backend
 from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
-from traffik.failures import check_on_error, decide_with_policy
+from traffik.failures import check_on_error, decide_with_policy, wait_with_policy
 from traffik.headers import (
     LEGACY_STATE_KEY,
     get_decisions,
@@ -296,7 +296,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 policy=self.on_backend_error,
             )
         else:
-            decision = _decision_from_wait(await strategy(key, rate, backend, cost), rate)
+            wait_ms = await wait_with_policy(
+                backend, key, strategy, rate, cost, policy=self.on_backend_error
+            )
+            decision = _decision_from_wait(wait_ms, rate)
         record_decision(connection, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:
