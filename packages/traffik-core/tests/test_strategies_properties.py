@@ -198,3 +198,45 @@ def test_equal_capacity_buckets_and_gcra_make_identical_decisions(data: st.DataO
                 state = step.state
         results.append(seen)
     assert all(r == results[0] for r in results)
+
+
+# A redeploy can lower a limit or a burst while states written under the old
+# configuration are still stored under the same key (the key names the strategy, not
+# its parameters). Decisions on such a state must stay sane.
+RECONFIGURABLE: tuple[tuple[Strategy, Strategy], ...] = (
+    *((s, s) for s in BUILTIN_STRATEGIES),
+    (TokenBucketStrategy(burst_size=12), TokenBucketStrategy(burst_size=2)),
+    (TokenBucketWithDebtStrategy(max_debt=9), TokenBucketWithDebtStrategy(max_debt=0)),
+    (LeakyBucketWithQueueStrategy(queue_size=12), LeakyBucketWithQueueStrategy(queue_size=1)),
+    (GCRAStrategy(burst=12), GCRAStrategy(burst=2)),
+)
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_a_state_written_under_a_larger_configuration_gives_sane_decisions(
+    data: st.DataObject,
+) -> None:
+    old, new = data.draw(st.sampled_from(RECONFIGURABLE))
+    window = data.draw(st.integers(1, 5_000))
+    old_rate = Rate(limit=data.draw(st.integers(2, 12)), milliseconds=window)
+    new_rate = Rate(limit=data.draw(st.integers(1, old_rate.limit - 1)), milliseconds=window)
+    now = data.draw(st.integers(0, 10**12))
+    state: State | None = None
+    for _ in range(data.draw(st.integers(1, old.capacity(old_rate)))):
+        step = old.decide(state, now, old_rate, 1)
+        if step.write:
+            state = step.state
+    now += data.draw(st.one_of(st.just(0), st.integers(0, window)))
+    capacity = new.capacity(new_rate)
+    for cost in (1, capacity):
+        d = new.decide(state, now, new_rate, cost).decision
+        where = f"{old!r} -> {new!r}, {old_rate} -> {new_rate}, state {state}: {d}"
+        assert 0 <= d.remaining <= capacity, where
+        assert d.reset_ms >= 0, where
+        if not d.allowed:
+            assert d.retry_after_ms >= 1, where
+            assert new.decide(state, now + d.retry_after_ms, new_rate, cost).decision.allowed
+            assert not new.decide(
+                state, now + d.retry_after_ms - 1, new_rate, cost
+            ).decision.allowed

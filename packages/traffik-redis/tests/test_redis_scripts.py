@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traffik.decisions import NEVER
+from traffik.decisions import NEVER, Decision
 from traffik.rates import MAX_EXACT_PRODUCT, Rate
 from traffik.redis import RedisBackend
 from traffik.redis._scripts import SCRIPT_OF, decision_args, to_decision
@@ -52,6 +52,9 @@ STRATEGIES: list[Strategy] = [
 ]
 IDS = [f"{s.name}-{i}" for i, s in enumerate(STRATEGIES)]
 
+#: A clock step: milliseconds, or a wait named by the previous decision ("retry-1": 1 ms less).
+Delta: typing.TypeAlias = "int | str"
+
 
 @st.composite
 def _rates(draw: st.DrawFn) -> Rate:
@@ -68,7 +71,7 @@ def _rates(draw: st.DrawFn) -> Rate:
 
 
 @st.composite
-def _scenarios(draw: st.DrawFn) -> tuple[Rate, int, list[tuple[int, int]]]:
+def _scenarios(draw: st.DrawFn) -> tuple[Rate, int, list[tuple[Delta, int]]]:
     rate = draw(_rates())
     window = rate.expire
     start = draw(st.integers(0, 2**42))
@@ -79,6 +82,8 @@ def _scenarios(draw: st.DrawFn) -> tuple[Rate, int, list[tuple[int, int]]]:
         st.integers(0, 3 * window),  # past the TTL, with the state still there
         st.integers(-window, 0),  # the clock going backwards
         st.integers(-5, 0),
+        # Relative to the previous decision: the boundaries where off-by-one errors live.
+        st.sampled_from(["retry", "retry-1", "reset", "reset-1"]),
     )
     cost = st.one_of(
         st.just(1),
@@ -87,6 +92,17 @@ def _scenarios(draw: st.DrawFn) -> tuple[Rate, int, list[tuple[int, int]]]:
     )
     steps = draw(st.lists(st.tuples(delta, cost), min_size=1, max_size=25))
     return rate, start, steps
+
+
+def _advance(delta: Delta, previous: Decision | None) -> int:
+    """Milliseconds to move the clock: ``delta``, or a wait the previous decision named."""
+    if isinstance(delta, int):
+        return delta
+    if previous is None:
+        return 0
+    name, _, minus = delta.partition("-")
+    wait = previous.retry_after_ms if name == "retry" else previous.reset_ms
+    return max(0, wait) - (1 if minus else 0)
 
 
 async def _run_lua(
@@ -114,7 +130,7 @@ async def _run_lua(
 async def test_lua_decides_as_the_python_reference(
     redis_server: RedisServer,
     strategy: Strategy,
-    scenario: tuple[Rate, int, list[tuple[int, int]]],
+    scenario: tuple[Rate, int, list[tuple[Delta, int]]],
 ) -> None:
     rate, now, steps = scenario
     backend = RedisBackend(redis_server.url, namespace="diff")
@@ -123,10 +139,12 @@ async def test_lua_decides_as_the_python_reference(
         skey = backend.state_key("client", strategy)
         await backend.delete(skey)
         state: State | None = None
+        previous: Decision | None = None
         for i, (delta, cost) in enumerate(steps):
-            now += delta
+            now += _advance(delta, previous)
             reply, raw, pttl, _ = await _run_lua(backend, skey, strategy, rate, now, cost)
             step = strategy.decide(state, now, rate, cost)
+            previous = step.decision
             where = f"{strategy!r} {rate} step {i} now={now} cost={cost} steps={steps[: i + 1]}"
             assert to_decision(reply) == step.decision, where
             if step.write:
@@ -183,3 +201,62 @@ async def test_exact_at_the_edge_of_double_precision(
             stored = await backend.get(backend.state_key("client", strategy))
             assert stored == (None if state is None else encode_state(state))
         assert got.retry_after_ms != NEVER or costs[-1] > strategy.capacity(rate)
+
+
+# States written before a redeploy that lowered the limit or the capacity stay under
+# the same key: the scripts must read them as the reference does.
+RECONFIGURED: list[tuple[Strategy, Strategy]] = [
+    *((s, s) for s in STRATEGIES),
+    (TokenBucketStrategy(burst_size=12), TokenBucketStrategy(burst_size=2)),
+    (TokenBucketWithDebtStrategy(max_debt=9), TokenBucketWithDebtStrategy()),
+    (LeakyBucketWithQueueStrategy(queue_size=12), LeakyBucketWithQueueStrategy(queue_size=1)),
+    (GCRAStrategy(burst=12), GCRAStrategy(burst=2)),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("old", "new"), RECONFIGURED, ids=[f"{o!r}->{n!r}" for o, n in RECONFIGURED]
+)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_lua_reads_states_of_a_larger_configuration_as_the_reference(
+    redis_server: RedisServer, old: Strategy, new: Strategy, data: st.DataObject
+) -> None:
+    window = data.draw(st.integers(1, 5_000), label="window")
+    old_rate = Rate(limit=data.draw(st.integers(2, 12), label="old limit"), milliseconds=window)
+    new_rate = Rate(limit=data.draw(st.integers(1, old_rate.limit - 1)), milliseconds=window)
+    now = data.draw(st.integers(0, 2**42), label="start")
+    backend = RedisBackend(redis_server.url, namespace="reconf")
+    await backend.initialize()
+    try:
+        skey = backend.state_key("client", old)
+        await backend.delete(skey)
+        state: State | None = None
+        steps = [(old, old_rate, 0, 1)] * data.draw(st.integers(1, 24), label="old steps")
+        steps += data.draw(
+            st.lists(
+                st.tuples(
+                    st.just(new), st.just(new_rate), st.integers(0, window), st.integers(1, 3)
+                ),
+                min_size=1,
+                max_size=8,
+            ),
+            label="new steps",
+        )
+        for i, (strategy, rate, delta, cost) in enumerate(steps):
+            now += delta
+            reply, raw, _, _ = await _run_lua(backend, skey, strategy, rate, now, cost)
+            step = strategy.decide(state, now, rate, cost)
+            where = f"step {i} {strategy!r} {rate} now={now} cost={cost} state={state}"
+            assert to_decision(reply) == step.decision, where
+            if step.write:
+                state = step.state
+            assert raw.decode() == encode_state(state) if state else raw is None, where
+    finally:
+        await backend.reset()
+        await backend.close()

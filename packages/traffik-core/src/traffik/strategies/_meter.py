@@ -55,6 +55,7 @@ def meter_step(
         return fast_new(Transition, ((level, at), drain, decision, True))
     retry = NEVER if cost > capacity else lag + ceil_div(level + need - top, limit)
     drain = lag + ceil_div(level, limit)
-    remaining = (top - level) // window
+    # A level above the top: stored under a larger capacity or rate (a redeploy).
+    remaining = (top - level) // window if level < top else 0
     decision = fast_new(Decision, (False, capacity, remaining, drain, retry, window, "default"))
     return fast_new(Transition, (state, drain, decision, False))

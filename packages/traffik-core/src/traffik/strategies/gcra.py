@@ -56,9 +56,12 @@ class GCRAStrategy(Strategy):
         ahead = 0
         if state is not None and len(state) == 2:
             tat_ms, rem = state
-            if tat_ms >= now_ms:
-                # Bounded by the tolerance (plus any clock skew), so it stays exact.
-                ahead = (tat_ms - now_ms) * limit + rem
+            # Bounded by the tolerance (plus any clock skew) when positive, so exact.
+            # Not ``tat_ms >= now_ms``: a remainder stored under a smaller limit (a
+            # redeploy) can hold whole milliseconds.
+            ahead = (tat_ms - now_ms) * limit + rem
+            if ahead < 0:
+                ahead = 0
         need = cost * window
         if ahead + need <= tolerance:
             ahead += need

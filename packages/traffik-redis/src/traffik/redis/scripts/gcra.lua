@@ -17,8 +17,13 @@ local tolerance = burst * window
 -- ahead: how far the TAT is past now, in units of 1/limit ms (0 if in the past).
 local ahead = 0
 local state = decode(redis.call('GET', key))
-if state and #state == 2 and state[1] >= now then
+if state and #state == 2 then
+  -- Not state[1] >= now: a remainder stored under a smaller limit (a redeploy) can
+  -- hold whole milliseconds. A TAT long past can round here, but stays negative.
   ahead = (state[1] - now) * limit + state[2]
+  if ahead < 0 then
+    ahead = 0
+  end
 end
 
 local need = cost * window

@@ -51,4 +51,9 @@ if cost <= capacity then
   retry = lag + ceil_div((level - top) + need, limit)
 end
 local drain = lag + ceil_div(level, limit)
-return reply(false, capacity, floor_div(top - level, window), drain, retry, window)
+-- A level above the top: stored under a larger capacity or rate (a redeploy).
+local remaining = 0
+if level < top then
+  remaining = floor_div(top - level, window)
+end
+return reply(false, capacity, remaining, drain, retry, window)
