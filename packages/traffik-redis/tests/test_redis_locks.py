@@ -108,3 +108,49 @@ async def test_an_expired_lock_is_not_freed_by_its_late_holder(
         assert await other.held_anywhere(), "the late holder freed someone else's lock"
         await other.release()
         assert not await other.held_anywhere()
+
+
+async def _eventually_free(lock: AsyncRedisLock, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while await lock.held_anywhere():  # bounded polling
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_a_cancelled_release_still_frees_the_lock(redis_server: RedisServer) -> None:
+    # A request cancelled while its lock context exits (a client disconnect, a
+    # timeout) must not leave the lock held until lock_timeout.
+    backend = RedisBackend(redis_server.url, namespace="cxl", lock_timeout=60, persistent=False)
+    async with backend():
+        lock = await backend.get_lock("cxl:lock:release")
+        assert await lock.acquire(blocking=False)
+        # Writes (the release script) wait on the server while the task is cancelled.
+        redis_server.command("CLIENT", "PAUSE", "300", "WRITE")
+        release = asyncio.ensure_future(lock.release())
+        await asyncio.sleep(0.05)
+        release.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await release
+        assert await _eventually_free(lock), "a cancelled release left the lock held"
+        assert not lock.locked()
+
+
+async def test_a_cancelled_acquire_leaves_no_lock_behind(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url, namespace="cxl", lock_timeout=60, persistent=False)
+    async with backend():
+        lock = await backend.get_lock("cxl:lock:acquire")
+        redis_server.command("CLIENT", "PAUSE", "300", "WRITE")
+        acquire = asyncio.ensure_future(lock.acquire(blocking=False))
+        await asyncio.sleep(0.05)
+        acquire.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acquire
+        # A write returns once the pause is over, after any SET still on its way.
+        await backend.set("cxl:after-pause", "1", expire=10)
+        assert await _eventually_free(lock), "a cancelled acquire left a lock nobody owns"
+        assert not lock.locked()
+        probe = await backend.get_lock("cxl:lock:acquire")
+        assert await probe.acquire(blocking=False)
+        await probe.release()
