@@ -62,6 +62,13 @@ async def test_a_connection_of_the_wrong_kind_is_a_configuration_error(
         await build()
 
 
+def test_the_api_reference_signature_works_positionally() -> None:
+    # README API Reference: RedisBackend(connection, namespace, persistent=True).
+    backend = RedisBackend("redis://localhost:6379/0", "myapp", False)
+    assert (backend.namespace, backend.persistent) == ("myapp", False)
+    assert RedisBackend("redis://localhost:6379/0", "myapp").persistent is True
+
+
 def test_a_namespace_with_a_brace_is_rejected() -> None:
     with pytest.raises(ConfigurationError, match="brace"):
         RedisBackend("redis://localhost:6379/0", namespace="app{1}")

@@ -70,6 +70,8 @@ def _guarded(
 class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     """Throttling state in Redis or Redis Cluster, shared by every app instance.
 
+    ``RedisBackend(connection, namespace, persistent=True)`` as in the traffik
+    1.0.0b2 API reference; every other parameter is keyword-only.
     ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``),
     a ``redis.asyncio.Redis`` or ``RedisCluster``, or a zero-argument factory (sync
     or async) returning one. Clients built from a URL or a factory are closed by
@@ -102,11 +104,11 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     def __init__(
         self,
         connection: typing.Any,
-        *,
         namespace: str = "traffik",
+        persistent: bool = True,
+        *,
         identifier: typing.Any = None,
         handle_throttled: typing.Any = None,
-        persistent: bool = True,
         cluster: bool = False,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         pool_timeout: float = 5.0,
