@@ -371,6 +371,23 @@ async def test_reset_scans_only_its_namespace(redis_server: RedisServer) -> None
         await client.aclose()
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("method", ["reset", "clear"])
+async def test_reset_forgets_refusals_cached_locally(
+    redis_server: RedisServer, method: str
+) -> None:
+    # The default failure policy caches refusals in the process; a reset must drop
+    # them, or the client stays refused although Redis no longer holds its state.
+    from traffik.failures import decide_with_policy
+
+    rate, strategy = Rate(limit=1, hours=1), FixedWindowStrategy()
+    async with RedisBackend(redis_server.url, namespace="rcache", persistent=False)() as backend:
+        assert (await decide_with_policy(backend, "k", strategy, rate, 1)).allowed
+        assert not (await decide_with_policy(backend, "k", strategy, rate, 1)).allowed
+        await getattr(backend, method)()
+        assert (await decide_with_policy(backend, "k", strategy, rate, 1)).allowed
+
+
 # -- keys ---------------------------------------------------------------------------
 
 

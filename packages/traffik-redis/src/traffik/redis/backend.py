@@ -271,11 +271,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     async def reset(self) -> None:
         """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
         await delete_namespace(self._client(), self.namespace)
-
-    @_guarded
-    async def clear(self) -> None:
-        """Delete every key of the namespace (the same as :meth:`reset`)."""
-        await self.reset()
+        # _guarded stands in for the base class's wrapper, which does this too.
+        self._forget_local_blocks()
 
     # -- primitives -----------------------------------------------------------------
 
