@@ -87,6 +87,14 @@ async def test_bad_values_surface_as_backend_errors() -> None:
         assert isinstance(info.value.__cause__, ValueError)
         with pytest.raises(BackendError):
             await backend.set("s", "v", expire=0)
+        # As on Redis: a TTL that is not a positive number of seconds is refused, not
+        # stored as an entry that vanishes at once (or never).
+        for bad in (0, -1, float("nan")):
+            with pytest.raises(BackendError, match="positive number of seconds"):
+                await backend.increment_with_ttl("n", 1, ttl=bad)  # type: ignore[arg-type]
+            with pytest.raises(BackendError, match="positive number of seconds"):
+                await backend.set("s", "v", expire=bad)
+        assert await backend.get("n") is None
 
 
 @pytest.mark.asyncio

@@ -141,6 +141,14 @@ class AsyncInMemoryLock:
             state.hand_over()
 
 
+def _check_ttl(name: str, seconds: float) -> None:
+    if not 0 < seconds < math.inf:  # also refuses NaN
+        raise ValueError(
+            f"{name} must be a positive number of seconds, got {seconds}; for no TTL "
+            f"use set(key, value) without expire, or increment()."
+        )
+
+
 def _time_out(future: asyncio.Future[bool]) -> None:
     if not future.done():
         future.set_result(False)
@@ -330,11 +338,8 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
         return str(value)
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
-        if expire is not None and expire <= 0:
-            raise ValueError(
-                f"expire must be a positive number of seconds, got {expire}; "
-                f"pass None to keep the value without a TTL."
-            )
+        if expire is not None:
+            _check_ttl("expire", expire)
         now = self.clock()
         expires = None if expire is None else now + math.ceil(expire * 1000)
         self._put(self._store(), key, str(value), expires, now)
@@ -372,6 +377,7 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
         return self._add(key, -amount, None)
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
+        _check_ttl("ttl", ttl)
         return self._add(key, amount, ttl)
 
     async def expire(self, key: str, seconds: float) -> bool:
