@@ -169,3 +169,29 @@ async def test_cas_decisions_equal_the_reference_even_when_time_steps_back(
             state = step.state
         got = await pair[i % 2].decide(key, strategy, rate, cost, now_ms=now)
         assert got == step.decision, f"step {i} of {steps}"
+
+
+@pytest.mark.asyncio
+async def test_a_transition_to_no_state_removes_the_item(pair: list[MemcachedBackend]) -> None:
+    """A custom strategy whose transition clears the state: the item is expired by CAS."""
+    from dataclasses import dataclass
+
+    from traffik.decisions import Decision
+    from traffik.strategies import Transition
+
+    @dataclass(frozen=True)
+    class Toggle(Strategy):
+        name = "toggle"
+
+        def decide(self, state, now_ms, rate, cost):  # type: ignore[no-untyped-def]
+            decision = Decision(True, rate.limit, rate.limit - 1, 1000, 0, rate.expire)
+            return Transition(None if state else (now_ms,), 1000, decision)
+
+    backend = pair[0]
+    skey = f"{backend.namespace}:t:toggle"
+    await backend.decide("t", Toggle(), Rate.parse("1/s"), now_ms=7)
+    assert await backend.get(skey) == "7"
+    await backend.decide("t", Toggle(), Rate.parse("1/s"), now_ms=8)
+    assert await backend.get(skey) is None
+    await backend.decide("t", Toggle(), Rate.parse("1/s"), now_ms=9)
+    assert await backend.get(skey) == "9"
