@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import typing
 
 from redis.asyncio import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend
 from traffik.exceptions import (
     BackendConnectionError,
@@ -19,6 +15,7 @@ from traffik.exceptions import (
     TraffikException,
 )
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
+from traffik.redis._errors import backend_error, guarded
 from traffik.redis._keys import tagged_key
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
@@ -28,8 +25,6 @@ from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_stat
 from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
     from traffik.decisions import Decision
     from traffik.failures import FailurePolicy
     from traffik.rates import Rate
@@ -37,34 +32,8 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisBackend"]
 
-P = typing.ParamSpec("P")
-R = typing.TypeVar("R")
-
 #: Connections per client built from a URL; more concurrent calls wait for one.
 DEFAULT_MAX_CONNECTIONS = 64
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
-
-
-def _guarded(
-    func: Callable[
-        typing.Concatenate[RedisBackend[typing.Any], P], Coroutine[typing.Any, typing.Any, R]
-    ],
-) -> Callable[
-    typing.Concatenate[RedisBackend[typing.Any], P], Coroutine[typing.Any, typing.Any, R]
-]:
-    """Raise client errors as BackendConnectionError (unreachable) or BackendError (anything else)."""
-
-    @functools.wraps(func)
-    async def wrapper(self: RedisBackend[typing.Any], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await func(self, *args, **kwargs)
-        except TraffikException:
-            raise
-        except Exception as exc:
-            raise self._error(func.__name__, exc) from exc
-
-    wrapper.__traffik_wrapped__ = True  # type: ignore[attr-defined]
-    return wrapper
 
 
 class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
@@ -72,6 +41,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
 
     ``RedisBackend(connection, namespace, persistent=True)`` as in the traffik
     1.0.0b2 API reference; every other parameter is keyword-only.
+
     ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``),
     a ``redis.asyncio.Redis`` or ``RedisCluster``, or a zero-argument factory (sync
     or async) returning one. Clients built from a URL or a factory are closed by
@@ -180,13 +150,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     # -- errors -----------------------------------------------------------------
 
     def _error(self, op: str, exc: BaseException) -> BackendError:
-        if isinstance(exc, (*_CONNECTION_ERRORS, RedisClusterException)):
-            return BackendConnectionError(
-                f"Redis at {self._where} failed during {op}(): {type(exc).__name__}: "
-                f"{str(exc).rstrip('.')}. "
-                f"Check that the server is running and reachable at that address."
-            )
-        return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
+        return backend_error(self._where, op, exc)
 
     def _not_open(self) -> BackendConnectionError:
         return BackendConnectionError(
@@ -258,7 +222,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             except Exception:  # the connection is being dropped anyway
                 pass
 
-    @_guarded
+    @guarded
     async def close(self) -> None:
         """Close the client if this backend created it (from a URL or a factory)."""
         opened, self._opened, self._scripts = self._opened, None, None
@@ -267,7 +231,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         if opened is not None and opened.owned:
             await opened.client.aclose()
 
-    @_guarded
+    @guarded
     async def reset(self) -> None:
         """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
         await delete_namespace(self._client(), self.namespace)
@@ -276,11 +240,11 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
 
     # -- primitives -----------------------------------------------------------------
 
-    @_guarded
+    @guarded
     async def get(self, key: str) -> str | None:
         return _text(await self._client().get(key))
 
-    @_guarded
+    @guarded
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         if expire is None:
             await self._client().set(key, str(value))
@@ -289,19 +253,19 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
         await self._client().set(key, str(value), px=max(1, math.ceil(expire * 1000)))
 
-    @_guarded
+    @guarded
     async def delete(self, key: str) -> bool:
         return bool(await self._client().delete(key))
 
-    @_guarded
+    @guarded
     async def increment(self, key: str, amount: int = 1) -> int:
         return int(await self._client().incrby(key, amount))
 
-    @_guarded
+    @guarded
     async def decrement(self, key: str, amount: int = 1) -> int:
         return int(await self._client().decrby(key, amount))
 
-    @_guarded
+    @guarded
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
         if ttl <= 0:
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl}.")
@@ -311,11 +275,11 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             await scripts["incr_ttl"](keys=[key], args=[amount, ttl_ms], client=opened.client)
         )
 
-    @_guarded
+    @guarded
     async def expire(self, key: str, seconds: float) -> bool:
         return bool(await self._client().pexpire(key, max(1, math.ceil(seconds * 1000))))
 
-    @_guarded
+    @guarded
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
             return []
@@ -327,7 +291,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             values = await client.mget(list(keys))
         return [_text(value) for value in values]
 
-    @_guarded
+    @guarded
     async def get_lock(self, name: str) -> AsyncRedisLock:
         return AsyncRedisLock(self._client(), name, timeout=self.lock_timeout)
 

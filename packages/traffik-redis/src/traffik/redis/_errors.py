@@ -1,0 +1,64 @@
+"""Client errors as traffik's: BackendConnectionError (unreachable) or BackendError."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import typing
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from traffik.exceptions import BackendConnectionError, BackendError, TraffikException
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ["backend_error", "guarded"]
+
+P = typing.ParamSpec("P")
+R = typing.TypeVar("R")
+
+_CONNECTION_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    RedisClusterException,
+)
+
+
+class _Reporting(typing.Protocol):
+    def _error(self, op: str, exc: BaseException) -> BackendError: ...
+
+
+S = typing.TypeVar("S", bound=_Reporting)
+
+
+def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
+    """The traffik exception for client error ``exc`` raised by ``op`` on the server ``where``."""
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return BackendConnectionError(
+            f"Redis at {where} failed during {op}(): {type(exc).__name__}: "
+            f"{str(exc).rstrip('.')}. "
+            f"Check that the server is running and reachable at that address."
+        )
+    return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
+
+
+def guarded(
+    func: Callable[typing.Concatenate[S, P], Coroutine[typing.Any, typing.Any, R]],
+) -> Callable[typing.Concatenate[S, P], Coroutine[typing.Any, typing.Any, R]]:
+    """Raise client errors as BackendConnectionError (unreachable) or BackendError (anything else)."""
+
+    @functools.wraps(func)
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await func(self, *args, **kwargs)
+        except TraffikException:
+            raise
+        except Exception as exc:
+            raise self._error(func.__name__, exc) from exc
+
+    wrapper.__traffik_wrapped__ = True  # type: ignore[attr-defined]
+    return wrapper
