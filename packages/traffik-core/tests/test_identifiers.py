@@ -75,7 +75,10 @@ def test_all_hops_trusted_gives_the_farthest() -> None:
     assert str(client_address(request, PROXY)) == "10.0.0.9"
 
 
-def test_rfc7239_forwarded_is_preferred_and_parsed() -> None:
+FORWARDED_PROXY = ProxyConfig.build(["10.0.0.0/8", "192.0.2.1"], headers=["forwarded"])
+
+
+def test_rfc7239_forwarded_is_parsed_when_declared() -> None:
     request = make_request(
         client=("10.0.0.5", 1),
         headers=[
@@ -83,15 +86,20 @@ def test_rfc7239_forwarded_is_preferred_and_parsed() -> None:
             ("X-Forwarded-For", "9.9.9.9"),
         ],
     )
-    assert str(client_address(request, PROXY)) == "2001:db8:cafe::17"
+    assert str(client_address(request, FORWARDED_PROXY)) == "2001:db8:cafe::17"
 
 
-def test_multiple_header_lines_are_joined_in_order() -> None:
-    request = make_request(
-        client=("10.0.0.5", 1),
-        headers=[("X-Forwarded-For", "198.51.100.3"), ("X-Forwarded-For", "10.0.0.4")],
-    )
-    assert str(client_address(request, PROXY)) == "198.51.100.3"
+def test_a_header_the_proxy_does_not_write_cannot_spoof_the_client() -> None:
+    # A proxy that appends to X-Forwarded-For (nginx, ALB, Traefik, Caddy, Envoy) passes
+    # a client's own Forwarded header through untouched: by default it is never read.
+    ips = set()
+    for forged in ("for=1.1.1.1", "for=2.2.2.2", "for=3.3.3.3"):
+        request = make_request(
+            client=("10.0.0.5", 1),
+            headers=[("Forwarded", forged), ("X-Forwarded-For", "198.51.100.8")],
+        )
+        ips.add(str(client_address(request, PROXY)))
+    assert ips == {"198.51.100.8"}
 
 
 @pytest.mark.parametrize(
@@ -111,7 +119,8 @@ def test_multiple_header_lines_are_joined_in_order() -> None:
 )
 def test_malformed_nearest_entry_falls_back_to_the_peer(headers: list[tuple[str, str]]) -> None:
     request = make_request(client=("10.0.0.5", 1), headers=headers)
-    assert str(client_address(request, PROXY)) == "10.0.0.5"
+    config = FORWARDED_PROXY if headers[0][0] == "Forwarded" else PROXY
+    assert str(client_address(request, config)) == "10.0.0.5"
 
 
 def test_garbage_beyond_the_client_is_never_read() -> None:

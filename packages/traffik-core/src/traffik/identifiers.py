@@ -11,9 +11,9 @@ or build an identifier with its own settings and pass it to a throttle or backen
 
     throttle = HTTPThrottle("api", "100/m", identifier=ip_identifier(trusted_proxies=["10.0.0.1"]))
 
-With trusted proxies, ``Forwarded`` (RFC 7239) and then ``X-Forwarded-For`` are
-read from the nearest hop outward: trusted hops are skipped and the first
-untrusted address is the client. A malformed or obfuscated entry where the client
+With trusted proxies, ``X-Forwarded-For`` (or, when declared with
+``headers=("forwarded",)``, RFC 7239 ``Forwarded``) is read from the nearest hop
+outward: trusted hops are skipped and the first untrusted address is the client. A malformed or obfuscated entry where the client
 should be makes the identifier fall back to the peer address (never an error).
 
 IPv6 clients are grouped by network (``ipv6_prefix``, default /64: one customer
@@ -58,8 +58,12 @@ ANONYMOUS = "anonymous"
 #: Attribute of ``app.state`` holding the app's :class:`ProxyConfig`.
 PROXY_CONFIG_STATE_KEY = "traffik_proxy_config"
 
-#: Forwarding headers understood, in the default order of preference.
-_HEADERS = ("forwarded", "x-forwarded-for")
+#: Forwarding headers understood.
+_KNOWN_HEADERS = ("forwarded", "x-forwarded-for")
+#: The header read by default: the one proxies write (nginx, HAProxy, ALB, Traefik, Caddy,
+#: Envoy). Only a header the proxy writes may be read: a proxy passes the others through
+#: from the client untouched, so reading them would let any client pick its identity.
+_HEADERS = ("x-forwarded-for",)
 
 #: Bound on the per-process cache of peer address -> identity.
 _CACHE_SIZE = 4096
@@ -72,7 +76,9 @@ class ProxyConfig:
     ``trusted_proxies``: exact addresses and CIDR networks (strings or ``ipaddress``
     objects), plus ``"unix"`` to trust peers without an address. ``headers``: which
     forwarding headers to read, in order of preference (the first one present is
-    used). ``ipv6_prefix`` / ``ipv4_prefix``: clients are keyed by their network of
+    used); default ``("x-forwarded-for",)``. List only headers your proxy writes
+    (``("forwarded",)`` for an RFC 7239 proxy): one it passes through is the client's
+    to forge. ``ipv6_prefix`` / ``ipv4_prefix``: clients are keyed by their network of
     that length (128 / 32 key single addresses).
     """
 
@@ -116,7 +122,7 @@ class ProxyConfig:
             networks.append(network)
         names = tuple(str(h).lower() for h in headers)
         for name in names:
-            if name not in _HEADERS:
+            if name not in _KNOWN_HEADERS:
                 raise ValueError(
                     f"Unknown forwarding header {name!r}; use 'forwarded' and/or 'x-forwarded-for'."
                 )
