@@ -30,7 +30,7 @@ from benchmarks._sections import Run, redis_benchmark, run_in_process, run_memor
 SECTIONS = "ABCDE"
 BACKENDS = ("memory", "redis", "memcached")
 
-FULL = {"ops": 20_000, "ops_mem": 400_000, "seconds": 0.25, "warm_s": 0.6, "trials": 4,
+FULL = {"ops": 20_000, "ops_mem": 400_000, "seconds": 0.25, "warm_s": 0.4, "trials": 3,
         "e_keys": 100_000, "e_seconds": 10.0, "bench_n": 100_000}  # fmt: skip
 QUICK = {"ops": 300, "ops_mem": 20_000, "seconds": 0.05, "warm_s": 0.05, "trials": 1,
          "e_keys": 5_000, "e_seconds": 1.0, "bench_n": 5_000}  # fmt: skip

@@ -92,14 +92,42 @@ async def own_sections(run: Run, sections: list[str], rep: int) -> None:
             note = f"{OWN} on {kind}: {why}"
             if note not in run.notes:
                 run.notes.append(note)
-    out = await h.run_sections(
-        run.args([s for s in sections if s in "AD"]), traffik_dev.make, traffik_dev.supported
-    )
-    out["version"] = traffik_dev.version()
-    run.absorb(OWN, rep, out)
     if "A" in sections:
-        out = await h.run_sections(run.args(["A"]), floors.make, floors.supported)
-        run.absorb(FLOOR, rep, out)
+        await paired_a(run, rep)
+    if "D" in sections:
+        out = await h.run_sections(run.args(["D"]), traffik_dev.make, traffik_dev.supported)
+        run.absorb(OWN, rep, out)
+    run.versions[OWN] = traffik_dev.version()
+
+
+async def paired_a(run: Run, rep: int) -> None:
+    """Section A for traffik (dev), each case right after a floor case on the same backend.
+
+    The ratio to the floor is then taken between two measurements seconds apart, which
+    keeps it stable on a machine whose load changes from minute to minute.
+    """
+    for backend in run.backends:
+        for keyspace in h.KEYSPACES:
+            for strategy in traffik_dev.supported(backend):
+                where = f"A {backend}/{strategy}/{keyspace}"
+                try:
+                    floor = await h.case_a(
+                        floors.make, backend, "fw", keyspace, run.servers, run.cfg
+                    )
+                except Exception as exc:
+                    run.errors.append(f"{FLOOR}: {where}: {type(exc).__name__}: {exc}")
+                    continue
+                run.a.append({"impl": FLOOR, "rep": rep, "backend": backend, "strategy": "fw",
+                              "keyspace": keyspace, **floor})  # fmt: skip
+                try:
+                    own = await h.case_a(
+                        traffik_dev.make, backend, strategy, keyspace, run.servers, run.cfg
+                    )
+                except Exception as exc:
+                    run.errors.append(f"{OWN}: {where}: {type(exc).__name__}: {exc}")
+                    continue
+                run.a.append({"impl": OWN, "rep": rep, "backend": backend, "strategy": strategy,
+                              "keyspace": keyspace, "floor_ratio": own["rate"] / floor["rate"], **own})  # fmt: skip
 
 
 async def own_end_to_end(run: Run, rep: int) -> None:
