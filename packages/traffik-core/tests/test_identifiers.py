@@ -102,6 +102,22 @@ def test_a_header_the_proxy_does_not_write_cannot_spoof_the_client() -> None:
     assert ips == {"198.51.100.8"}
 
 
+def test_forwarded_garbage_beyond_the_client_is_never_read() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1),
+        headers=[("Forwarded", "garbage;;x, proto, for=198.51.100.4;proto=https")],
+    )
+    assert str(client_address(request, FORWARDED_PROXY)) == "198.51.100.4"
+
+
+def test_multiple_header_lines_are_joined_in_order() -> None:
+    request = make_request(
+        client=("10.0.0.5", 1),
+        headers=[("X-Forwarded-For", "198.51.100.3"), ("X-Forwarded-For", "10.0.0.4")],
+    )
+    assert str(client_address(request, PROXY)) == "198.51.100.3"
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -195,28 +195,33 @@ def get_ip_address(connection: HTTPConnection) -> IPAddress | None:
     return _parse_ip(host) if isinstance(host, str) else None
 
 
-def _forwarded_for(values: list[str]) -> list[str] | None:
-    """The ``for=`` nodes of RFC 7239 ``Forwarded`` values, nearest last; None if malformed."""
-    nodes: list[str] = []
-    for value in values:
-        for element in value.split(","):
-            node = None
-            for pair in element.split(";"):
-                name, sep, raw = pair.strip().partition("=")
-                if not sep:
-                    if pair.strip():
-                        return None
-                    continue
-                if name.strip().lower() == "for":
-                    node = raw.strip()
-            if node is None:
+def _forwarded_node(element: str) -> str | None:
+    """The ``for=`` node of one RFC 7239 element, or None if it is malformed or has none."""
+    node = None
+    for pair in element.split(";"):
+        name, sep, raw = pair.strip().partition("=")
+        if not sep:
+            if pair.strip():
                 return None
-            nodes.append(node)
-    return nodes
+            continue
+        if name.strip().lower() == "for":
+            node = raw.strip()
+    return node
 
 
-def _node_ip(node: str) -> IPAddress | None:
+def _forwarded_for(values: list[str]) -> list[str | None]:
+    """The ``for=`` nodes of RFC 7239 ``Forwarded`` values, nearest last; None where malformed.
+
+    Elements are judged one by one: garbage a client put beyond the hops the proxies
+    wrote is never reached by the walk, so it must not spoil the whole header.
+    """
+    return [_forwarded_node(element) for value in values for element in value.split(",")]
+
+
+def _node_ip(node: str | None) -> IPAddress | None:
     """The address of a ``Forwarded`` node or an ``X-Forwarded-For`` entry (ports dropped)."""
+    if node is None:
+        return None
     node = node.strip()
     if len(node) >= 2 and node[0] == '"' and node[-1] == '"':
         node = node[1:-1]
@@ -228,7 +233,7 @@ def _node_ip(node: str) -> IPAddress | None:
     return _parse_ip(node)
 
 
-def _hops(connection: HTTPConnection, config: ProxyConfig) -> list[str] | None:
+def _hops(connection: HTTPConnection, config: ProxyConfig) -> list[str | None]:
     headers = connection.headers
     for name in config.headers:
         values = headers.getlist(name)
@@ -236,7 +241,10 @@ def _hops(connection: HTTPConnection, config: ProxyConfig) -> list[str] | None:
             continue
         if name == "forwarded":
             return _forwarded_for(values)
-        return [entry for value in values for entry in value.split(",") if entry.strip()]
+        hops: list[str | None] = [
+            entry for value in values for entry in value.split(",") if entry.strip()
+        ]
+        return hops
     return []
 
 
@@ -267,8 +275,6 @@ def client_address(
         if not config.trusted_proxies or not config.is_trusted(peer):
             return peer
     hops = _hops(connection, config)
-    if hops is None:
-        return peer
     found: IPAddress | None = None
     for node in reversed(hops):
         ip = _node_ip(node)
