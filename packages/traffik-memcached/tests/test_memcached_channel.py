@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
@@ -98,5 +99,29 @@ async def test_a_stuck_connection_is_replaced_not_piled_onto(silent_port: int) -
         # Each late connection was closed when the next request came: never more than one.
         assert len(client._channels) <= 1
         assert all(channel.in_flight <= 1 for channel in client._channels)
+    finally:
+        await client.close()
+
+
+@pytest.mark.asyncio
+async def test_a_protocol_error_closes_the_connection_instead_of_shifting_replies(
+    memcached_server: MemcachedServer,
+) -> None:
+    # memcached answers a storage command it cannot parse with CLIENT_ERROR, then reads
+    # its data block as a command and answers ERROR: two replies for one request.
+    client = MemcachedClient(
+        memcached_server.host, memcached_server.port, pool_size=1, timeout=5, connect_timeout=5
+    )
+    await client.connect()
+    try:
+        bad = client.execute(b"set %s 0 0 5\r\nhello\r\n" % (b"k" * 300), (LINE,))
+        after = client.execute(b"version\r\n", (LINE,))
+        first, second = await asyncio.gather(bad, after, return_exceptions=True)
+        assert first == [b"CLIENT_ERROR bad command line format"]
+        # The request written behind it fails (its reply cannot be told apart)...
+        assert isinstance(second, BackendConnectionError), second
+        # ...and the next one runs on a fresh connection and gets its own reply.
+        (line,) = await client.execute(b"version\r\n", (LINE,))
+        assert typing.cast("bytes", line).startswith(b"VERSION ")
     finally:
         await client.close()

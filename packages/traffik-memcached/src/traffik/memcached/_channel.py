@@ -101,11 +101,28 @@ class Channel:
                 self._pending.popleft()
                 if not future.done():  # a cancelled request's reply is dropped here
                     future.set_result(replies)
+                if any(type(reply) is bytes and _out_of_step(reply) for reply in replies):
+                    self.close(f"memcached answered {replies!r}; the connection is out of step")
+                    return
         except asyncio.CancelledError:
             self.close()
             raise
         except Exception as exc:
             self.close(f"{type(exc).__name__}: {exc}")
+
+
+#: The one CLIENT_ERROR memcached sends for a command it parsed whole.
+_NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+
+
+def _out_of_step(line: bytes) -> bool:
+    """True if after ``line`` the replies may no longer match the requests one to one.
+
+    memcached answers a command line it cannot parse with ``ERROR`` or ``CLIENT_ERROR``
+    and then reads the command's data block, if it had one, as another command (a
+    second reply): the replies of everything written behind it would shift.
+    """
+    return (line == b"ERROR" or line.startswith(b"CLIENT_ERROR")) and line != _NON_NUMERIC
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:
