@@ -111,3 +111,48 @@ async def test_lock_is_not_reentrant_and_reports_ownership(backend: MemcachedBac
     await lock.release()
     assert not lock.locked()
     await lock.release()  # releasing a lock not held is a no-op
+
+
+async def _taken_within(backend: MemcachedBackend, name: str, seconds: float) -> bool:
+    """Poll (bounded) until another handle can take the lock ``name``."""
+    other = await backend.get_lock(name)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        if await other.acquire(blocking=False):
+            await other.release()
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+@pytest.mark.asyncio
+async def test_an_acquire_cancelled_after_its_add_was_sent_frees_what_it_won(
+    backend: MemcachedBackend,
+) -> None:
+    # lock_ttl is 10 s: a lock won by a cancelled acquire would block everyone that long.
+    for round_ in range(5):
+        name = f"{backend.namespace}:lock:cancel{round_}"
+        lock = await backend.get_lock(name)
+        task = asyncio.ensure_future(lock.acquire())
+        await asyncio.sleep(0)  # the add is written; its STORED not yet read
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not lock.locked()
+        assert await _taken_within(backend, name, 2.0), f"round {round_}: the lock leaked"
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_release_still_frees_the_lock(backend: MemcachedBackend) -> None:
+    for round_ in range(5):
+        name = f"{backend.namespace}:lock:release{round_}"
+        lock = await backend.get_lock(name)
+        assert await lock.acquire(blocking=False)
+        task = asyncio.ensure_future(lock.release())
+        await asyncio.sleep(0)  # the gets is written; the cas not yet
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not lock.locked()
+        assert await _taken_within(backend, name, 2.0), f"round {round_}: the lock leaked"
