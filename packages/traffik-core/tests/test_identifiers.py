@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import typing
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -315,3 +318,56 @@ async def test_ipv6_clients_of_one_64_share_a_budget_in_an_app() -> None:
     assert codes == [200, 200, 429]
     assert other == 200
     assert mapped == [200, 200, 429]
+
+
+_HEADER_BYTES = st.binary(max_size=300) | st.text(
+    alphabet=st.sampled_from(list('0123456789abcdef.:[]",; =_-forFORunknown\t')), max_size=120
+).map(lambda text: text.encode("latin-1"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(
+        st.tuples(st.sampled_from([b"x-forwarded-for", b"forwarded"]), _HEADER_BYTES),
+        max_size=4,
+    ),
+    peer=st.sampled_from(["10.0.0.5", "::ffff:10.0.0.5", "fe80::1%eth0", "testclient", None]),
+    forwarded=st.booleans(),
+)
+def test_arbitrary_forwarding_bytes_through_a_real_app_never_500(
+    values: list[tuple[bytes, bytes]], peer: str | None, forwarded: bool
+) -> None:
+    backend = InMemoryBackend(namespace="ident-fuzz", clock=lambda: 0)
+    app = _app(backend, HTTPThrottle("fuzz", "1000/m"))
+    configure_trusted_proxies(
+        app, ["10.0.0.0/8", "unix"], headers=["forwarded"] if forwarded else ["x-forwarded-for"]
+    )
+    scope: dict[str, typing.Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/r",
+        "raw_path": b"/r",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"t"), *values],
+        "client": None if peer is None else (peer, 1),
+        "server": ("t", 80),
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, typing.Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: typing.MutableMapping[str, typing.Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def run() -> None:
+        async with backend(app):
+            await app(scope, receive, send)
+
+    asyncio.run(run())
+    assert statuses == [200]
