@@ -348,6 +348,35 @@ async def test_a_client_with_a_small_raising_pool_is_gated(redis_server: RedisSe
         await client.aclose()
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("auto_pipeline", [True, False], ids=["pipelined", "plain"])
+async def test_a_cancelled_decision_leaves_no_stray_reply_on_its_connection(
+    redis_server: RedisServer, auto_pipeline: bool
+) -> None:
+    # One connection: a decision cancelled while its reply is pending must not leave
+    # that reply to be read as the answer to the next decision on the connection.
+    backend = RedisBackend(
+        redis_server.url,
+        namespace="cxl",
+        max_connections=1,
+        auto_pipeline=auto_pipeline,
+        persistent=False,
+    )
+    strategy = FixedWindowStrategy()
+    async with backend():
+        redis_server.command("CLIENT", "PAUSE", "300", "WRITE")
+        pending = asyncio.ensure_future(
+            backend.decide("first", strategy, Rate(limit=5, hours=1), 1)
+        )
+        await asyncio.sleep(0.05)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        for i in range(3):
+            got = await backend.decide("second", strategy, Rate(limit=3, hours=1), 1)
+            assert (got.limit, got.remaining) == (3, 2 - i)
+
+
 # -- reset ----------------------------------------------------------------------------
 
 
