@@ -341,3 +341,38 @@ async def test_a_throttle_with_a_custom_strategy_answers_by_policy_not_500() -> 
             response = await client.get("/")
     assert response.status_code == 429
     assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.asyncio
+async def test_a_half_open_circuit_lets_exactly_one_probe_through_a_crowd(
+    recorded: list[events.ThrottleEvent],
+) -> None:
+    from traffik.failures import _guard_of
+
+    policy = FailurePolicy(
+        on_error="throttle", failure_threshold=1, recovery_time=1.0, max_recovery_time=1.0
+    )
+    backend = SwitchableBackend(failure_policy=policy)
+    async with backend():
+        guard = _guard_of(backend)
+        assert guard is not None
+        now = [100.0]
+        guard.breaker._clock = lambda: now[0]
+        backend.down = True
+        await decide_with_policy(backend, "k", FW, RATE, 1)  # opens the circuit
+        assert backend.calls == 1
+        backend.down, backend.slow = False, 0.05
+        now[0] += 1.0  # the recovery time has passed
+        crowd = await asyncio.gather(
+            *(decide_with_policy(backend, f"k{i}", FW, RATE, 1) for i in range(50))
+        )
+        # One probe reached the backend (and was admitted); the 49 others answered by
+        # policy while it was in flight, with a Retry-After until the next probe at most.
+        assert backend.calls == 2
+        assert sum(d.allowed for d in crowd) == 1
+        assert all(0 < d.retry_after_ms <= 1000 for d in crowd if not d.allowed)
+        kinds = [event.kind for event in recorded]
+        assert kinds.count("circuit_half_open") == 1
+        assert kinds.count("circuit_closed") == 1
+        assert (await decide_with_policy(backend, "after", FW, RATE, 1)).allowed
+        assert backend.calls == 3
