@@ -87,6 +87,18 @@ async def silent_port() -> AsyncIterator[int]:
 
 
 @pytest.mark.asyncio
+async def test_initialize_against_a_silent_server_fails_within_connect_timeout(
+    silent_port: int,
+) -> None:
+    backend = MemcachedBackend("127.0.0.1", silent_port, connect_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BackendConnectionError, match=f"127.0.0.1:{silent_port}"):
+        await backend.initialize()
+    assert loop.time() - started < 1.0
+
+
+@pytest.mark.asyncio
 async def test_a_stuck_connection_is_replaced_not_piled_onto(silent_port: int) -> None:
     client = MemcachedClient("127.0.0.1", silent_port, pool_size=1, timeout=0.2, connect_timeout=1)
     loop = asyncio.get_running_loop()

@@ -37,31 +37,6 @@ async def test_initialize_against_a_closed_port_names_host_and_port() -> None:
 
 
 @pytest.mark.asyncio
-async def test_initialize_against_a_silent_server_fails_within_connect_timeout() -> None:
-    # A listener that accepts and never answers (a hung or wrong server).
-    writers: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        backend = MemcachedBackend("127.0.0.1", port, connect_timeout=0.3)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        with pytest.raises(BackendConnectionError, match=f"127.0.0.1:{port}"):
-            await backend.initialize()
-        assert loop.time() - started < 1.0
-    finally:
-        for writer in writers:
-            writer.close()
-            await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
-
-
-@pytest.mark.asyncio
 async def test_a_cancelled_request_never_leaks_its_reply_to_the_next(
     memcached_server: MemcachedServer,
 ) -> None:

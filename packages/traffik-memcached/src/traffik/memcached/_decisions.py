@@ -80,43 +80,32 @@ async def decide_cas(
     if lock is None:
         lock = backend._turns[skey] = asyncio.Lock()
     async with lock:
-        return await _cas_loop(backend, skey, strategy, rate, cost, now_ms)
-
-
-async def _cas_loop(
-    backend: MemcachedBackend[typing.Any],
-    skey: str,
-    strategy: Strategy,
-    rate: Rate,
-    cost: int,
-    now_ms: int | None,
-) -> Decision:
-    client = backend._client()
-    for attempt in range(backend.max_retries + 1):
-        if attempt:
-            pause = backend.retry_backoff * (1 << min(attempt, 10))
-            await asyncio.sleep(random.uniform(0, min(pause, 0.05)))
-        (mk,), (values,) = await backend._run(
-            [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
+        client = backend._client()
+        for attempt in range(backend.max_retries + 1):
+            if attempt:
+                pause = backend.retry_backoff * (1 << min(attempt, 10))
+                await asyncio.sleep(random.uniform(0, min(pause, 0.05)))
+            (mk,), (values,) = await backend._run(
+                [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
+            )
+            entry = typing.cast("Values", values).get(mk)
+            state = None if entry is None else decode_state(decode_value(entry[0]))
+            now = backend.clock() if now_ms is None else now_ms
+            step = strategy.decide(state, now, rate, cost)
+            if not step.write:
+                return step.decision
+            command = _write_command(mk, entry, step.state, step.ttl_ms)
+            if command is None:
+                return step.decision
+            (line,) = await client.execute(command, (LINE,))
+            if line == b"STORED":
+                return step.decision
+            if line not in (b"EXISTS", b"NOT_FOUND", b"NOT_STORED"):
+                raise BackendError(f"memcached answered the write of {skey!r} with {line!r}.")
+        raise BackendError(
+            f"Gave up deciding {skey!r} after {backend.max_retries + 1} attempts: other requests "
+            f"kept changing it (CAS contention). Raise max_retries, or spread the load over more keys."
         )
-        entry = typing.cast("Values", values).get(mk)
-        state = None if entry is None else decode_state(decode_value(entry[0]))
-        now = backend.clock() if now_ms is None else now_ms
-        step = strategy.decide(state, now, rate, cost)
-        if not step.write:
-            return step.decision
-        command = _write_command(mk, entry, step.state, step.ttl_ms)
-        if command is None:
-            return step.decision
-        (line,) = await client.execute(command, (LINE,))
-        if line == b"STORED":
-            return step.decision
-        if line not in (b"EXISTS", b"NOT_FOUND", b"NOT_STORED"):
-            raise BackendError(f"memcached answered the write of {skey!r} with {line!r}.")
-    raise BackendError(
-        f"Gave up deciding {skey!r} after {backend.max_retries + 1} attempts: other requests "
-        f"kept changing it (CAS contention). Raise max_retries, or spread the load over more keys."
-    )
 
 
 def _write_command(
