@@ -202,6 +202,17 @@ async def test_max_keys_evicts_the_least_recently_used() -> None:
         assert sum(len(keys) for keys in backend._buckets.values()) == 2  # a, c
 
 
+def test_the_api_reference_positional_form_is_not_misread() -> None:
+    # README API reference: InMemoryBackend(namespace="inmemory", persistent=False);
+    # the second positional parameter is the identifier (as in traffik 1.0.0b2), so
+    # InMemoryBackend("ns", True) must fail clearly instead of throttling with True.
+    with pytest.raises(ConfigurationError, match="persistent=True"):
+        InMemoryBackend("ns", True)
+    with pytest.raises(ConfigurationError, match="handle_throttled"):
+        InMemoryBackend("ns", None, "not callable")
+    assert InMemoryBackend("ns", persistent=True).persistent is True
+
+
 def test_max_keys_validation_and_default() -> None:
     assert InMemoryBackend().max_keys == DEFAULT_MAX_KEYS == 100_000
     for bad in (0, -1, 1.5, True, "10"):
