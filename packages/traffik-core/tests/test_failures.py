@@ -376,3 +376,24 @@ async def test_a_half_open_circuit_lets_exactly_one_probe_through_a_crowd(
         assert kinds.count("circuit_closed") == 1
         assert (await decide_with_policy(backend, "after", FW, RATE, 1)).allowed
         assert backend.calls == 3
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_under_one_strategy_configuration_never_answers_for_another() -> None:
+    from traffik.strategies import TokenBucketWithDebtStrategy
+
+    # Same uid and key, so the same stored state; only the allowed debt differs.
+    strict = TokenBucketWithDebtStrategy(burst_size=1, max_debt=1)
+    lenient = TokenBucketWithDebtStrategy(burst_size=1, max_debt=10)
+    rate = Rate.parse("1/m")
+    now = [1_000_000]
+    backend = SwitchableBackend(clock=lambda: now[0])
+    async with backend():
+        for _ in range(2):
+            assert (await decide_with_policy(backend, "d", strict, rate, 1)).allowed
+        assert not (await decide_with_policy(backend, "d", strict, rate, 1)).allowed
+        expected = await backend.peek("d", lenient, rate)
+        assert expected.allowed  # the backend itself would admit under the lenient debt
+        calls = backend.calls
+        assert (await decide_with_policy(backend, "d", lenient, rate, 1)).allowed
+        assert backend.calls == calls + 1

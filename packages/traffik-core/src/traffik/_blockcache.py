@@ -2,7 +2,8 @@
 
 Quotas in every built-in strategy only come back with time, so once a backend
 refused cost ``c`` for a key until ``T``, any request of cost ``>= c`` for that
-key is refused until ``T`` too; answering it locally saves a network round trip
+key, under the same rate and strategy configuration (callers key entries by both),
+is refused until ``T`` too; answering it locally saves a network round trip
 during floods. Only a reset of the backend by another process can make the
 local answer stale, and then only until ``T``.
 """

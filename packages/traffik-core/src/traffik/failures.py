@@ -21,6 +21,7 @@ cannot answer, ``on_error`` decides:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import sys
@@ -167,6 +168,20 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, timeout)
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_tag(strategy: Strategy) -> str:
+    return repr(strategy)
+
+
+def _strategy_tag(strategy: Strategy) -> str:
+    """The strategy with its whole configuration (a refusal under a stricter one of the
+    same kind, say a smaller debt, says nothing about a more lenient one)."""
+    try:
+        return _cached_tag(strategy)
+    except TypeError:  # an unhashable custom strategy
+        return repr(strategy)
+
+
 def _emit_decision(
     decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]
 ) -> None:
@@ -226,7 +241,7 @@ async def decide_with_policy(
     cache = guard.cache
     cache_key = ""
     if cache is not None:
-        cache_key = f"{key}:{strategy.storage_suffix()}:{rate.limit}/{rate.expire}"
+        cache_key = f"{key}:{_strategy_tag(strategy)}:{rate.limit}/{rate.expire}"
         local = cache.get(cache_key, cost)
         if local is not None:
             if events.has_subscribers():
