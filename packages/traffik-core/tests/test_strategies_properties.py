@@ -219,13 +219,15 @@ RECONFIGURABLE: tuple[tuple[Strategy, Strategy], ...] = (
 
 @PROPERTY_SETTINGS
 @given(st.data())
-def test_a_state_written_under_a_larger_configuration_gives_sane_decisions(
+def test_a_state_written_under_another_configuration_gives_sane_decisions(
     data: st.DataObject,
 ) -> None:
     old, new = data.draw(st.sampled_from(RECONFIGURABLE))
     window = data.draw(st.integers(1, 5_000))
     old_rate = Rate(limit=data.draw(st.integers(2, 12)), milliseconds=window)
-    new_rate = Rate(limit=data.draw(st.integers(1, old_rate.limit - 1)), milliseconds=window)
+    # The window may change too ("10/s" redeployed as "5/m", or the other way).
+    new_window = data.draw(st.one_of(st.just(window), st.integers(1, 5_000)))
+    new_rate = Rate(limit=data.draw(st.integers(1, old_rate.limit - 1)), milliseconds=new_window)
     now = data.draw(st.integers(0, 10**12))
     state: State | None = None
     for _ in range(data.draw(st.integers(1, old.capacity(old_rate)))):
@@ -242,6 +244,11 @@ def test_a_state_written_under_a_larger_configuration_gives_sane_decisions(
         if not d.allowed:
             assert d.retry_after_ms >= 1, where
             assert new.decide(state, now + d.retry_after_ms, new_rate, cost).decision.allowed
-            assert not new.decide(
-                state, now + d.retry_after_ms - 1, new_rate, cost
-            ).decision.allowed
+            # Exact (not 1 ms early) while the window is kept; after a window change a
+            # stored window start can be off the new grid, and waits then err long.
+            assert (
+                new_window != window
+                or not new.decide(
+                    state, now + d.retry_after_ms - 1, new_rate, cost
+                ).decision.allowed
+            )

@@ -229,7 +229,8 @@ async def test_lua_reads_states_of_a_larger_configuration_as_the_reference(
 ) -> None:
     window = data.draw(st.integers(1, 5_000), label="window")
     old_rate = Rate(limit=data.draw(st.integers(2, 12), label="old limit"), milliseconds=window)
-    new_rate = Rate(limit=data.draw(st.integers(1, old_rate.limit - 1)), milliseconds=window)
+    new_window = data.draw(st.one_of(st.just(window), st.integers(1, 5_000)), label="new window")
+    new_rate = Rate(limit=data.draw(st.integers(1, old_rate.limit - 1)), milliseconds=new_window)
     now = data.draw(st.integers(0, 2**42), label="start")
     backend = RedisBackend(redis_server.url, namespace="reconf")
     await backend.initialize()
@@ -241,7 +242,7 @@ async def test_lua_reads_states_of_a_larger_configuration_as_the_reference(
         steps += data.draw(
             st.lists(
                 st.tuples(
-                    st.just(new), st.just(new_rate), st.integers(0, window), st.integers(1, 3)
+                    st.just(new), st.just(new_rate), st.integers(0, new_window), st.integers(1, 3)
                 ),
                 min_size=1,
                 max_size=8,
