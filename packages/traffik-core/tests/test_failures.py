@@ -397,3 +397,35 @@ async def test_a_refusal_under_one_strategy_configuration_never_answers_for_anot
         calls = backend.calls
         assert (await decide_with_policy(backend, "d", lenient, rate, 1)).allowed
         assert backend.calls == calls + 1
+
+
+@pytest.mark.asyncio
+async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() -> None:
+    from traffik.failures import _guard_of, wait_with_policy
+
+    class Counting(LockFailsBackend):
+        gets = 0
+
+        async def get(self, key: str) -> str | None:
+            self.gets += 1
+            return await super().get(key)
+
+    policy = FailurePolicy(
+        on_error="allow", failure_threshold=2, recovery_time=1.0, max_recovery_time=1.0
+    )
+    backend = Counting(failure_policy=policy)
+    async with backend():
+        guard = _guard_of(backend)
+        assert guard is not None
+        now = [100.0]
+        guard.breaker._clock = lambda: now[0]
+        waits = [
+            await wait_with_policy(backend, "c", counting_strategy, RATE, 1) for _ in range(10)
+        ]
+        assert waits == [0.0] * 10
+        assert backend.gets == 2  # the circuit opened after two failures
+        backend.down = False
+        now[0] += 1.0
+        assert await wait_with_policy(backend, "c", counting_strategy, RATE, 1) == 0.0
+        assert backend.gets == 3  # the probe ran the strategy and closed the circuit
+        assert guard.breaker.state == "closed"

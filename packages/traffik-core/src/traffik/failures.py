@@ -33,7 +33,7 @@ from traffik._blockcache import BlockCache
 from traffik._circuit import CLOSED, OPEN, CircuitBreaker
 from traffik.decisions import NEVER, Decision
 from traffik.events import _subscribers
-from traffik.exceptions import BackendError, ConfigurationError
+from traffik.exceptions import BackendError, ConfigurationError, LockTimeoutError
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -361,26 +361,67 @@ async def wait_with_policy(
     timeout, a socket error), the action of ``policy`` or of the backend's
     ``failure_policy`` answers: ``"allow"`` -> 0, ``"throttle"`` -> one second,
     ``"fallback"`` or a backend -> the same strategy on that backend. With neither
-    (in-memory backends), or with ``"raise"``, the error propagates.
+    (in-memory backends), or with ``"raise"``, the error propagates. A backend with a
+    failure policy also has its circuit breaker here: while it is open the strategy
+    is not run and the action answers at once. Custom strategies are not cut off by
+    the policy's ``timeout`` (they may wait for a lock on purpose), and a lock
+    timeout does not count as a backend failure.
     """
-    try:
-        return await strategy(key, rate, backend, cost)
-    except _CUSTOM_FAILURES as exc:
-        configured = backend.failure_policy
-        action = policy if policy is not None else (configured.on_error if configured else "raise")
-        if action == "raise":
-            raise
-        _report(backend, key, action, exc)
-        if action == "allow":
-            return 0.0
-        if action == "throttle":
-            return 1000.0
-        if action == "fallback":
-            fallback = await local_fallback_backend()
-        else:
-            fallback = typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+    configured = backend.failure_policy
+    action = policy if policy is not None else (configured.on_error if configured else "raise")
+    guard = _guard_of(backend) if configured is not None else None
+    error: BaseException | None = None
+    if guard is not None:
+        allowed, change = guard.breaker.allow_call()
+        _circuit_event(change, backend)
+        if not allowed:
+            if action == "raise":
+                raise BackendError(
+                    f"{backend!r} is unavailable (its circuit is open); on_error='raise'."
+                )
+            return await _custom_on_error(backend, key, strategy, rate, cost, action, None)
         try:
-            return await strategy(key, rate, fallback, cost)
-        except _CUSTOM_FAILURES:
-            logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
-            return float(rate.expire)
+            if change is not None:  # a recovery probe: the backend may never have connected
+                await _bounded(backend.initialize(), guard.policy.timeout)
+            wait = await strategy(key, rate, backend, cost)
+        except _CUSTOM_FAILURES as exc:
+            if not isinstance(exc, LockTimeoutError):  # contention, not a dead server
+                _circuit_event(guard.breaker.record_failure(), backend)
+            error = exc
+        else:
+            _circuit_event(guard.breaker.record_success(), backend)
+            return wait
+    else:
+        try:
+            return await strategy(key, rate, backend, cost)
+        except _CUSTOM_FAILURES as exc:
+            error = exc
+    if action == "raise":
+        raise error
+    return await _custom_on_error(backend, key, strategy, rate, cost, action, error)
+
+
+async def _custom_on_error(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    strategy: typing.Callable[..., typing.Awaitable[float]],
+    rate: Rate,
+    cost: int,
+    action: OnError,
+    error: BaseException | None,
+) -> float:
+    """A custom strategy's answer without the backend, as ``action`` says."""
+    _report(backend, key, action, error)
+    if action == "allow":
+        return 0.0
+    if action == "throttle":
+        return 1000.0
+    if action == "fallback":
+        fallback = await local_fallback_backend()
+    else:
+        fallback = typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+    try:
+        return await strategy(key, rate, fallback, cost)
+    except _CUSTOM_FAILURES:
+        logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
+        return float(rate.expire)
