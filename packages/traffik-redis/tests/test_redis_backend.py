@@ -361,6 +361,7 @@ async def test_a_cancelled_decision_leaves_no_stray_reply_on_its_connection(
         max_connections=1,
         auto_pipeline=auto_pipeline,
         persistent=False,
+        clock=lambda: 1_700_000_000_000,  # counts never cross a window boundary
     )
     strategy = FixedWindowStrategy()
     async with backend():
@@ -410,7 +411,10 @@ async def test_reset_forgets_refusals_cached_locally(
     from traffik.failures import decide_with_policy
 
     rate, strategy = Rate(limit=1, hours=1), FixedWindowStrategy()
-    async with RedisBackend(redis_server.url, namespace="rcache", persistent=False)() as backend:
+    backend = RedisBackend(
+        redis_server.url, namespace="rcache", persistent=False, clock=lambda: 1_700_000_000_000
+    )
+    async with backend():
         assert (await decide_with_policy(backend, "k", strategy, rate, 1)).allowed
         assert not (await decide_with_policy(backend, "k", strategy, rate, 1)).allowed
         await getattr(backend, method)()
