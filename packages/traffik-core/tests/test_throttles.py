@@ -21,7 +21,7 @@ from traffik.decisions import Decision
 from traffik.exceptions import ConfigurationError, ConnectionThrottled
 from traffik.headers import RateLimitHeadersMiddleware, get_decisions
 from traffik.rates import Rate
-from traffik.strategies import TokenBucketStrategy
+from traffik.strategies import BUILTIN_STRATEGIES
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 
 
@@ -126,7 +126,9 @@ async def test_per_call_cost_must_be_positive() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("strategy", [None, TokenBucketStrategy()])
+@pytest.mark.parametrize(
+    "strategy", [None, *BUILTIN_STRATEGIES], ids=lambda s: getattr(s, "name", "default")
+)
 async def test_waiting_exactly_retry_after_is_admitted_and_earlier_is_not(
     strategy: typing.Any,
 ) -> None:
