@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from traffik import events
 from traffik._blockcache import BlockCache
-from traffik._circuit import CLOSED, OPEN, CircuitBreaker
+from traffik._circuit import CircuitBreaker
+from traffik._policy_events import circuit_event, emit_decision, report
 from traffik.decisions import NEVER, Decision
 from traffik.events import _subscribers
 from traffik.exceptions import BackendError, ConfigurationError, LockTimeoutError
@@ -182,34 +183,6 @@ def _strategy_tag(strategy: Strategy) -> str:
         return repr(strategy)
 
 
-def _emit_decision(
-    decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]
-) -> None:
-    events.emit(
-        events.ThrottleEvent(
-            events.ALLOWED if decision.allowed else events.THROTTLED,
-            policy=decision.policy,
-            key=key,
-            backend=repr(backend),
-            decision=decision,
-        )
-    )
-
-
-def _circuit_event(kind: str | None, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
-    if kind is None:
-        return
-    name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(
-        kind, events.CIRCUIT_HALF_OPEN
-    )
-    if kind == OPEN:
-        logger.warning("traffik: %r keeps failing; answering by policy until it recovers", backend)
-    elif kind == CLOSED:
-        logger.info("traffik: %r answers again", backend)
-    if events.has_subscribers():
-        events.emit(events.ThrottleEvent(name, backend=repr(backend)))
-
-
 async def decide_with_policy(
     backend: ThrottleBackend[typing.Any, typing.Any],
     key: str,
@@ -229,7 +202,7 @@ async def decide_with_policy(
                 raise
             return await _on_error(backend, key, strategy, rate, cost, policy, exc, None)
         if _subscribers:
-            _emit_decision(decision, key, backend)
+            emit_decision(decision, key, backend)
         return decision
     guard = typing.cast(_Guard, _guard_of(backend))
 
@@ -257,7 +230,7 @@ async def decide_with_policy(
             return local
 
     allowed, change = guard.breaker.allow_call()
-    _circuit_event(change, backend)
+    circuit_event(change, backend)
     if not allowed:
         return await _on_error(backend, key, strategy, rate, cost, action, None, guard)
     try:
@@ -266,7 +239,7 @@ async def decide_with_policy(
             await _bounded(backend.initialize(), guard.policy.timeout)
         decision = await _bounded(backend.decide(key, strategy, rate, cost), guard.policy.timeout)
     except (BackendError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
-        _circuit_event(guard.breaker.record_failure(), backend)
+        circuit_event(guard.breaker.record_failure(), backend)
         if action == "raise":
             if isinstance(exc, BackendError):
                 raise
@@ -274,36 +247,12 @@ async def decide_with_policy(
                 f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}"
             ) from exc
         return await _on_error(backend, key, strategy, rate, cost, action, exc, guard)
-    _circuit_event(guard.breaker.record_success(), backend)
+    circuit_event(guard.breaker.record_success(), backend)
     if cache is not None and not decision.allowed:
         cache.put(cache_key, cost, decision)
     if events.has_subscribers():
-        _emit_decision(decision, key, backend)
+        emit_decision(decision, key, backend)
     return decision
-
-
-def _report(
-    backend: ThrottleBackend[typing.Any, typing.Any],
-    key: str,
-    action: OnError,
-    error: BaseException | None,
-) -> None:
-    """Log and emit what happened before the policy answers."""
-    if error is not None:
-        logger.debug("traffik: %r failed on %s: %r", backend, key, error)
-        if _subscribers:
-            events.emit(
-                events.ThrottleEvent(
-                    events.BACKEND_ERROR, key=key, backend=repr(backend), error=error
-                )
-            )
-    if _subscribers:
-        detail = action if isinstance(action, str) else repr(action)
-        events.emit(
-            events.ThrottleEvent(
-                events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail
-            )
-        )
 
 
 async def _on_error(
@@ -317,7 +266,7 @@ async def _on_error(
     guard: _Guard | None,
 ) -> Decision:
     """Answer without the backend, as ``action`` says."""
-    _report(backend, key, action, error)
+    report(backend, key, action, error)
     if action == "allow":
         return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
     if action == "throttle":
@@ -373,7 +322,7 @@ async def wait_with_policy(
     error: BaseException | None = None
     if guard is not None:
         allowed, change = guard.breaker.allow_call()
-        _circuit_event(change, backend)
+        circuit_event(change, backend)
         if not allowed:
             if action == "raise":
                 raise BackendError(
@@ -386,10 +335,10 @@ async def wait_with_policy(
             wait = await strategy(key, rate, backend, cost)
         except _CUSTOM_FAILURES as exc:
             if not isinstance(exc, LockTimeoutError):  # contention, not a dead server
-                _circuit_event(guard.breaker.record_failure(), backend)
+                circuit_event(guard.breaker.record_failure(), backend)
             error = exc
         else:
-            _circuit_event(guard.breaker.record_success(), backend)
+            circuit_event(guard.breaker.record_success(), backend)
             return wait
     else:
         try:
@@ -411,7 +360,7 @@ async def _custom_on_error(
     error: BaseException | None,
 ) -> float:
     """A custom strategy's answer without the backend, as ``action`` says."""
-    _report(backend, key, action, error)
+    report(backend, key, action, error)
     if action == "allow":
         return 0.0
     if action == "throttle":

@@ -1,0 +1,73 @@
+"""How the failure policy tells what happened: log records and :mod:`traffik.events`."""
+
+from __future__ import annotations
+
+import logging
+import typing
+
+from traffik import events
+from traffik._circuit import CLOSED, OPEN
+from traffik.events import _subscribers
+
+if typing.TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.decisions import Decision
+    from traffik.failures import OnError
+
+__all__ = ["circuit_event", "emit_decision", "report"]
+
+logger = logging.getLogger("traffik.failures")
+
+
+def emit_decision(
+    decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]
+) -> None:
+    """Emit ALLOWED or THROTTLED for ``decision`` (callers check for subscribers first)."""
+    events.emit(
+        events.ThrottleEvent(
+            events.ALLOWED if decision.allowed else events.THROTTLED,
+            policy=decision.policy,
+            key=key,
+            backend=repr(backend),
+            decision=decision,
+        )
+    )
+
+
+def circuit_event(kind: str | None, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    """Log and emit a change of the circuit's state (``kind`` None: nothing changed)."""
+    if kind is None:
+        return
+    name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(
+        kind, events.CIRCUIT_HALF_OPEN
+    )
+    if kind == OPEN:
+        logger.warning("traffik: %r keeps failing; answering by policy until it recovers", backend)
+    elif kind == CLOSED:
+        logger.info("traffik: %r answers again", backend)
+    if events.has_subscribers():
+        events.emit(events.ThrottleEvent(name, backend=repr(backend)))
+
+
+def report(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    action: OnError,
+    error: BaseException | None,
+) -> None:
+    """Log and emit what happened before the policy answers."""
+    if error is not None:
+        logger.debug("traffik: %r failed on %s: %r", backend, key, error)
+        if _subscribers:
+            events.emit(
+                events.ThrottleEvent(
+                    events.BACKEND_ERROR, key=key, backend=repr(backend), error=error
+                )
+            )
+    if _subscribers:
+        detail = action if isinstance(action, str) else repr(action)
+        events.emit(
+            events.ThrottleEvent(
+                events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail
+            )
+        )
