@@ -344,6 +344,23 @@ async def test_a_client_with_a_small_raising_pool_is_gated(redis_server: RedisSe
                 *(backend.decide("k", FixedWindowStrategy(), rate, now_ms=1) for _ in range(200))
             )
         assert sum(d.allowed for d in decisions) == 100
+        async with RedisBackend(client, namespace="gated", persistent=False)() as backend:
+            # peek (get_stat) waits at the same gate instead of failing the pool.
+            peeks = await asyncio.gather(
+                *(backend.peek("k", FixedWindowStrategy(), rate, now_ms=1) for _ in range(200))
+            )
+        assert all(p.allowed for p in peeks)
+        async with RedisBackend(client, namespace="gated", persistent=False)() as backend:
+            # So do the primitives and the locks of custom strategies.
+            await asyncio.gather(*(backend.increment("gated:n") for _ in range(200)))
+            assert await backend.get("gated:n") == "200"
+
+            async def locked_increment() -> None:
+                async with await backend.lock("lock:n", blocking_timeout=30):
+                    await backend.increment("gated:m")
+
+            await asyncio.gather(*(locked_increment() for _ in range(50)))
+            assert await backend.get("gated:m") == "50"
     finally:
         await client.aclose()
 

@@ -31,6 +31,9 @@ _CONNECTION_ERRORS = (
 class _Reporting(typing.Protocol):
     def _error(self, op: str, exc: BaseException) -> BackendError: ...
 
+    @property
+    def _gate(self) -> asyncio.Semaphore | None: ...
+
 
 S = typing.TypeVar("S", bound=_Reporting)
 
@@ -49,12 +52,19 @@ def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
 def guarded(
     func: Callable[typing.Concatenate[S, P], Coroutine[typing.Any, typing.Any, R]],
 ) -> Callable[typing.Concatenate[S, P], Coroutine[typing.Any, typing.Any, R]]:
-    """Raise client errors as BackendConnectionError (unreachable) or BackendError (anything else)."""
+    """Raise client errors as BackendConnectionError (unreachable) or BackendError (anything else).
+
+    With a gate (a client whose pool raises when exhausted), the call waits for a slot.
+    """
 
     @functools.wraps(func)
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await func(self, *args, **kwargs)
+            gate = self._gate
+            if gate is None:
+                return await func(self, *args, **kwargs)
+            async with gate:
+                return await func(self, *args, **kwargs)
         except TraffikException:
             raise
         except Exception as exc:

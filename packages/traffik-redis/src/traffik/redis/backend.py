@@ -171,6 +171,12 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         return opened, scripts
 
     @property
+    def _gate(self) -> asyncio.Semaphore | None:
+        # Bounds concurrent commands on a client whose pool raises instead of waiting.
+        opened = self._opened
+        return None if opened is None else opened.gate
+
+    @property
     def is_cluster(self) -> bool:
         """True when the client is a Redis Cluster client."""
         return isinstance(self.connection, RedisCluster)
@@ -293,7 +299,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
 
     @guarded
     async def get_lock(self, name: str) -> AsyncRedisLock:
-        return AsyncRedisLock(self._client(), name, timeout=self.lock_timeout)
+        return AsyncRedisLock(self._client(), name, timeout=self.lock_timeout, gate=self._gate)
 
     # -- decisions --------------------------------------------------------------------
 
@@ -348,10 +354,15 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             return UNLIMITED_DECISION
         if now_ms is None and not self._server_clock:
             now_ms = self.clock()
-        _, scripts = self._ready()
+        opened, scripts = self._ready()
         skey = self.state_key(key, strategy)
+        args = ["" if now_ms is None else now_ms]
         try:
-            now, raw = await scripts["peek"](keys=[skey], args=["" if now_ms is None else now_ms])
+            if opened.gate is None:
+                now, raw = await scripts["peek"](keys=[skey], args=args)
+            else:
+                async with opened.gate:
+                    now, raw = await scripts["peek"](keys=[skey], args=args)
         except Exception as exc:
             raise self._error("peek", exc) from exc
         return strategy.peek(decode_state(raw), int(now), rate)

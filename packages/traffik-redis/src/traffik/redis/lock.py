@@ -7,6 +7,7 @@ import contextlib
 import logging
 import typing
 import uuid
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
@@ -14,6 +15,8 @@ from redis.exceptions import LockError
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "AsyncRedisLock"]
 
 logger = logging.getLogger("traffik.redis")
+
+T = typing.TypeVar("T")
 
 #: Seconds after which Redis frees a lock whose holder died without releasing it.
 DEFAULT_LOCK_TIMEOUT = 10.0
@@ -32,14 +35,29 @@ class AsyncRedisLock:
     bounds how long a crashed holder can keep the lock.
     """
 
-    __slots__ = ("_lock", "_owned", "name")
+    __slots__ = ("_gate", "_lock", "_owned", "name")
 
     def __init__(
-        self, client: typing.Any, name: str, *, timeout: float = DEFAULT_LOCK_TIMEOUT
+        self,
+        client: typing.Any,
+        name: str,
+        *,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        gate: asyncio.Semaphore | None = None,
     ) -> None:
         self.name = name
         self._lock = Lock(client, name, timeout=timeout, sleep=_POLL_INTERVAL, thread_local=False)
         self._owned = False
+        #: Bounds concurrent commands on a client whose pool raises when exhausted.
+        self._gate = gate
+
+    async def _gated(self, command: Callable[..., Awaitable[T]], *args: typing.Any) -> T:
+        # The coroutine is made once a slot is free: a caller cancelled while waiting
+        # for one leaves no coroutine that was never awaited.
+        if self._gate is None:
+            return await command(*args)
+        async with self._gate:
+            return await command(*args)
 
     def locked(self) -> bool:
         """True while this handle holds the lock (ask Redis with :meth:`held_anywhere`)."""
@@ -47,7 +65,7 @@ class AsyncRedisLock:
 
     async def held_anywhere(self) -> bool:
         """True if any holder has the lock right now (one round trip)."""
-        return bool(await self._lock.locked())
+        return bool(await self._gated(self._lock.locked))
 
     async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool:
         """Take the lock; False if it is held elsewhere (non-blocking) or ``blocking_timeout`` passed.
@@ -74,7 +92,7 @@ class AsyncRedisLock:
             await asyncio.sleep(_POLL_INTERVAL)
 
     async def _attempt(self, token: bytes) -> bool:
-        attempt = asyncio.ensure_future(self._lock.do_acquire(token))
+        attempt = asyncio.ensure_future(self._gated(self._lock.do_acquire, token))
         try:
             return bool(await asyncio.shield(attempt))
         except asyncio.CancelledError:
@@ -89,7 +107,7 @@ class AsyncRedisLock:
 
     async def _free(self, token: bytes) -> None:
         with contextlib.suppress(Exception):  # expired or unreachable: the TTL frees it
-            await self._lock.do_release(token)
+            await self._gated(self._lock.do_release, token)
 
     async def release(self) -> None:
         """Release the lock if this handle still holds it; never frees another holder's lock.
@@ -100,7 +118,7 @@ class AsyncRedisLock:
         if not self._owned:
             return
         self._owned = False
-        attempt = asyncio.ensure_future(self._lock.release())
+        attempt = asyncio.ensure_future(self._gated(self._lock.release))
         try:
             await asyncio.shield(attempt)
         except asyncio.CancelledError:
