@@ -18,7 +18,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from traffik.backends.base import BACKEND_STATE_KEY
 from traffik.backends.inmemory import InMemoryBackend
-from traffik.exceptions import ConfigurationError, ConnectionThrottled
+from traffik.exceptions import BackendConnectionError, ConfigurationError, ConnectionThrottled
+from traffik.failures import FailurePolicy
 from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware
 from traffik.throttles import HTTPThrottle, WebSocketThrottle
 
@@ -552,3 +553,36 @@ async def test_middleware_throttle_called_directly() -> None:
         assert await mt(first) is first
         with pytest.raises(ConnectionThrottled):
             await mt(request("/api/y"))  # same area
+
+
+# -- a backend that cannot be reached -------------------------------------------
+
+
+class UnreachableBackend(InMemoryBackend[typing.Any]):
+    """Its server is down: initialize() fails, like a RedisBackend on a dead port."""
+
+    attempts = 0
+
+    async def initialize(self) -> None:
+        type(self).attempts += 1
+        raise BackendConnectionError("The test server is down.")
+
+
+def test_an_explicit_backend_that_cannot_connect_answers_by_its_failure_policy() -> None:
+    # As with backend(app) / backend.lifespan: the app serves, throttles answer by
+    # the backend's failure policy (here the local fallback limiter), and the
+    # connection is not retried on every request (each retry can wait out a timeout).
+    UnreachableBackend.attempts = 0
+    backend = UnreachableBackend(namespace="down", failure_policy=FailurePolicy())
+    app = starlette_app([MiddlewareThrottle(HTTPThrottle("down", "3/m"))], backend=backend)
+    with TestClient(app) as client:
+        statuses = [client.get("/other").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert UnreachableBackend.attempts == 1
+
+
+def test_an_explicit_backend_with_the_raise_policy_still_raises() -> None:
+    backend = UnreachableBackend(namespace="down", failure_policy=FailurePolicy(on_error="raise"))
+    app = starlette_app([MiddlewareThrottle(HTTPThrottle("down", "3/m"))], backend=backend)
+    with TestClient(app) as client, pytest.raises(BackendConnectionError):
+        client.get("/other")
