@@ -291,6 +291,16 @@ async def _on_error(
         return Decision(False, rate.limit, 0, rate.expire, retry, rate.expire)
 
 
+def _decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
+    """A custom strategy's wait as a Decision; ``remaining=-1`` means unknown."""
+    if not wait_ms > 0:  # 0, negative or NaN: admitted
+        return Decision(True, rate.limit, -1, 0, 0, rate.expire)
+    if math.isinf(wait_ms):
+        return Decision(False, rate.limit, -1, rate.expire, NEVER, rate.expire)
+    ms = math.ceil(wait_ms)
+    return Decision(False, rate.limit, -1, ms, ms, rate.expire)
+
+
 #: Errors of a custom strategy that mean "the backend could not answer".
 _CUSTOM_FAILURES = (BackendError, TimeoutError, asyncio.TimeoutError, OSError)
 

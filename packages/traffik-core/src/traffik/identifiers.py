@@ -29,6 +29,7 @@ socket, so its forwarding headers are used.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ __all__ = [
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+logger = logging.getLogger("traffik.throttles")
 
 #: The identity throttles give connections that have no client address.
 ANONYMOUS = "anonymous"
@@ -302,6 +305,21 @@ def _app_config(connection: HTTPConnection) -> ProxyConfig:
     else:
         config = getattr(state, PROXY_CONFIG_STATE_KEY, None)
     return config if isinstance(config, ProxyConfig) else _DEFAULT
+
+
+_anonymous_warned = False
+
+
+def _warn_anonymous() -> None:
+    global _anonymous_warned
+    if not _anonymous_warned:
+        _anonymous_warned = True
+        logger.warning(
+            "A connection without a client address was throttled in the shared %r bucket. "
+            "Behind a proxy on a Unix socket, add 'unix' to the trusted proxies "
+            "(traffik.identifiers.configure_trusted_proxies); otherwise pass an identifier.",
+            ANONYMOUS,
+        )
 
 
 def _identify(connection: HTTPConnection, config: ProxyConfig) -> str:

@@ -16,7 +16,6 @@ become query parameters.
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import typing
 from collections.abc import Mapping
@@ -27,9 +26,14 @@ from starlette.websockets import WebSocket
 
 from traffik._keys import RouteKeys, memo_identity_part, route_part
 from traffik.backends._context import get_throttle_backend
-from traffik.decisions import NEVER, Decision
+from traffik.decisions import NEVER
 from traffik.exceptions import AnonymousConnection, ConfigurationError
-from traffik.failures import check_on_error, decide_with_policy, wait_with_policy
+from traffik.failures import (
+    _decision_from_wait,
+    check_on_error,
+    decide_with_policy,
+    wait_with_policy,
+)
 from traffik.headers import (
     LEGACY_STATE_KEY,
     get_decisions,
@@ -37,7 +41,13 @@ from traffik.headers import (
     record_decision,
     set_response_headers,
 )
-from traffik.identifiers import ANONYMOUS, _app_config, _identify, connection_identifier
+from traffik.identifiers import (
+    ANONYMOUS,
+    _app_config,
+    _identify,
+    _warn_anonymous,
+    connection_identifier,
+)
 from traffik.rates import Rate
 from traffik.strategies import Strategy, check_cost, default_strategy
 from traffik.types import UNLIMITED, HTTPConnectionT, StrategyStat
@@ -46,8 +56,6 @@ if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
 
 __all__ = ["BaseThrottle", "HTTPThrottle", "ThrottleStrategy", "WebSocketThrottle"]
-
-logger = logging.getLogger("traffik.throttles")
 
 #: A strategy: a built-in :class:`~traffik.strategies.Strategy`, or any
 #: ``async (key, rate, backend, cost) -> wait_ms`` callable.
@@ -64,30 +72,6 @@ _HTTP_SIGNATURE = inspect.Signature(
 _WS_SIGNATURE = inspect.Signature(
     [inspect.Parameter("websocket", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=WebSocket)]
 )
-
-_anonymous_warned = False
-
-
-def _warn_anonymous() -> None:
-    global _anonymous_warned
-    if not _anonymous_warned:
-        _anonymous_warned = True
-        logger.warning(
-            "A connection without a client address was throttled in the shared %r bucket. "
-            "Behind a proxy on a Unix socket, add 'unix' to the trusted proxies "
-            "(traffik.identifiers.configure_trusted_proxies); otherwise pass an identifier.",
-            ANONYMOUS,
-        )
-
-
-def _decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
-    """A custom strategy's wait as a Decision; ``remaining=-1`` means unknown."""
-    if not wait_ms > 0:  # 0, negative or NaN: admitted
-        return Decision(True, rate.limit, -1, 0, 0, rate.expire)
-    if math.isinf(wait_ms):
-        return Decision(False, rate.limit, -1, rate.expire, NEVER, rate.expire)
-    ms = math.ceil(wait_ms)
-    return Decision(False, rate.limit, -1, ms, ms, rate.expire)
 
 
 class BaseThrottle(typing.Generic[HTTPConnectionT]):
