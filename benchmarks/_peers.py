@@ -19,7 +19,7 @@ VENVS = ROOT / ".venvs"
 PEERS_DIR = ROOT / "peers"
 
 #: Seconds one peer script may run before it is stopped (each loop inside is bounded too).
-SCRIPT_TIMEOUT_S = 600
+SCRIPT_TIMEOUT_S = 300
 
 
 def _pin(dist: str) -> str:

@@ -111,8 +111,9 @@ async def paired_a(run: Run, rep: int) -> None:
             for strategy in traffik_dev.supported(backend):
                 where = f"A {backend}/{strategy}/{keyspace}"
                 try:
-                    floor = await h.case_a(
-                        floors.make, backend, "fw", keyspace, run.servers, run.cfg
+                    floor = await h.bounded(
+                        h.case_a(floors.make, backend, "fw", keyspace, run.servers, run.cfg),
+                        h.case_timeout(run.cfg),
                     )
                 except Exception as exc:
                     run.errors.append(f"{FLOOR}: {where}: {type(exc).__name__}: {exc}")
@@ -120,8 +121,11 @@ async def paired_a(run: Run, rep: int) -> None:
                 run.a.append({"impl": FLOOR, "rep": rep, "backend": backend, "strategy": "fw",
                               "keyspace": keyspace, **floor})  # fmt: skip
                 try:
-                    own = await h.case_a(
-                        traffik_dev.make, backend, strategy, keyspace, run.servers, run.cfg
+                    own = await h.bounded(
+                        h.case_a(
+                            traffik_dev.make, backend, strategy, keyspace, run.servers, run.cfg
+                        ),
+                        h.case_timeout(run.cfg),
                     )
                 except Exception as exc:
                     run.errors.append(f"{OWN}: {where}: {type(exc).__name__}: {exc}")

@@ -100,6 +100,28 @@ def flush(backend: str, servers: dict[str, typing.Any]) -> None:
             s.recv(64)
 
 
+# --- bounds ---------------------------------------------------------------------------------
+
+T = typing.TypeVar("T")
+
+
+class CaseTimeout(Exception):
+    """A case did not finish in its time bound (the implementation hung or crawled)."""
+
+
+def case_timeout(cfg: dict[str, typing.Any]) -> float:
+    """Seconds one case may take: its loops' budgets plus generous slack."""
+    return 20.0 + 4 * (cfg["warm_s"] + cfg["seconds"])
+
+
+async def bounded(coro: typing.Awaitable[T], seconds: float) -> T:
+    """Await ``coro`` for at most ``seconds``; raise CaseTimeout after that."""
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except asyncio.TimeoutError:
+        raise CaseTimeout(f"no result after {seconds:.0f} s (hung)") from None
+
+
 # --- measurements -----------------------------------------------------------------------
 
 
@@ -192,7 +214,7 @@ async def case_a(
         result["case_s"] = time.perf_counter() - case_start
         return result
     finally:
-        await close()
+        await bounded(close(), 10.0)
 
 
 async def _concurrent(hit: Hit, keys: list[str], cfg: dict[str, typing.Any]) -> float:
@@ -251,7 +273,7 @@ async def case_d(
             errors.append(sum(1 for r in results if isinstance(r, BaseException)))
     finally:
         for _, close in made:
-            await close()
+            await bounded(close(), 10.0)
     return {"allowed": counts, "errors": errors, "case_s": time.perf_counter() - case_start}
 
 
@@ -391,7 +413,11 @@ async def time_apps(
                 if name not in slices:
                     continue
                 try:
-                    slices[name].append(await time_requests(call, slice_cfg, backend, servers))
+                    slices[name].append(
+                        await bounded(
+                            time_requests(call, slice_cfg, backend, servers), case_timeout(cfg)
+                        )
+                    )
                 except Exception as exc:
                     errors.append(f"C {backend}/{name}: {type(exc).__name__}: {exc}")
                     del slices[name]
@@ -423,6 +449,10 @@ async def race_requests(calls: list[typing.Callable[[], typing.Awaitable[int]]])
     """Section D through an app: CONCURRENCY concurrent requests; how many got a 2xx."""
     results = await asyncio.gather(*(calls[i % len(calls)]() for i in range(CONCURRENCY)))
     return sum(1 for s in results if 200 <= s < 300)
+
+
+async def _bounded_race(*args: typing.Any) -> dict[str, typing.Any]:
+    return await bounded(_race_through_apps(*args), 60.0)
 
 
 async def _race_through_apps(
@@ -529,7 +559,10 @@ async def run_sections(
             for strategy in supported(backend):
                 for keyspace in KEYSPACES:
                     try:
-                        r = await case_a(make, backend, strategy, keyspace, servers, cfg)
+                        r = await bounded(
+                            case_a(make, backend, strategy, keyspace, servers, cfg),
+                            case_timeout(cfg),
+                        )
                         out["A"].append(
                             {"backend": backend, "strategy": strategy, "keyspace": keyspace, **r}
                         )
@@ -544,7 +577,10 @@ async def run_sections(
                     if backend == "memory" and instances == 2:
                         continue
                     try:
-                        r = await case_d(make, backend, strategy, instances, servers, cfg["trials"])
+                        r = await bounded(
+                            case_d(make, backend, strategy, instances, servers, cfg["trials"]),
+                            case_timeout(cfg),
+                        )
                         out["D"].append(
                             {"backend": backend, "strategy": strategy, "instances": instances, **r}
                         )
@@ -559,7 +595,7 @@ async def run_sections(
                     if backend == "memory" and instances == 2:
                         continue
                     try:
-                        r = await _race_through_apps(
+                        r = await _bounded_race(
                             race_apps, backend, strategy, instances, servers, cfg["trials"]
                         )
                         out["D"].append(
