@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import typing
 import uuid
 from collections.abc import AsyncIterator
@@ -137,3 +138,30 @@ async def test_a_protocol_error_closes_the_connection_instead_of_shifting_replie
         assert typing.cast("bytes", line).startswith(b"VERSION ")
     finally:
         await client.close()
+
+
+@pytest.mark.asyncio
+async def test_a_connection_attempt_that_hangs_is_given_up_after_connect_timeout() -> None:
+    # A listener whose backlog is full: the kernel drops further SYNs, so connecting hangs
+    # (as to a host that vanished) until the OS gives up, minutes later.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    held = await asyncio.open_connection("127.0.0.1", port)
+    client = MemcachedClient("127.0.0.1", port, pool_size=1, timeout=0.1, connect_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        with pytest.raises(BackendConnectionError):
+            await client.execute(b"version\r\n", (LINE,))
+        # The attempt must end within connect_timeout, so that a later call tries afresh
+        # (a server back at that address is found) instead of waiting behind it.
+        deadline = loop.time() + 2.0
+        while client._opening is not None and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        assert client._opening is None, "the connection attempt outlived connect_timeout"
+    finally:
+        await client.close()
+        held[1].close()
+        await held[1].wait_closed()
+        listener.close()

@@ -140,7 +140,16 @@ class MemcachedClient:
 
     async def _open(self) -> Channel:
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            # Bounded: an attempt that hangs (a vanished host) would otherwise make every
+            # later call wait behind it for the OS's minutes instead of trying afresh.
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port), self.connect_timeout
+                )
+            except (asyncio.TimeoutError, TimeoutError):
+                raise ConnectionError(
+                    f"connecting took longer than connect_timeout ({self.connect_timeout} s)"
+                ) from None
             channel = Channel(reader, writer)
             if self._closed:
                 channel.close("the memcached backend was closed")
