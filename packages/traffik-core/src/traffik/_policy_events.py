@@ -20,13 +20,17 @@ logger = logging.getLogger("traffik.failures")
 
 
 def emit_decision(
-    decision: Decision, key: str, backend: ThrottleBackend[typing.Any, typing.Any]
+    decision: Decision,
+    key: str,
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    name: str = "",
 ) -> None:
-    """Emit ALLOWED or THROTTLED for ``decision`` (callers check for subscribers first)."""
+    """Emit ALLOWED or THROTTLED for ``decision`` of throttle ``name`` (callers check for
+    subscribers first)."""
     events.emit(
         events.ThrottleEvent(
             events.ALLOWED if decision.allowed else events.THROTTLED,
-            policy=decision.policy,
+            policy=name or decision.policy,
             key=key,
             backend=repr(backend),
             decision=decision,

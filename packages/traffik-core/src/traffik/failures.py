@@ -191,8 +191,12 @@ async def decide_with_policy(
     cost: int,
     *,
     policy: OnError | None = None,
+    name: str = "",
 ) -> Decision:
-    """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action)."""
+    """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action).
+
+    ``name`` (the throttle's uid) is the ``policy`` of the events emitted.
+    """
     if backend.failure_policy is None:
         # The local fast path (in-memory backends): nothing to guard.
         try:
@@ -202,7 +206,7 @@ async def decide_with_policy(
                 raise
             return await _on_error(backend, key, strategy, rate, cost, policy, exc, None)
         if _subscribers:
-            emit_decision(decision, key, backend)
+            emit_decision(decision, key, backend, name)
         return decision
     guard = typing.cast(_Guard, _guard_of(backend))
 
@@ -221,7 +225,7 @@ async def decide_with_policy(
                 events.emit(
                     events.ThrottleEvent(
                         events.LOCAL_BLOCK,
-                        policy=local.policy,
+                        policy=name or local.policy,
                         key=key,
                         backend=repr(backend),
                         decision=local,
@@ -251,7 +255,7 @@ async def decide_with_policy(
     if cache is not None and not decision.allowed:
         cache.put(cache_key, cost, decision)
     if events.has_subscribers():
-        emit_decision(decision, key, backend)
+        emit_decision(decision, key, backend, name)
     return decision
 
 

@@ -25,8 +25,10 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik._keys import RouteKeys, memo_identity_part, route_part
+from traffik._policy_events import emit_decision
 from traffik.backends._context import get_throttle_backend
 from traffik.decisions import NEVER
+from traffik.events import _subscribers
 from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import (
     _decision_from_wait,
@@ -278,12 +280,15 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 rate,
                 cost,
                 policy=self.on_backend_error,
+                name=self.uid,
             )
         else:
             wait_ms = await wait_with_policy(
                 backend, key, strategy, rate, cost, policy=self.on_backend_error
             )
             decision = _decision_from_wait(wait_ms, rate)
+            if _subscribers:
+                emit_decision(decision, key, backend, self.uid)
         record_decision(connection, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:
