@@ -429,3 +429,33 @@ async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() ->
         assert await wait_with_policy(backend, "c", counting_strategy, RATE, 1) == 0.0
         assert backend.gets == 3  # the probe ran the strategy and closed the circuit
         assert guard.breaker.state == "closed"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("action", "kind"), [("allow", "allowed"), ("throttle", "throttled")])
+async def test_answers_by_policy_are_counted_as_allowed_or_throttled_too(
+    recorded: list[events.ThrottleEvent], action: str, kind: str
+) -> None:
+    # A dashboard counting allowed/throttled must not lose the requests answered
+    # while the backend is down; every event names the throttle.
+    backend = SwitchableBackend(failure_policy=FailurePolicy(on_error=action))
+    async with backend():
+        backend.down = True
+        await decide_with_policy(backend, "k", FW, RATE, 1, name="api")
+    assert [(e.kind, e.policy) for e in recorded] == [
+        ("backend_error", "api"),
+        ("fallback", "api"),
+        (kind, "api"),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_custom_strategy_failures_name_the_throttle(
+    recorded: list[events.ThrottleEvent],
+) -> None:
+    from traffik.failures import wait_with_policy
+
+    backend = LockFailsBackend(failure_policy=FailurePolicy(on_error="allow"))
+    async with backend():
+        await wait_with_policy(backend, "k", counting_strategy, RATE, 1, name="api")
+    assert [(e.kind, e.policy) for e in recorded] == [("backend_error", "api"), ("fallback", "api")]

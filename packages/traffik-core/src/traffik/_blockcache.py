@@ -10,13 +10,18 @@ local answer stale, and then only until ``T``.
 
 from __future__ import annotations
 
+import functools
 import time as _time
 import typing
 from collections import OrderedDict
 
 from traffik.decisions import Decision
 
-__all__ = ["BlockCache"]
+if typing.TYPE_CHECKING:
+    from traffik.rates import Rate
+    from traffik.strategies._base import Strategy
+
+__all__ = ["BlockCache", "entry_key"]
 
 
 def _monotonic_ms() -> int:
@@ -76,3 +81,22 @@ class BlockCache:
     def clear(self) -> None:
         """Forget every refusal (called when the backend is reset)."""
         self._entries.clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_tag(strategy: Strategy) -> str:
+    return repr(strategy)
+
+
+def _strategy_tag(strategy: Strategy) -> str:
+    """The strategy with its whole configuration (a refusal under a stricter one of the
+    same kind, say a smaller debt, says nothing about a more lenient one)."""
+    try:
+        return _cached_tag(strategy)
+    except TypeError:  # an unhashable custom strategy
+        return repr(strategy)
+
+
+def entry_key(key: str, strategy: Strategy, rate: Rate) -> str:
+    """The cache entry of ``key`` under ``strategy`` (its whole configuration) and ``rate``."""
+    return f"{key}:{_strategy_tag(strategy)}:{rate.limit}/{rate.expire}"

@@ -58,20 +58,30 @@ def report(
     key: str,
     action: OnError,
     error: BaseException | None,
+    name: str = "",
 ) -> None:
-    """Log and emit what happened before the policy answers."""
+    """Log and emit what happened before the policy answers (``name``: the throttle's uid)."""
     if error is not None:
         logger.debug("traffik: %r failed on %s: %r", backend, key, error)
         if _subscribers:
             events.emit(
                 events.ThrottleEvent(
-                    events.BACKEND_ERROR, key=key, backend=repr(backend), error=error
+                    events.BACKEND_ERROR,
+                    policy=name,
+                    key=key,
+                    backend=repr(backend),
+                    error=error,
                 )
             )
     if _subscribers:
         detail = action if isinstance(action, str) else repr(action)
         events.emit(
             events.ThrottleEvent(
-                events.FALLBACK, key=key, backend=repr(backend), error=error, detail=detail
+                events.FALLBACK,
+                policy=name,
+                key=key,
+                backend=repr(backend),
+                error=error,
+                detail=detail,
             )
         )

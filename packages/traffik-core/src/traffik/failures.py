@@ -21,7 +21,6 @@ cannot answer, ``on_error`` decides:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import sys
@@ -29,7 +28,7 @@ import typing
 from dataclasses import dataclass
 
 from traffik import events
-from traffik._blockcache import BlockCache
+from traffik._blockcache import BlockCache, entry_key
 from traffik._circuit import CircuitBreaker
 from traffik._policy_events import circuit_event, emit_decision, report
 from traffik.decisions import NEVER, Decision
@@ -169,20 +168,6 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(awaitable, timeout)
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_tag(strategy: Strategy) -> str:
-    return repr(strategy)
-
-
-def _strategy_tag(strategy: Strategy) -> str:
-    """The strategy with its whole configuration (a refusal under a stricter one of the
-    same kind, say a smaller debt, says nothing about a more lenient one)."""
-    try:
-        return _cached_tag(strategy)
-    except TypeError:  # an unhashable custom strategy
-        return repr(strategy)
-
-
 async def decide_with_policy(
     backend: ThrottleBackend[typing.Any, typing.Any],
     key: str,
@@ -204,7 +189,7 @@ async def decide_with_policy(
         except BackendError as exc:
             if policy is None or policy == "raise":
                 raise
-            return await _on_error(backend, key, strategy, rate, cost, policy, exc, None)
+            return await _on_error(backend, key, strategy, rate, cost, policy, exc, None, name)
         if _subscribers:
             emit_decision(decision, key, backend, name)
         return decision
@@ -218,7 +203,7 @@ async def decide_with_policy(
     cache = guard.cache
     cache_key = ""
     if cache is not None:
-        cache_key = f"{key}:{_strategy_tag(strategy)}:{rate.limit}/{rate.expire}"
+        cache_key = entry_key(key, strategy, rate)
         local = cache.get(cache_key, cost)
         if local is not None:
             if events.has_subscribers():
@@ -236,7 +221,7 @@ async def decide_with_policy(
     allowed, change = guard.breaker.allow_call()
     circuit_event(change, backend)
     if not allowed:
-        return await _on_error(backend, key, strategy, rate, cost, action, None, guard)
+        return await _on_error(backend, key, strategy, rate, cost, action, None, guard, name)
     try:
         if change is not None:
             # A recovery probe: the backend may never have connected (app started while it was down).
@@ -250,7 +235,7 @@ async def decide_with_policy(
             raise BackendError(
                 f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}"
             ) from exc
-        return await _on_error(backend, key, strategy, rate, cost, action, exc, guard)
+        return await _on_error(backend, key, strategy, rate, cost, action, exc, guard, name)
     circuit_event(guard.breaker.record_success(), backend)
     if cache is not None and not decision.allowed:
         cache.put(cache_key, cost, decision)
@@ -268,9 +253,26 @@ async def _on_error(
     action: OnError,
     error: BaseException | None,
     guard: _Guard | None,
+    name: str = "",
 ) -> Decision:
-    """Answer without the backend, as ``action`` says."""
-    report(backend, key, action, error)
+    """Answer without the backend, as ``action`` says (and emit the answer's event)."""
+    report(backend, key, action, error, name)
+    decision = await _answer(backend, key, strategy, rate, cost, action, error, guard)
+    if _subscribers:
+        emit_decision(decision, key, backend, name)
+    return decision
+
+
+async def _answer(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    strategy: Strategy,
+    rate: Rate,
+    cost: int,
+    action: OnError,
+    error: BaseException | None,
+    guard: _Guard | None,
+) -> Decision:
     if action == "allow":
         return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
     if action == "throttle":
@@ -317,6 +319,7 @@ async def wait_with_policy(
     cost: int,
     *,
     policy: OnError | None = None,
+    name: str = "",
 ) -> float:
     """Run a custom strategy (``async (key, rate, backend, cost) -> wait_ms``) under the policy.
 
@@ -342,7 +345,7 @@ async def wait_with_policy(
                 raise BackendError(
                     f"{backend!r} is unavailable (its circuit is open); on_error='raise'."
                 )
-            return await _custom_on_error(backend, key, strategy, rate, cost, action, None)
+            return await _custom_on_error(backend, key, strategy, rate, cost, action, None, name)
         try:
             if change is not None:  # a recovery probe: the backend may never have connected
                 await _bounded(backend.initialize(), guard.policy.timeout)
@@ -361,7 +364,7 @@ async def wait_with_policy(
             error = exc
     if action == "raise":
         raise error
-    return await _custom_on_error(backend, key, strategy, rate, cost, action, error)
+    return await _custom_on_error(backend, key, strategy, rate, cost, action, error, name)
 
 
 async def _custom_on_error(
@@ -372,9 +375,10 @@ async def _custom_on_error(
     cost: int,
     action: OnError,
     error: BaseException | None,
+    name: str,
 ) -> float:
     """A custom strategy's answer without the backend, as ``action`` says."""
-    report(backend, key, action, error)
+    report(backend, key, action, error, name)
     if action == "allow":
         return 0.0
     if action == "throttle":

@@ -284,7 +284,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             )
         else:
             wait_ms = await wait_with_policy(
-                backend, key, strategy, rate, cost, policy=self.on_backend_error
+                backend, key, strategy, rate, cost, policy=self.on_backend_error, name=self.uid
             )
             decision = _decision_from_wait(wait_ms, rate)
             if _subscribers:
