@@ -229,6 +229,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     ) -> typing.Any:
         identifier = self.identifier or backend.identifier
         try:
+            if identifier is connection_identifier:  # the default, without a second coroutine
+                return _identify(connection, _app_config(connection))
             return await identifier(connection)
         except AnonymousConnection:
             _warn_anonymous()
@@ -254,18 +256,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             return connection
         cost = self.cost if cost is None else check_cost(cost)
         backend = self._resolve_backend(connection)
-        identifier = self.identifier or backend.identifier
-        if identifier is connection_identifier:
-            # The default identifier, without a coroutine per call.
-            try:
-                identity: typing.Any = _identify(connection, _app_config(connection))
-            except AnonymousConnection:
-                _warn_anonymous()
-                identity = ANONYMOUS
-        else:
-            identity = await self._identity(connection, backend)
-            if identity is UNLIMITED:
-                return connection
+        identity = await self._identity(connection, backend)
+        if identity is UNLIMITED:
+            return connection
         if self._custom_key:
             key = await self._key(connection, identity, context_key)
         else:
