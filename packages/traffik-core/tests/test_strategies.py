@@ -123,6 +123,18 @@ def test_bad_cost_raises_value_error(strategy: Strategy, cost: object) -> None:
         strategy.decide(None, T0, RATE, cost)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("strategy", CONFIGURED, ids=ids)
+@pytest.mark.parametrize("rate", [RATE, Rate()], ids=["limited", "unlimited"])
+async def test_the_seed_protocol_rejects_a_bad_cost_whatever_the_rate(
+    strategy: Strategy, rate: Rate
+) -> None:
+    # As decide() does: cost <= 0 is a ValueError even when the rate limits nothing.
+    async with InMemoryBackend()() as backend:
+        with pytest.raises(ValueError, match="cost"):
+            await strategy("k", rate, backend, 0)
+
+
 @pytest.mark.parametrize("strategy", CONFIGURED, ids=ids)
 def test_unlimited_rate_admits_everything_and_stores_nothing(strategy: Strategy) -> None:
     step = strategy.decide(None, T0, Rate(), 10**9)

@@ -172,9 +172,10 @@ class Strategy(ABC):
         cost: int = 1,
     ) -> WaitPeriod:
         """Charge ``cost`` to ``key``; return the wait in ms (0.0 admitted, inf never)."""
+        cost = check_cost(cost)  # before the unlimited shortcut, as decide() does
         if rate.unlimited:
             return 0.0
-        decision = await backend.decide(str(key), self, rate, check_cost(cost))
+        decision = await backend.decide(str(key), self, rate, cost)
         return decision.wait_ms
 
     async def get_stat(
