@@ -139,8 +139,8 @@ async def test_cas_retries_exhausted_raise_backend_error(memcached_server: Memca
 
 @st.composite
 def _steps(draw: st.DrawFn) -> tuple[Rate, list[tuple[int, int]]]:
-    limit = draw(st.integers(1, 5))
-    window = draw(st.sampled_from([1_000, 7_000]))
+    limit = draw(st.integers(1, 5) | st.integers(6, 1_000))
+    window = draw(st.sampled_from([1, 999, 1_000, 1_500, 7_000, 3_600_000]))
     now, steps = 10_000_000, []
     for _ in range(draw(st.integers(1, 15))):
         # Time may also step backwards (a host with a clock behind another's).
