@@ -17,6 +17,7 @@ __all__ = [
     "BACKEND_STATE_KEY",
     "ThrottleContext",
     "get_throttle_backend",
+    "initialize_by_policy",
     "throttle_backend_ctx",
 ]
 
@@ -29,6 +30,28 @@ BACKEND_STATE_KEY = "__traffik_throttle_backend"
 throttle_backend_ctx: ContextVar[ThrottleBackend[typing.Any, typing.Any] | None] = ContextVar(
     "throttle_backend_ctx", default=None
 )
+
+
+async def initialize_by_policy(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    """Initialise ``backend``; if it cannot be reached, start anyway unless its policy says raise.
+
+    Throttles then answer by the backend's failure policy, and the circuit
+    breaker's probes connect it once it is reachable (see :mod:`traffik.failures`).
+    Without a policy, or with ``on_error="raise"``, the error propagates.
+    """
+    try:
+        await backend.initialize()
+    except BackendError as exc:
+        policy = backend.failure_policy
+        if policy is None or policy.on_error == "raise":
+            raise
+        logger.warning(
+            "traffik: %r could not be initialised (%s); starting anyway, answering by its "
+            "failure policy (%s) until it is reachable.",
+            backend,
+            exc,
+            policy.on_error,
+        )
 
 
 def get_throttle_backend(app: typing.Any = None) -> ThrottleBackend[typing.Any, typing.Any] | None:
@@ -67,21 +90,7 @@ class ThrottleContext:
         self._token: Token[ThrottleBackend[typing.Any, typing.Any] | None] | None = None
 
     async def __aenter__(self) -> ThrottleBackend[typing.Any, typing.Any]:
-        try:
-            await self.backend.initialize()
-        except BackendError as exc:
-            policy = self.backend.failure_policy
-            if policy is None or policy.on_error == "raise":
-                raise
-            # Start anyway: throttles answer by the failure policy, and the circuit
-            # breaker's probes connect the backend once it is reachable.
-            logger.warning(
-                "traffik: %r could not be initialised (%s); starting anyway, answering by its "
-                "failure policy (%s) until it is reachable.",
-                self.backend,
-                exc,
-                policy.on_error,
-            )
+        await initialize_by_policy(self.backend)
         self._token = throttle_backend_ctx.set(self.backend)
         return self.backend
 

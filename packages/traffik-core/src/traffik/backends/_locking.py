@@ -91,7 +91,8 @@ class AsyncLockContext:
             self._timer = None
         if self._held:
             self._held = False
-            await self.lock.release()
+            # Shielded: a task cancelled while leaving the block must still release.
+            await asyncio.shield(self.lock.release())
 
 
 def _ignore_result(task: asyncio.Future[None]) -> None:

@@ -181,6 +181,12 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}.")
+        for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
+            if value is not None and not callable(value):
+                raise ConfigurationError(
+                    f"{name} must be an async callable, got {value!r}; pass persistent= and "
+                    f"other options by name."
+                )
         self.connection: T | None = connection
         self.namespace = namespace
         self.identifier = identifier or connection_identifier

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import typing
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket
+from traffik.backends._context import initialize_by_policy
 from traffik.backends.base import throttle_backend_ctx
-from traffik.exceptions import BackendError
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception, rate_limit_sender
 from traffik.starlette.throttle import MiddlewareThrottle
 from traffik.throttles import BaseThrottle
@@ -22,7 +21,6 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["ThrottleMiddleware"]
 
-logger = logging.getLogger("traffik")
 
 WebSocketMode = typing.Literal["throttle", "pass"]
 
@@ -145,21 +143,8 @@ class ThrottleMiddleware:
             throttle_backend_ctx.reset(token)
 
     async def _initialize(self, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
-        # initialize() is idempotent, so two first requests racing here are harmless.
-        try:
-            await backend.initialize()
-        except BackendError as exc:
-            policy = backend.failure_policy
-            if policy is None or policy.on_error == "raise":
-                raise
-            # As backend(app) does: serve anyway, answering by the failure policy; the
-            # circuit breaker's probes connect the backend once it is reachable. Not
-            # retried per request: each attempt could wait out the connect timeout.
-            logger.warning(
-                "traffik: %r could not be initialised (%s); answering by its failure "
-                "policy (%s) until it is reachable.",
-                backend,
-                exc,
-                policy.on_error,
-            )
+        # initialize() is idempotent, so two first requests racing here are harmless. As
+        # backend(app) does, an unreachable backend is not retried per request (each
+        # attempt could wait out the connect timeout): its failure policy answers.
+        await initialize_by_policy(backend)
         self._initialized = True
