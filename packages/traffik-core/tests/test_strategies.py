@@ -445,3 +445,10 @@ async def test_get_stat_matches_the_seed() -> None:
         assert unlimited.wait_time == 0.0
         # A stat records no hit.
         assert (await lb.get_stat("l", rate, backend)).hits_remaining == 6
+
+
+def test_debt_bucket_takes_max_debt_first_as_the_readme_documents() -> None:
+    strategy = TokenBucketWithDebtStrategy(5)
+    assert strategy.max_debt == 5
+    assert strategy.burst_size is None
+    assert strategy.capacity(RATE) == RATE.limit + 5

@@ -40,12 +40,14 @@ class TokenBucketWithDebtStrategy(Strategy):
     """A token bucket that may go ``max_debt`` tokens below empty, paid back by later refills.
 
     A fresh key admits ``burst_size + max_debt`` units at once; a client in debt
-    waits until the refill has paid the debt and covers its cost.
+    waits until the refill has paid the debt and covers its cost. ``max_debt`` comes
+    first, as in the 1.0.0b2 README's API reference (``TokenBucketWithDebtStrategy(5)``
+    allows a debt of 5); the 1.0.0b2 code had ``burst_size`` first.
     """
 
     name = "tbd"
-    burst_size: int | None = None
     max_debt: int | None = None
+    burst_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive("burst_size", self.burst_size)
