@@ -150,6 +150,13 @@ async def local_fallback_backend() -> ThrottleBackend[typing.Any, typing.Any]:
     return _fallback
 
 
+async def _fallback_of(action: OnError) -> ThrottleBackend[typing.Any, typing.Any]:
+    """The backend a ``"fallback"`` action (or a backend given as the action) decides on."""
+    if action == "fallback":
+        return await local_fallback_backend()
+    return typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+
+
 _T = typing.TypeVar("_T")
 
 if sys.version_info >= (3, 11):
@@ -285,10 +292,7 @@ async def _answer(
         raise BackendError(
             f"{backend!r} is unavailable (its circuit is open); on_error='raise'."
         ) from error
-    if action == "fallback":
-        fallback = await local_fallback_backend()
-    else:
-        fallback = typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+    fallback = await _fallback_of(action)
     try:
         return await fallback.decide(key, strategy, rate, cost)
     except BackendError:
@@ -383,10 +387,7 @@ async def _custom_on_error(
         return 0.0
     if action == "throttle":
         return 1000.0
-    if action == "fallback":
-        fallback = await local_fallback_backend()
-    else:
-        fallback = typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
+    fallback = await _fallback_of(action)
     try:
         return await strategy(key, rate, fallback, cost)
     except _CUSTOM_FAILURES:
