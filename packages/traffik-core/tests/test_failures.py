@@ -213,12 +213,16 @@ async def test_smaller_costs_are_not_blocked_by_a_larger_refusal() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_cost_above_capacity_is_never_sent_to_the_backend() -> None:
+async def test_a_cost_above_capacity_is_never_sent_to_the_backend(
+    recorded: list[events.ThrottleEvent],
+) -> None:
     backend = SwitchableBackend()
     async with backend():
-        decision = await decide_with_policy(backend, "big", FW, RATE, 3)
+        decision = await decide_with_policy(backend, "big", FW, RATE, 3, name="api")
         assert decision.never
         assert backend.calls == 0
+    # Still counted as a refusal of that throttle.
+    assert [(e.kind, e.policy) for e in recorded] == [("throttled", "api")]
 
 
 @pytest.mark.asyncio

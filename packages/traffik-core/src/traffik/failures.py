@@ -204,7 +204,10 @@ async def decide_with_policy(
 
     if cost > strategy.capacity(rate):
         # Can never fit: no need to ask anyone.
-        return strategy.decide(None, 0, rate, cost).decision
+        never = strategy.decide(None, 0, rate, cost).decision
+        if _subscribers:
+            emit_decision(never, key, backend, name)
+        return never
 
     action = guard.policy.on_error if policy is None else policy
     cache = guard.cache
