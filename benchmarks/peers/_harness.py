@@ -13,11 +13,22 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import statistics
 import sys
 import time
 import typing
+
+from _asgi import (
+    _bounded_race,
+    time_apps,
+)
+from _stats import (
+    CONCURRENCY,
+    bounded,
+    case_timeout,
+    flush,
+    server_counters,
+)
 
 Hit = typing.Callable[[str], typing.Awaitable[bool]]
 Close = typing.Callable[[], typing.Awaitable[None]]
@@ -26,100 +37,6 @@ Make = typing.Callable[..., typing.Awaitable[tuple[Hit, Close]]]
 #: The strategy names used across the suite (traffik's short names).
 ALL_STRATEGIES = ("fw", "swl", "swc", "tb", "tbd", "lb", "lbq", "gcra")
 KEYSPACES = {"hot": 1, "10k": 10_000}
-CONCURRENCY = 64
-
-
-# --- tiny stats clients (no client library needed) -----------------------------------
-
-
-def _redis_info(host: str, port: int) -> dict[str, int]:
-    """Sum of ``cmdstat_*`` calls (INFO itself excluded) and ``total_reads_processed``."""
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$3\r\nall\r\n")
-        stream = sock.makefile("rb")
-        header = stream.readline()
-        size = int(header[1:-2])
-        body = stream.read(size + 2).decode()
-    calls = 0
-    reads = 0
-    for line in body.splitlines():
-        if line.startswith("cmdstat_"):
-            name, _, rest = line.partition(":")
-            if name in ("cmdstat_info", "cmdstat_config"):
-                continue
-            for part in rest.split(","):
-                if part.startswith("calls="):
-                    calls += int(part[6:])
-        elif line.startswith("total_reads_processed:"):
-            reads = int(line.split(":", 1)[1])
-    return {"commands": calls, "reads": reads}
-
-
-def _memcached_stats(host: str, port: int) -> dict[str, int]:
-    """Storage operations counted by ``stats`` (gets count once per key)."""
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"stats\r\n")
-        stream = sock.makefile("rb")
-        stats: dict[str, str] = {}
-        while True:
-            line = stream.readline().decode().strip()
-            if not line or line == "END":
-                break
-            parts = line.split(" ")
-            if len(parts) >= 3:
-                stats[parts[1]] = parts[2]
-    names = (
-        "cmd_get", "cmd_set", "cmd_touch", "incr_hits", "incr_misses",
-        "decr_hits", "decr_misses", "delete_hits", "delete_misses",
-    )  # fmt: skip
-    return {"ops": sum(int(stats.get(n, 0)) for n in names)}
-
-
-def server_counters(backend: str, servers: dict[str, typing.Any]) -> dict[str, int]:
-    """Counters of the server behind ``backend`` (empty for in-memory)."""
-    if backend == "redis":
-        return _redis_info(servers["redis_host"], servers["redis_port"])
-    if backend == "memcached":
-        return _memcached_stats(servers["memcached_host"], servers["memcached_port"])
-    return {}
-
-
-def flush(backend: str, servers: dict[str, typing.Any]) -> None:
-    """Empty the server so that one case cannot slow down the next."""
-    if backend == "redis":
-        with socket.create_connection(
-            (servers["redis_host"], servers["redis_port"]), timeout=5
-        ) as s:
-            s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
-            s.recv(64)
-    elif backend == "memcached":
-        with socket.create_connection(
-            (servers["memcached_host"], servers["memcached_port"]), timeout=5
-        ) as s:
-            s.sendall(b"flush_all\r\n")
-            s.recv(64)
-
-
-# --- bounds ---------------------------------------------------------------------------------
-
-T = typing.TypeVar("T")
-
-
-class CaseTimeout(Exception):
-    """A case did not finish in its time bound (the implementation hung or crawled)."""
-
-
-def case_timeout(cfg: dict[str, typing.Any]) -> float:
-    """Seconds one case may take: its loops' budgets plus generous slack."""
-    return 20.0 + 4 * (cfg["warm_s"] + cfg["seconds"])
-
-
-async def bounded(coro: typing.Awaitable[T], seconds: float) -> T:
-    """Await ``coro`` for at most ``seconds``; raise CaseTimeout after that."""
-    try:
-        return await asyncio.wait_for(coro, seconds)
-    except asyncio.TimeoutError:
-        raise CaseTimeout(f"no result after {seconds:.0f} s (hung)") from None
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -275,212 +192,6 @@ async def case_d(
         for _, close in made:
             await bounded(close(), 10.0)
     return {"allowed": counts, "errors": errors, "case_s": time.perf_counter() - case_start}
-
-
-# --- end-to-end (ASGI, in-process) --------------------------------------------------------
-
-
-async def lifespan_start(
-    app: typing.Any,
-) -> tuple[dict[str, typing.Any], typing.Callable[[], typing.Awaitable[None]]]:
-    """Run the app's lifespan startup; return its state and a shutdown coroutine function."""
-    state: dict[str, typing.Any] = {}
-    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, typing.Any]] = asyncio.Queue()
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
-
-    async def receive() -> dict[str, str]:
-        return await inbox.get()
-
-    async def send(message: dict[str, typing.Any]) -> None:
-        await outbox.put(message)
-
-    task = asyncio.ensure_future(app(scope, receive, send))
-    await inbox.put({"type": "lifespan.startup"})
-    message = await asyncio.wait_for(outbox.get(), 10)
-    if message["type"] != "lifespan.startup.complete":
-        raise RuntimeError(f"lifespan startup failed: {message}")
-
-    async def shutdown() -> None:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await asyncio.wait_for(outbox.get(), 10)
-        await asyncio.wait_for(task, 10)
-
-    return state, shutdown
-
-
-def make_caller(
-    app: typing.Any, state: dict[str, typing.Any], path: str = "/", client: str = "127.0.0.1"
-) -> typing.Callable[[], typing.Awaitable[int]]:
-    """A coroutine function that sends one GET ``path`` to ``app`` and returns the status."""
-    base = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench.local"), (b"user-agent", b"bench")],
-        "client": (client, 40000),
-        "server": ("bench.local", 80),
-    }
-    request = {"type": "http.request", "body": b"", "more_body": False}
-
-    async def receive() -> dict[str, typing.Any]:
-        return request
-
-    async def call() -> int:
-        status = 0
-
-        async def send(message: dict[str, typing.Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-
-        scope = dict(base)
-        scope["state"] = dict(state)
-        await app(scope, receive, send)
-        return status
-
-    return call
-
-
-async def time_requests(
-    call: typing.Callable[[], typing.Awaitable[int]],
-    cfg: dict[str, typing.Any],
-    backend: str = "memory",
-    servers: dict[str, typing.Any] | None = None,
-) -> dict[str, typing.Any]:
-    """Microseconds per request, sequentially, bounded by count and time (+ Redis RTT/request)."""
-    for _ in range(50):
-        await call()
-    before = server_counters(backend, servers or {}) if backend == "redis" else {}
-    ops, budget = cfg["ops"], cfg["seconds"]
-    statuses: dict[int, int] = {}
-    start = time.perf_counter()
-    deadline = start + budget
-    n = 0
-    while n < ops:
-        for _ in range(32):
-            s = await call()
-            statuses[s] = statuses.get(s, 0) + 1
-            n += 1
-        if time.perf_counter() > deadline:
-            break
-    elapsed = time.perf_counter() - start
-    out: dict[str, typing.Any] = {
-        "us": elapsed / n * 1e6,
-        "n": n,
-        "statuses": {str(k): v for k, v in statuses.items()},
-    }
-    if before:
-        after = server_counters(backend, servers or {})
-        out["rtt"] = (after["reads"] - before["reads"] - 1) / n
-        out["commands"] = (after["commands"] - before["commands"]) / n
-    return out
-
-
-#: Rounds of section C: every app is timed once per round, apps interleaved, so that
-#: a change of machine load hits the bare and the throttled app alike.
-C_ROUNDS = 3
-
-
-async def time_apps(
-    built: dict[str, typing.Any],
-    cfg: dict[str, typing.Any],
-    backend: str,
-    servers: dict[str, typing.Any],
-    errors: list[str],
-) -> dict[str, dict[str, typing.Any]]:
-    """Section C for a set of apps: median µs/request over interleaved rounds."""
-    started: dict[str, tuple[typing.Callable[[], typing.Awaitable[int]], typing.Any]] = {}
-    for name, app in built.items():
-        try:
-            state, shutdown = await lifespan_start(app)
-            started[name] = (make_caller(app, state), shutdown)
-        except Exception as exc:
-            errors.append(f"C {backend}/{name}: {type(exc).__name__}: {exc}")
-    slices: dict[str, list[dict[str, typing.Any]]] = {name: [] for name in started}
-    slice_cfg = {**cfg, "seconds": cfg["seconds"] / C_ROUNDS, "ops": max(1, cfg["ops"] // C_ROUNDS)}
-    try:
-        flush(backend, servers)
-        gc.collect()
-        for _ in range(C_ROUNDS):
-            for name, (call, _) in started.items():
-                if name not in slices:
-                    continue
-                try:
-                    slices[name].append(
-                        await bounded(
-                            time_requests(call, slice_cfg, backend, servers), case_timeout(cfg)
-                        )
-                    )
-                except Exception as exc:
-                    errors.append(f"C {backend}/{name}: {type(exc).__name__}: {exc}")
-                    del slices[name]
-    finally:
-        for _, shutdown in started.values():
-            try:
-                await shutdown()
-            except Exception as exc:
-                errors.append(f"C {backend} shutdown: {type(exc).__name__}: {exc}")
-    out: dict[str, dict[str, typing.Any]] = {}
-    for name, rows in slices.items():
-        statuses: dict[str, int] = {}
-        for r in rows:
-            for k, v in r["statuses"].items():
-                statuses[k] = statuses.get(k, 0) + v
-        row: dict[str, typing.Any] = {
-            "us": statistics.median(r["us"] for r in rows),
-            "n": sum(r["n"] for r in rows),
-            "statuses": statuses,
-        }
-        if rows and "rtt" in rows[0]:
-            row["rtt"] = statistics.median(r["rtt"] for r in rows)
-            row["commands"] = statistics.median(r["commands"] for r in rows)
-        out[name] = row
-    return out
-
-
-async def race_requests(calls: list[typing.Callable[[], typing.Awaitable[int]]]) -> int:
-    """Section D through an app: CONCURRENCY concurrent requests; how many got a 2xx."""
-    results = await asyncio.gather(*(calls[i % len(calls)]() for i in range(CONCURRENCY)))
-    return sum(1 for s in results if 200 <= s < 300)
-
-
-async def _bounded_race(*args: typing.Any) -> dict[str, typing.Any]:
-    return await bounded(_race_through_apps(*args), 60.0)
-
-
-async def _race_through_apps(
-    race_apps: typing.Callable[..., typing.Awaitable[list[typing.Any]]],
-    backend: str,
-    strategy: str,
-    instances: int,
-    servers: dict[str, typing.Any],
-    trials: int,
-) -> dict[str, typing.Any]:
-    """Section D for HTTP-only peers: the race runs through ``instances`` apps (one storage)."""
-    counts = []
-    for trial in range(trials):
-        flush(backend, servers)
-        # Fresh apps and a fresh client per trial (some peers share one bucket per app).
-        built = await race_apps(backend, strategy, servers, instances)
-        started = [await lifespan_start(app) for app in built]
-        try:
-            client = f"127.0.0.{trial + 2}"
-            calls = [
-                make_caller(app, state, client=client)
-                for app, (state, _) in zip(built, started, strict=True)
-            ]
-            counts.append(await race_requests(calls))
-        finally:
-            for _, shutdown in started:
-                await shutdown()
-    return {"allowed": counts, "errors": [0] * len(counts)}
 
 
 # --- memory ---------------------------------------------------------------------------------
