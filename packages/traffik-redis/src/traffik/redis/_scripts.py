@@ -123,9 +123,8 @@ def decision_args(
     )
 
 
-def to_decision(reply: typing.Sequence[typing.Any]) -> Decision:
-    """The :class:`Decision` of a decision script's reply."""
-    allowed, limit, remaining, reset_ms, retry_ms, window_ms = reply
-    return Decision(
-        allowed == 1, int(limit), int(remaining), int(reset_ms), int(retry_ms), int(window_ms)
-    )
+def to_decision(reply: bytes | str) -> Decision:
+    """The :class:`Decision` of a decision script's reply: ``b"1,limit,remaining,reset,retry,window"``."""
+    text = reply.decode("ascii") if isinstance(reply, bytes) else reply
+    allowed, limit, remaining, reset_ms, retry_ms, window_ms = map(int, text.split(","))
+    return Decision(allowed == 1, limit, remaining, reset_ms, retry_ms, window_ms)

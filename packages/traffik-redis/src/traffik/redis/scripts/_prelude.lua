@@ -67,11 +67,12 @@ local function store(key, list, ttl)
   redis.call('SET', key, encode(list), 'PX', string.format('%d', ttl))
 end
 
--- The reply: allowed (1/0), limit, remaining, reset_ms, retry_after_ms (-1: never), window_ms.
+-- The reply, one bulk string (one RESP line to parse instead of seven):
+-- "allowed (1/0),limit,remaining,reset_ms,retry_after_ms (-1: never),window_ms".
 local function reply(allowed, limit, remaining, reset, retry, window)
   local flag = 0
   if allowed then
     flag = 1
   end
-  return {flag, limit, remaining, reset, retry, window}
+  return string.format('%d,%d,%d,%d,%d,%d', flag, limit, remaining, reset, retry, window)
 end

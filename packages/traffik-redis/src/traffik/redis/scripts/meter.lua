@@ -8,7 +8,7 @@
 -- ARGV[3]  window in ms
 -- ARGV[4]  cost of this request (the caller caps it at capacity + 1)
 -- ARGV[5]  capacity in units (strategy.capacity(rate))
--- Returns {allowed, capacity, remaining, reset_ms, retry_after_ms, window_ms}.
+-- Returns "allowed,capacity,remaining,reset_ms,retry_after_ms,window_ms" (one string; see reply()).
 
 local key = KEYS[1]
 local now = now_ms(ARGV[1])
