@@ -1,6 +1,6 @@
 """Decisions per second of RedisBackend against a bare EVALSHA loop (not a test: a script).
 
-    hatch run python packages/traffik-redis/tests/bench_redis.py [--url redis://...] [-n 5000]
+    hatch run python benchmarks/micro/redis_backend.py [--url redis://...] [-n 5000]
 
 Without ``--url`` it starts a private redis-server on a free port. Prints, for each
 built-in strategy, the median of 5 runs of ``n`` sequential decisions, then the same

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    hatch run python packages/traffik-memcached/benchmarks/bench_memcached.py
+    hatch run python benchmarks/micro/memcached_backend.py
 
 It starts a private memcached on a free port (or uses ``--host``/``--port``) and
 prints medians of ``--repeat`` runs: decisions per second sequentially and with 64

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of one backend each (run as scripts; see each module's docstring)."""
