@@ -164,6 +164,24 @@ def test_no_placeholder_is_left() -> None:
     assert not left, f"placeholders left in the README: {left}"
 
 
+def test_repository_paths_named_in_the_readme_exist() -> None:
+    """Files move (benchmarks did): a path the README names must still be there."""
+    named = re.findall(
+        r"(?<![\w/.-])((?:packages|benchmarks|examples|docs|tests-integration|\.ci)/[\w./-]*)",
+        README_TEXT,
+    )
+    generated = ("dist/", ".venvs/")  # build and benchmark outputs
+    missing = sorted(
+        {
+            path.rstrip(".")
+            for path in named
+            if not any(part in path for part in generated)
+            and not (ROOT / path.rstrip(".")).exists()
+        }
+    )
+    assert not missing, f"README.md names paths that do not exist: {missing}"
+
+
 def test_the_readme_has_python_examples() -> None:
     assert len(PYTHON) >= 20, f"only {len(PYTHON)} python blocks in README.md"
 
