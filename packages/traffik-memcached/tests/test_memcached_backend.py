@@ -100,8 +100,11 @@ async def test_decrement_below_zero_and_back(backend: MemcachedBackend) -> None:
     await backend.set(key, "-3")
     assert await backend.increment(key) == -2
     await backend.set(key, "not a number")
-    with pytest.raises(BackendError, match="not an integer counter"):
+    with pytest.raises(BackendError, match="not an integer counter") as raised:
         await backend.increment(key)
+    # The message says what memcached answered and what the item holds.
+    assert "cannot increment or decrement non-numeric value" in str(raised.value)
+    assert "holds b'snot a number'" in str(raised.value)
     # Integer-looking text that is not canonical round-trips as text.
     await backend.set(key, "007")
     assert await backend.get(key) == "007"

@@ -19,7 +19,7 @@ from traffik.exceptions import BackendError
 if typing.TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["LINE", "STATS", "VALUES", "Channel", "Reply", "Values"]
+__all__ = ["LINE", "NON_NUMERIC", "STATS", "VALUES", "Channel", "Reply", "Values"]
 
 #: Reply kinds: one status line (``STORED``, ``NOT_FOUND``, a number, ...), ...
 LINE = 0
@@ -111,8 +111,8 @@ class Channel:
             self.close(f"{type(exc).__name__}: {exc}")
 
 
-#: The one CLIENT_ERROR memcached sends for a command it parsed whole.
-_NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+#: The one CLIENT_ERROR memcached sends for a command it parsed whole (``incr``/``decr``).
+NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value"
 
 
 def _out_of_step(line: bytes) -> bool:
@@ -122,7 +122,7 @@ def _out_of_step(line: bytes) -> bool:
     and then reads the command's data block, if it had one, as another command (a
     second reply): the replies of everything written behind it would shift.
     """
-    return (line == b"ERROR" or line.startswith(b"CLIENT_ERROR")) and line != _NON_NUMERIC
+    return (line == b"ERROR" or line.startswith(b"CLIENT_ERROR")) and line != NON_NUMERIC
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:

@@ -86,9 +86,16 @@ class Generations:
         value = str(start).encode("ascii")
         key = generation_key(tag)
         payload = b"add %s 0 0 %d\r\n%s\r\nget %s\r\n" % (key, len(value), value, key)
-        _, values = await client.execute(payload, (LINE, VALUES))
+        line, values = await client.execute(payload, (LINE, VALUES))
         entry = typing.cast("Values", values).get(key)
-        self.remember(tag, start if entry is None else int(entry[0]))
+        if entry is None:
+            # Not stored (out of memory, ...): a generation only this instance knows
+            # would split the namespace between instances. Fail instead.
+            raise BackendError(
+                f"memcached did not store the generation of namespace {tag!r} ({line!r}); "
+                f"check its memory (-m) and eviction settings."
+            )
+        self.remember(tag, int(entry[0]))
 
     async def bump(self, client: MemcachedClient, tag: str) -> None:
         """Move ``tag`` to a new generation (everyone's next call sees it)."""

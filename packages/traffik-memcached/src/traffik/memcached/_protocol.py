@@ -25,12 +25,12 @@ import sys
 import typing
 
 from traffik.exceptions import BackendConnectionError
-from traffik.memcached._channel import LINE, STATS, VALUES, Channel, Reply, Values
+from traffik.memcached._channel import LINE, NON_NUMERIC, STATS, VALUES, Channel, Reply, Values
 
 if typing.TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["LINE", "STATS", "VALUES", "MemcachedClient", "Reply", "Values"]
+__all__ = ["LINE", "NON_NUMERIC", "STATS", "VALUES", "MemcachedClient", "Reply", "Values"]
 
 _HAS_TIMEOUT = sys.version_info >= (3, 11)
 

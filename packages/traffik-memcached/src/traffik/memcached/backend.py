@@ -22,7 +22,7 @@ from traffik.memcached._keys import (
     item_key,
     namespace_tag,
 )
-from traffik.memcached._protocol import LINE, VALUES, MemcachedClient
+from traffik.memcached._protocol import LINE, NON_NUMERIC, VALUES, MemcachedClient
 from traffik.memcached.lock import AsyncMemcachedLock
 from traffik.strategies._base import decode_state
 from traffik.strategies.fixed_window import FixedWindowStrategy
@@ -295,36 +295,51 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
 
     async def _add(self, key: str, amount: int, ttl: int) -> int:
         """``incr``/``decr`` in place (TTL kept); a missing key is created by ``add`` with ``ttl``."""
+        return (await self._charge(key, amount, ttl))[1]
+
+    async def _charge(self, key: str, amount: int, ttl: int) -> tuple[bytes, int]:
+        """:meth:`_add`, also returning the item key counted on (in the generation read)."""
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValueError(f"amount must be an int, got {amount!r}.")
         verb = b"incr" if amount >= 0 else b"decr"
         delta = abs(amount)
         initial = encode_counter(amount)
         for _ in range(8):
-            _, (line,) = await self._run(
+            (item,), (line,) = await self._run(
                 [key], lambda ks: (b"%s %s %d\r\n" % (verb, ks[0], delta), (LINE,))
             )
             line = typing.cast("bytes", line)
             if line[:1].isdigit():
-                return decode_counter(line)
-            if line.startswith(b"CLIENT_ERROR"):
-                raise ValueError(
-                    f"The value at {key!r} is not an integer counter; set it to an int first."
-                )
+                return item, decode_counter(line)
+            if line == NON_NUMERIC:
+                raise ValueError(await self._not_a_counter(key, item, line))
             if line != b"NOT_FOUND":
                 raise BackendError(f"memcached answered {verb.decode()} of {key!r} with {line!r}.")
-            _, (line,) = await self._run(
-                [key],
-                lambda ks: (
-                    b"add %s 0 %d %d\r\n%s\r\n" % (ks[0], ttl, len(initial), initial),
-                    (LINE,),
-                ),
-            )
+            # Same generation as the incr: a reset in between makes this count go to
+            # the dead generation, as if it had been made just before the reset.
+            command = b"add %s 0 %d %d\r\n%s\r\n" % (item, ttl, len(initial), initial)
+            (line,) = await self._client().execute(command, (LINE,))
             if line == b"STORED":
-                return amount
+                return item, amount
+            if line != b"NOT_STORED":  # SERVER_ERROR out of memory storing object, ...
+                raise BackendError(f"memcached answered add of {key!r} with {line!r}.")
             # NOT_STORED: another caller created it meanwhile; count on top of theirs.
         raise BackendError(
             f"Counter {key!r} kept vanishing between incr and add; is memcached evicting it?"
+        )
+
+    async def _not_a_counter(self, key: str, item: bytes, reply: bytes) -> str:
+        """The message for a counter command on a value that is not a counter (read once more)."""
+        try:
+            (values,) = await self._client().execute(b"get %s\r\n" % item, (VALUES,))
+            entry = typing.cast("Values", values).get(item)
+            stored = "nothing (it is gone)" if entry is None else repr(entry[0][:80])
+        except BackendError as exc:
+            stored = f"unknown ({exc})"
+        return (
+            f"The value at {key!r} is not an integer counter; set it to an int first "
+            f"(memcached answered {reply.decode('ascii', 'replace')!r}; item {item.decode()!r} "
+            f"holds {stored})."
         )
 
     async def expire(self, key: str, seconds: float) -> bool:
@@ -355,7 +370,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         now = self.clock() if now_ms is None else now_ms
         if type(strategy) is FixedWindowStrategy:
             start = now - now % rate.expire
-            used = await self._read_counter(f"{skey}@{start}")
+            # A window already full keeps later rejections' charges: more than the limit.
+            used = min(await self._read_counter(f"{skey}@{start}"), rate.limit)
             return strategy.peek((start, used) if used else None, now, rate)
         raw = await self.get(skey)
         return strategy.peek(decode_state(raw), now, rate)
