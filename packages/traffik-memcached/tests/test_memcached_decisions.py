@@ -95,8 +95,74 @@ async def test_fixed_window_mixed_costs_race_never_overshoots(pair: list[Memcach
     )
     admitted = sum(c for c, d in zip(costs, decisions, strict=True) if d.allowed)
     assert 0 < admitted <= rate.limit
-    # Every compensation landed: the stored count is exactly what was admitted.
-    assert await pair[0].get(f"{pair[0].namespace}:mix:fw@0") == str(admitted)
+    # Every compensation landed: the stored count is what was admitted plus the costs of
+    # the rejections that found the window full (remaining 0), which give nothing back.
+    kept = sum(
+        c for c, d in zip(costs, decisions, strict=True) if not d.allowed and not d.remaining
+    )
+    assert await pair[0].get(f"{pair[0].namespace}:mix:fw@0") == str(admitted + kept)
+
+
+@st.composite
+def _window_steps(draw: st.DrawFn) -> tuple[Rate, list[tuple[int, int]]]:
+    limit = draw(st.integers(1, 6) | st.integers(7, 50))
+    window = draw(st.sampled_from([1_000, 60_000]))
+    now, steps = 10_000_000, []
+    for _ in range(draw(st.integers(1, 25))):
+        now += draw(st.integers(0, window // 4))
+        steps.append((now, draw(st.integers(1, min(limit + 1, 8)))))
+    return Rate(limit=limit, milliseconds=window), steps
+
+
+@pytest.mark.asyncio
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+)
+@given(scenario=_window_steps())
+async def test_fixed_window_with_mixed_costs_equals_the_reference_decision_by_decision(
+    pair: list[MemcachedBackend], scenario: tuple[Rate, list[tuple[int, int]]]
+) -> None:
+    """A full window's rejections give nothing back; no later decision or peek can tell."""
+    strategy = FixedWindowStrategy()
+    rate, steps = scenario
+    key = f"fwdiff{uuid.uuid4().hex}"
+    state = None
+    for i, (now, cost) in enumerate(steps):
+        step = strategy.decide(state, now, rate, cost)
+        if step.write:
+            state = step.state
+        got = await pair[i % 2].decide(key, strategy, rate, cost, now_ms=now)
+        assert got == step.decision, f"step {i} of {steps}"
+        seen = await pair[(i + 1) % 2].peek(key, strategy, rate, now_ms=now)
+        assert seen == strategy.peek(state, now, rate), f"peek after step {i} of {steps}"
+
+
+@pytest.mark.asyncio
+async def test_a_full_window_rejects_with_one_incr_and_no_decr(
+    pair: list[MemcachedBackend],
+) -> None:
+    strategy, rate = FixedWindowStrategy(), Rate.parse("3/m")
+    first, second = pair
+    assert (await first.decide("hot", strategy, rate, 3, now_ms=0)).allowed
+    assert first.connection is not None
+    before = await first.connection.stats()
+    for backend in (first, second, first):
+        decision = await backend.decide("hot", strategy, rate, 1, now_ms=10)
+        assert not decision.allowed
+        assert decision.remaining == 0
+    after = await first.connection.stats()
+    # Stats are server-wide (other tests may run): count only this test's commands...
+    assert after[b"incr_hits"] - before[b"incr_hits"] >= 3
+    # ...and a decr by anyone would only raise these; three rejections must not.
+    decrs = [after[k] - before[k] for k in (b"decr_hits", b"decr_misses")]
+    assert decrs == [0, 0]
+    # A rejection that found room below the limit still gives its cost back.
+    assert (await first.decide("room", strategy, rate, 2, now_ms=0)).allowed
+    assert not (await second.decide("room", strategy, rate, 2, now_ms=0)).allowed
+    assert (await first.decide("room", strategy, rate, 1, now_ms=0)).allowed
+    assert await first.get(f"{first.namespace}:room:fw@0") == "3"
 
 
 @pytest.mark.asyncio

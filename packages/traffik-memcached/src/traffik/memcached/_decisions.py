@@ -35,28 +35,38 @@ async def decide_window(
     """Fixed window as one counter per window: ``incr``, and ``decr`` back on overshoot.
 
     Rejected requests are not charged: the compensating ``decr`` takes their cost
-    back. Until it lands (one round trip later) the overshoot is visible to
+    back. It is skipped when the window was already full before this request
+    (``before >= limit``): nothing could fit any more, so giving back changes no
+    later decision (counters only fall through other requests' give-backs). A hot
+    key's rejection is then one ``incr`` like an admission. The ``decr`` goes to the
+    very item the ``incr`` counted on (a ``reset()`` in between cannot make it take
+    units from the next generation).
+
+    Until a give-back lands (one round trip later) the overshoot is visible to
     concurrent requests, which may then be rejected although they would have
-    fitted (only with mixed costs near the limit); the admitted total never
+    fitted (only with mixed costs near the limit); such a concurrent rejection that
+    found the window full because of that overshoot keeps its charge until the
+    window ends. Both err on the side of rejecting: the admitted total never
     exceeds the limit. The ``decr`` is shielded from the caller's cancellation; if
     it is lost anyway (a crash, or a cancellation while the ``incr`` was in
-    flight), the window stays over-charged until it ends: it errs on the side of
-    rejecting.
+    flight), the window stays over-charged until it ends.
     """
     limit, window = rate.limit, rate.expire
     now = backend.clock() if now_ms is None else now_ms
     start = now - now % window
     ckey = f"{skey}@{start}"
     if cost > limit:  # never admissible: charge nothing, report the window
-        used = await backend._read_counter(ckey)
+        used = min(await backend._read_counter(ckey), limit)
         return strategy.decide((start, used) if used else None, now, rate, cost).decision
-    total = await backend._add(ckey, cost, exptime(ceil_div(start + window - now, 1000)))
+    ttl = exptime(ceil_div(start + window - now, 1000))
+    item, total = await backend._charge(ckey, cost, ttl)
     before = total - cost
     if total > limit:
-        # decr only (a vanished counter has nothing to give back), shielded so that a
-        # caller's timeout does not leave the window over-charged.
-        give_back = backend._run([ckey], lambda ks: (b"decr %s %d\r\n" % (ks[0], cost), (LINE,)))
-        await asyncio.shield(give_back)
+        if before < limit:
+            # decr only (a vanished counter has nothing to give back), shielded so that
+            # a caller's timeout does not leave the window over-charged.
+            client = backend._client()
+            await asyncio.shield(client.execute(b"decr %s %d\r\n" % (item, cost), (LINE,)))
         before = min(before, limit)
     return strategy.decide((start, before) if before > 0 else None, now, rate, cost).decision
 
