@@ -112,7 +112,7 @@ async def _run_lua(
     assert client is not None
     script = backend._scripts[SCRIPT_OF[type(strategy)]]  # type: ignore[index]
     async with client.pipeline(transaction=True) as pipe:
-        await script(keys=[skey], args=decision_args(strategy, rate, cost, now), client=pipe)
+        pipe.evalsha(script.sha, 1, skey, *decision_args(strategy, rate, cost, now))
         pipe.get(skey)
         pipe.pttl(skey)
         pipe.persist(skey)

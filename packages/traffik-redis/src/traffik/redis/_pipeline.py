@@ -1,11 +1,22 @@
-"""Automatic pipelining: decisions that queue up while a round trip is in flight share the next.
+"""Automatic pipelining on connections of its own: the decision path of a single Redis.
 
-An idle backend sends a decision straight away (no added latency). While
-``MAX_IN_FLIGHT`` round trips are already out, new decisions wait in a queue; as
-soon as one returns, everything queued so far goes out as one pipeline of
-``EVALSHA`` calls (each script still runs atomically on its own). Under load this
-replaces many small round trips by a few large ones, which is what makes a busy
-event loop faster than a plain ``EVALSHA`` per request.
+The pipeline holds up to ``lanes`` connections taken from the client's pool (taken
+once, given back on close), so a decision costs one write and one read on a
+connection already in hand: no pool round, no redis-py command wrapper, and the
+``EVALSHA`` packed in one step.
+
+An idle backend sends a decision straight away (no added latency). While every
+lane has a round trip out, new decisions wait in a queue; as soon as one returns,
+everything queued so far goes out on it as one pipeline of ``EVALSHA`` calls (each
+script still runs atomically on its own). Under load this replaces many small round
+trips by a few large ones, which is what makes a busy event loop faster than a
+plain ``EVALSHA`` per request.
+
+Failures behave as redis-py's own commands: a round trip runs under the
+connection's ``Retry`` (a broken connection is dropped, reconnected and the round
+trip sent again), a reply timeout or a cancelled caller drops the connection (no
+stray reply is ever read as another call's answer), and ``NOSCRIPT`` loads the
+script on the same connection and sends the calls that missed it again.
 """
 
 from __future__ import annotations
@@ -13,48 +24,162 @@ from __future__ import annotations
 import asyncio
 import typing
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
+from traffik.redis._scripts import LuaScript, pack_evalsha
 
-__all__ = ["AutoPipeline"]
+__all__ = ["MAX_IN_FLIGHT", "AutoPipeline"]
 
-#: Round trips (single calls or pipelines) out at once.
+#: Round trips (single calls or pipelines) out at once: the lanes of a pipeline.
 MAX_IN_FLIGHT = 2
 #: Decisions per pipeline at most.
 MAX_BATCH = 512
 
-_Item = tuple[typing.Any, str, typing.Sequence[typing.Any], "asyncio.Future[typing.Any]"]
+_Call = tuple[LuaScript, str, typing.Sequence[typing.Any]]
+_Item = tuple[LuaScript, str, typing.Sequence[typing.Any], "asyncio.Future[typing.Any]"]
 
 
 class AutoPipeline:
-    """Runs registered scripts on ``client``, batching calls that arrive under load."""
+    """Runs scripts on up to ``lanes`` connections of ``pool``, batching calls under load.
 
-    __slots__ = ("_client", "_flushing", "_in_flight", "_queue", "_tasks")
+    ``gate``, if given, bounds the commands of the whole client: each lane holds one
+    of its slots for as long as it holds its connection.
+    """
 
-    def __init__(self, client: typing.Any) -> None:
-        self._client = client
+    __slots__ = (
+        "_closed",
+        "_encode",
+        "_flushing",
+        "_gate",
+        "_idle",
+        "_in_flight",
+        "_lanes",
+        "_pool",
+        "_queue",
+        "_tasks",
+    )
+
+    def __init__(
+        self, pool: typing.Any, *, lanes: int, gate: asyncio.Semaphore | None = None
+    ) -> None:
+        self._pool = pool
+        self._gate = gate
+        self._encode: typing.Callable[[str], bytes] = pool.get_encoder().encode
+        self._lanes = lanes
+        self._idle: list[typing.Any] = []
         self._queue: list[_Item] = []
         self._in_flight = 0
         self._flushing = False
+        self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def for_client(cls, client: typing.Any, gate: asyncio.Semaphore | None) -> AutoPipeline | None:
+        """A pipeline on ``client``'s pool, or None if the pool cannot spare a connection.
+
+        A pool of ``n`` connections lends at most ``n - 1`` (and ``MAX_IN_FLIGHT``), so
+        other commands always find one; with a gate, each lane holds one of its slots.
+        """
+        pool = getattr(client, "connection_pool", None)
+        if pool is None or getattr(client, "single_connection_client", False):
+            return None
+        size = getattr(pool, "max_connections", None)
+        if not isinstance(size, int) or not all(
+            hasattr(pool, name) for name in ("get_connection", "release", "get_encoder")
+        ):
+            return None
+        lanes = min(MAX_IN_FLIGHT, size - 1)
+        return cls(pool, lanes=lanes, gate=gate) if lanes >= 1 else None
+
     async def call(
-        self, script: typing.Any, key: str, args: typing.Sequence[typing.Any]
+        self, script: LuaScript, key: str, args: typing.Sequence[typing.Any]
     ) -> typing.Any:
-        """``script(keys=[key], args=args)``, possibly in a pipeline with other calls."""
-        if self._in_flight < MAX_IN_FLIGHT and not self._queue:
+        """The reply of ``EVALSHA script 1 key *args``, possibly in a pipeline with other calls."""
+        if self._in_flight < self._lanes and not self._queue:
             self._in_flight += 1
             try:
-                return await script(keys=(key,), args=args)
+                conn = self._idle.pop() if self._idle else await self._connect()
+                try:
+                    (reply,) = await self._exchange(conn, ((script, key, args),))
+                finally:
+                    if self._closed:
+                        await self._release(conn)
+                    else:
+                        self._idle.append(conn)
             finally:
                 self._in_flight -= 1
                 self._kick()
+            if isinstance(reply, ResponseError):
+                raise reply
+            return reply
         future: asyncio.Future[typing.Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, key, args, future))
         self._kick()
         return await future
 
+    async def aclose(self) -> None:
+        """Give every idle connection back to the pool; busy ones go back when their call ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._release(conn)
+
+    # -- lanes ------------------------------------------------------------------------
+
+    async def _connect(self) -> typing.Any:
+        gate = self._gate
+        if gate is not None:
+            await gate.acquire()
+        try:
+            conn = await self._pool.get_connection()
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        return conn
+
+    async def _release(self, conn: typing.Any) -> None:
+        try:
+            await self._pool.release(conn)
+        finally:
+            if self._gate is not None:
+                self._gate.release()
+
+    async def _exchange(self, conn: typing.Any, calls: typing.Sequence[_Call]) -> list[typing.Any]:
+        """One round trip of ``calls`` on ``conn``: each reply, or the ResponseError it gave."""
+        encode = self._encode
+        packed = [pack_evalsha(script, encode(key), args) for script, key, args in calls]
+
+        async def attempt() -> list[typing.Any]:
+            await conn.send_packed_command(packed)
+            replies = [await _read(conn) for _ in packed]
+            lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if lost:
+                # The server lost its scripts (a restart, SCRIPT FLUSH): load each one
+                # again and send the calls that missed it, in one more round trip.
+                scripts = {calls[i][0].sha: calls[i][0] for i in lost}
+                commands: list[bytes] = []
+                for script in scripts.values():
+                    commands.extend(conn.pack_command("SCRIPT", "LOAD", script.source))
+                commands.extend(packed[i] for i in lost)
+                await conn.send_packed_command(commands)
+                for _ in scripts:
+                    loaded = await _read(conn)
+                    if isinstance(loaded, ResponseError):
+                        raise loaded
+                for i in lost:
+                    replies[i] = await _read(conn)
+            return replies
+
+        async def dropped(error: BaseException) -> None:
+            await conn.disconnect()
+
+        result: list[typing.Any] = await conn.retry.call_with_retry(attempt, dropped)
+        return result
+
+    # -- batching ---------------------------------------------------------------------
+
     def _kick(self) -> None:
-        if self._queue and self._in_flight < MAX_IN_FLIGHT and not self._flushing:
+        if self._queue and self._in_flight < self._lanes and not self._flushing:
             # Flush on the next loop turn, so every call queued in this one joins.
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -73,10 +198,14 @@ class AutoPipeline:
 
     async def _send(self, batch: list[_Item]) -> None:
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for script, key, args, _ in batch:
-                pipe.evalsha(script.sha, 1, key, *args)
-            results = await pipe.execute(raise_on_error=False)
+            conn = self._idle.pop() if self._idle else await self._connect()
+            try:
+                replies = await self._exchange(conn, [item[:3] for item in batch])
+            finally:
+                if self._closed:
+                    await self._release(conn)
+                else:
+                    self._idle.append(conn)
         except BaseException as exc:
             for *_, future in batch:
                 if future.done():
@@ -88,37 +217,21 @@ class AutoPipeline:
             if not isinstance(exc, Exception):
                 raise
         else:
-            for (script, key, args, future), result in zip(batch, results, strict=True):
+            for (*_, future), reply in zip(batch, replies, strict=True):
                 if future.done():
                     continue
-                if isinstance(result, NoScriptError):
-                    # The server lost its scripts: this call loads it again and retries.
-                    self._retry(script, key, args, future)
-                elif isinstance(result, Exception):
-                    future.set_exception(result)
+                if isinstance(reply, ResponseError):
+                    future.set_exception(reply)
                 else:
-                    future.set_result(result)
+                    future.set_result(reply)
         finally:
             self._in_flight -= 1
             self._kick()
 
-    def _retry(
-        self,
-        script: typing.Any,
-        key: str,
-        args: typing.Sequence[typing.Any],
-        future: asyncio.Future[typing.Any],
-    ) -> None:
-        async def again() -> None:
-            try:
-                result = await script(keys=(key,), args=args)
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
 
-        task = asyncio.get_running_loop().create_task(again())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+async def _read(conn: typing.Any) -> typing.Any:
+    """The next reply on ``conn``; an error reply is returned, not raised (the stream stays in step)."""
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:
+        return exc

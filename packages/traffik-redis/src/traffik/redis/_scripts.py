@@ -1,16 +1,19 @@
 """The Lua scripts: loading them, and which one runs which strategy.
 
 Each built-in strategy is one script (``scripts/<name>.lua``, with the shared
-``_prelude.lua`` prepended): one ``EVALSHA`` per decision. Scripts are registered
-with redis-py's ``register_script``, which reloads a script after ``NOSCRIPT`` (a
-server restart or ``SCRIPT FLUSH``) and retries, so that heals itself.
+``_prelude.lua`` prepended): one ``EVALSHA`` per decision. A script the server lost
+(``NOSCRIPT`` after a restart or ``SCRIPT FLUSH``) is loaded again and the call
+retried, as redis-py's ``register_script`` would, without its wrapper per call.
 """
 
 from __future__ import annotations
 
+import hashlib
 import typing
+from dataclasses import dataclass
 from importlib import resources
 
+from redis.exceptions import NoScriptError
 from traffik.decisions import Decision
 from traffik.strategies import (
     FixedWindowStrategy,
@@ -30,9 +33,12 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "DECISION_SCRIPTS",
     "SCRIPT_OF",
+    "LuaScript",
     "ScriptSet",
     "decision_args",
     "load_script",
+    "pack_evalsha",
+    "run_script",
     "to_decision",
 ]
 
@@ -84,22 +90,60 @@ def _source(name: str) -> str:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    """One script: its name, its text as sent to Redis, and the SHA1 that ``EVALSHA`` names."""
+
+    name: str
+    source: bytes
+    sha: str
+    #: The SHA1 as ASCII bytes, ready for a packed command.
+    sha_bytes: bytes
+
+    @classmethod
+    def named(cls, name: str) -> LuaScript:
+        source = _source(name).encode("utf-8")
+        sha = hashlib.sha1(source).hexdigest()
+        return cls(name, source, sha, sha.encode("ascii"))
+
+
 class ScriptSet:
-    """The registered scripts of one client: ``scripts["fw"](keys=..., args=...)``."""
+    """Every script the backend runs: ``scripts["fw"]`` is a :class:`LuaScript`."""
 
     __slots__ = ("_by_name",)
 
-    def __init__(self, client: typing.Any) -> None:
-        self._by_name: dict[str, typing.Any] = {
-            name: client.register_script(_source(name)) for name in _ALL_SCRIPTS
-        }
+    def __init__(self) -> None:
+        self._by_name: dict[str, LuaScript] = {name: LuaScript.named(name) for name in _ALL_SCRIPTS}
 
-    def __getitem__(self, name: str) -> typing.Any:
+    def __getitem__(self, name: str) -> LuaScript:
         return self._by_name[name]
 
-    def sources(self) -> list[str]:
+    def sources(self) -> list[bytes]:
         """The text of every script (for ``SCRIPT LOAD`` at start-up)."""
-        return [_source(name) for name in _ALL_SCRIPTS]
+        return [script.source for script in self._by_name.values()]
+
+
+async def run_script(
+    client: typing.Any, script: LuaScript, key: str, args: typing.Sequence[typing.Any]
+) -> typing.Any:
+    """``EVALSHA`` through ``client`` (a Redis or RedisCluster); on ``NOSCRIPT``, load and retry."""
+    try:
+        return await client.execute_command("EVALSHA", script.sha, 1, key, *args)
+    except NoScriptError:
+        await client.script_load(script.source)
+        return await client.execute_command("EVALSHA", script.sha, 1, key, *args)
+
+
+def pack_evalsha(script: LuaScript, key: bytes, args: typing.Sequence[int | str]) -> bytes:
+    """``EVALSHA sha 1 key *args`` in the Redis protocol (what redis-py's pack_command writes)."""
+    parts = [
+        b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n"
+        % (len(args) + 4, script.sha_bytes, len(key), key)
+    ]
+    for arg in args:
+        raw = arg.encode("utf-8") if isinstance(arg, str) else b"%d" % arg
+        parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    return b"".join(parts)
 
 
 def decision_args(

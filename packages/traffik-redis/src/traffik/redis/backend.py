@@ -19,7 +19,7 @@ from traffik.redis._errors import backend_error, guarded
 from traffik.redis._keys import tagged_key
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
-from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, to_decision
+from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, run_script, to_decision
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
 from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_state
 from traffik.types import HTTPConnectionT
@@ -192,7 +192,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         try:
             opened = await asyncio.wait_for(open_client(self._source, self._settings), timeout)
             self._where = opened.where
-            scripts = ScriptSet(opened.client)
+            scripts = ScriptSet()
             await asyncio.wait_for(self._prepare(opened.client, scripts), timeout)
         except TraffikException:
             await self._discard(opened)
@@ -204,19 +204,15 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             await self._discard(opened)
             return
         self._opened, self._scripts = opened, scripts
-        if (
-            self.auto_pipeline
-            and opened.gate is None
-            and not isinstance(opened.client, RedisCluster)
-        ):
-            self._pipeline = AutoPipeline(opened.client)
+        if self.auto_pipeline and not isinstance(opened.client, RedisCluster):
+            self._pipeline = AutoPipeline.for_client(opened.client, opened.gate)
         self.connection = opened.client
 
     @staticmethod
     async def _prepare(client: Client, scripts: ScriptSet) -> None:
         await client.ping()
         # Load now so that the first decision is one round trip; after a restart or
-        # SCRIPT FLUSH, register_script reloads on NOSCRIPT by itself.
+        # SCRIPT FLUSH, a NOSCRIPT reply loads the script again (run_script, AutoPipeline).
         for source in scripts.sources():
             await client.script_load(source)
 
@@ -232,10 +228,14 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     async def close(self) -> None:
         """Close the client if this backend created it (from a URL or a factory)."""
         opened, self._opened, self._scripts = self._opened, None, None
-        self._pipeline = None
+        pipeline, self._pipeline = self._pipeline, None
         self.connection = None
-        if opened is not None and opened.owned:
-            await opened.client.aclose()
+        try:
+            if pipeline is not None:
+                await pipeline.aclose()  # its connections go back to the pool first
+        finally:
+            if opened is not None and opened.owned:
+                await opened.client.aclose()
 
     @guarded
     async def reset(self) -> None:
@@ -277,9 +277,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl}.")
         opened, scripts = self._ready()
         ttl_ms = max(1, math.ceil(ttl * 1000))
-        return int(
-            await scripts["incr_ttl"](keys=[key], args=[amount, ttl_ms], client=opened.client)
-        )
+        return int(await run_script(opened.client, scripts["incr_ttl"], key, (amount, ttl_ms)))
 
     @guarded
     async def expire(self, key: str, seconds: float) -> bool:
@@ -322,14 +320,15 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         args = decision_args(strategy, rate, cost, now_ms)
         opened, scripts = self._ready()
         skey = tagged_key(self.namespace, key, strategy.storage_suffix())
+        pipeline = self._pipeline
         try:
-            if self._pipeline is not None:
-                reply = await self._pipeline.call(scripts[name], skey, args)
+            if pipeline is not None:
+                reply = await pipeline.call(scripts[name], skey, args)
             elif opened.gate is None:
-                reply = await scripts[name](keys=(skey,), args=args)
+                reply = await run_script(opened.client, scripts[name], skey, args)
             else:
                 async with opened.gate:
-                    reply = await scripts[name](keys=(skey,), args=args)
+                    reply = await run_script(opened.client, scripts[name], skey, args)
         except Exception as exc:
             raise self._error("decide", exc) from exc
         return to_decision(reply)
@@ -356,13 +355,16 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             now_ms = self.clock()
         opened, scripts = self._ready()
         skey = self.state_key(key, strategy)
-        args = ["" if now_ms is None else now_ms]
+        args = ("" if now_ms is None else now_ms,)
+        pipeline, script = self._pipeline, scripts["peek"]
         try:
-            if opened.gate is None:
-                now, raw = await scripts["peek"](keys=[skey], args=args)
+            if pipeline is not None:
+                now, raw = await pipeline.call(script, skey, args)
+            elif opened.gate is None:
+                now, raw = await run_script(opened.client, script, skey, args)
             else:
                 async with opened.gate:
-                    now, raw = await scripts["peek"](keys=[skey], args=args)
+                    now, raw = await run_script(opened.client, script, skey, args)
         except Exception as exc:
             raise self._error("peek", exc) from exc
         return strategy.peek(decode_state(raw), int(now), rate)
