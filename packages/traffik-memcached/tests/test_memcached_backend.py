@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
@@ -241,3 +243,45 @@ async def test_peek_after_decide_matches_the_reference(
     for _ in range(2):
         state = strategy.decide(state, 20_000, rate, 1).state
     assert seen == strategy.peek(state, 20_500, rate)
+
+
+async def _fill(client: typing.Any, tag: bytes) -> None:
+    """Store items of every small size until memcached (``-M``: no eviction) refuses each."""
+    for size in range(1, 200, 6):
+        for batch in range(1_000):
+            replies = await asyncio.gather(
+                *(
+                    # A key of its own: a refused set deletes the item it would replace.
+                    client.execute(
+                        b"set %s%d~%d.%d 0 0 %d\r\n%s\r\n"
+                        % (tag, size, batch, i, size, b"v" * size),
+                        (LINE,),
+                    )
+                    for i in range(200)
+                )
+            )
+            if any(r[0] != b"STORED" for r in replies):
+                break
+        else:
+            raise AssertionError(f"memcached never ran out of memory for {size}-byte values")
+
+
+@pytest.mark.asyncio
+async def test_a_server_out_of_memory_fails_decisions_naming_it(
+    make_memcached_server: typing.Callable[..., MemcachedServer],
+) -> None:
+    server = make_memcached_server(extra_args=["-M", "-m", "2"])
+    ns = _ns()
+    backend = MemcachedBackend(server.host, server.port, namespace=ns, timeout=5)
+    await backend.initialize()
+    try:
+        await _fill(_raw(backend), b"fill~")
+        # The counter's add is refused: said so at once, not retried as if it raced.
+        with pytest.raises(BackendError, match="out of memory"):
+            await backend.increment(f"{ns}:new-counter", 1)
+        # A namespace whose generation cannot be stored does not get a private one.
+        other = MemcachedBackend(server.host, server.port, namespace=_ns() + "-x")
+        with pytest.raises(BackendError, match="did not store the generation"):
+            await other.initialize()
+    finally:
+        await backend.close()
