@@ -22,6 +22,7 @@ script on the same connection and sends the calls that missed it again.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import typing
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -90,6 +91,14 @@ class AutoPipeline:
         lanes = min(MAX_IN_FLIGHT, size - 1)
         return cls(pool, lanes=lanes, gate=gate) if lanes >= 1 else None
 
+    @staticmethod
+    def _checkout_args(pool: typing.Any) -> tuple[str, ...]:
+        # redis-py before 5.3 requires a command name; later versions warn when given one.
+        parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+        if parameter is not None and parameter.default is inspect.Parameter.empty:
+            return ("EVALSHA",)
+        return ()
+
     async def call(
         self, script: LuaScript, key: str, args: typing.Sequence[typing.Any]
     ) -> typing.Any:
@@ -130,7 +139,7 @@ class AutoPipeline:
         if gate is not None:
             await gate.acquire()
         try:
-            conn = await self._pool.get_connection()
+            conn = await self._pool.get_connection(*self._checkout_args(self._pool))
         except BaseException:
             if gate is not None:
                 gate.release()
@@ -150,7 +159,7 @@ class AutoPipeline:
         packed = [pack_evalsha(script, encode(key), args) for script, key, args in calls]
 
         async def attempt() -> list[typing.Any]:
-            await conn.send_packed_command(packed)
+            await _write(conn, packed)
             replies = [await _read(conn) for _ in packed]
             lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if lost:
@@ -227,6 +236,30 @@ class AutoPipeline:
         finally:
             self._in_flight -= 1
             self._kick()
+
+
+async def _write(conn: typing.Any, packed: list[bytes]) -> None:
+    """Send ``packed`` on ``conn``: straight into its transport when that cannot block.
+
+    redis-py's ``send_packed_command`` runs every write under ``asyncio.wait_for``,
+    which costs a task and two loop turns. A command that the socket takes at once
+    needs no timeout; anything left buffered (or a connection to open, a health
+    check due, a closing transport) goes through ``send_packed_command`` as usual,
+    with its timeout and its error handling.
+    """
+    writer = getattr(conn, "_writer", None)
+    if (
+        writer is None
+        or not conn.is_connected
+        or conn.health_check_interval
+        or writer.transport.is_closing()
+        or writer.transport.get_write_buffer_size()
+    ):
+        await conn.send_packed_command(packed)
+        return
+    writer.writelines(packed)
+    if writer.transport.get_write_buffer_size():
+        await conn.send_packed_command([])  # drain what the socket did not take, with a timeout
 
 
 async def _read(conn: typing.Any) -> typing.Any:

@@ -1,0 +1,125 @@
+"""The auto-pipeline's own connections (lanes): NOSCRIPT in a batch, cancellation, the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+
+import pytest
+import redis.asyncio as aioredis
+
+from traffik.rates import Rate
+from traffik.redis import RedisBackend
+from traffik.strategies import FixedWindowStrategy, GCRAStrategy
+from traffik.testing.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+#: Long enough that no loaded machine reaches the cancel before the pause ends;
+#: each test ends it early with CLIENT UNPAUSE.
+PAUSE_MS = 10_000
+#: A fixed clock: counts never cross a window boundary.
+NOW_MS = 1_700_000_000_000
+
+
+def _calls(server: RedisServer, command: str) -> int:
+    info = server.command("INFO", "commandstats")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest.mark.asyncio
+async def test_a_batch_reloads_only_the_scripts_it_lost(
+    make_redis_server: typing.Callable[..., RedisServer],
+) -> None:
+    # Two connections: the pipeline takes one lane, so while the first call is out
+    # every later one queues, and they all leave together as one batch.
+    server = make_redis_server()
+    fw, gcra = FixedWindowStrategy(), GCRAStrategy()
+    rate = Rate(limit=40, hours=1)
+    backend = RedisBackend(server.url, namespace="lost", max_connections=2, persistent=False)
+    async with backend():
+        server.command("SCRIPT", "FLUSH")
+        server.command("CONFIG", "RESETSTAT")
+        decisions = await asyncio.gather(
+            backend.decide("a", fw, rate, now_ms=NOW_MS),  # alone: reloads fw
+            *(
+                backend.decide(key, strategy, rate, now_ms=NOW_MS)
+                for _ in range(30)
+                for key, strategy in (("a", fw), ("b", gcra))
+            ),  # one batch: fw runs, gcra is lost and sent again after its reload
+        )
+        # fw once for the first call, gcra once for the batch: nothing else reloaded.
+        assert _calls(server, "script|load") == 2
+        assert _calls(server, "evalsha") == 1 + 1 + 60 + 30
+    allowed = [d for d in decisions if d.allowed]
+    assert len(allowed) == len(decisions) == 61
+    fw_remaining = [decisions[0].remaining, *(d.remaining for d in decisions[1::2])]
+    assert fw_remaining == list(range(39, 8, -1))
+    assert sorted(d.remaining for d in decisions[2::2]) == list(range(10, 40))
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_decision_leaves_no_stray_reply_on_its_lane(
+    redis_server: RedisServer,
+) -> None:
+    # One lane: a decision cancelled while its reply is pending must not leave that
+    # reply to be read as the answer to the next decision on the same connection.
+    backend = RedisBackend(
+        redis_server.url,
+        namespace="lane",
+        max_connections=2,
+        persistent=False,
+        clock=lambda: NOW_MS,
+    )
+    strategy = FixedWindowStrategy()
+    async with backend():
+        redis_server.command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
+        try:
+            pending = asyncio.ensure_future(
+                backend.decide("first", strategy, Rate(limit=5, hours=1), 1)
+            )
+            await asyncio.sleep(0.05)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        finally:
+            redis_server.command("CLIENT", "UNPAUSE")
+        for i in range(3):
+            got = await backend.decide("second", strategy, Rate(limit=3, hours=1), 1)
+            assert (got.limit, got.remaining) == (3, 2 - i)
+
+
+@pytest.mark.asyncio
+async def test_closing_gives_the_lanes_back_to_a_client_passed_in(
+    redis_server: RedisServer,
+) -> None:
+    # A pool that raises when exhausted: after close, every one of its connections
+    # can be in use at once again, so the backend kept none.
+    pool = aioredis.ConnectionPool.from_url(redis_server.url, max_connections=3)
+    client = aioredis.Redis.from_pool(pool)
+    try:
+        rate = Rate(limit=1000, hours=1)
+        async with RedisBackend(client, namespace="giveback", persistent=False)() as backend:
+            await asyncio.gather(
+                *(backend.decide("k", FixedWindowStrategy(), rate) for _ in range(100))
+            )
+        waits = await asyncio.gather(*(client.blpop(["giveback:none"], 0.1) for _ in range(3)))
+        assert waits == [None, None, None]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_command_larger_than_the_socket_takes_at_once(redis_server: RedisServer) -> None:
+    # A 4 MB key: the socket cannot take the command in one send, so the rest is
+    # drained (under the socket timeout) before the reply is read.
+    key = "k" * (4 * 1024 * 1024)
+    rate = Rate(limit=3, hours=1)
+    async with RedisBackend(redis_server.url, namespace="big", persistent=False)() as backend:
+        got = [await backend.decide(key, FixedWindowStrategy(), rate) for _ in range(4)]
+        assert [d.remaining for d in got] == [2, 1, 0, 0]
+        assert (await backend.decide("small", FixedWindowStrategy(), rate)).remaining == 2
