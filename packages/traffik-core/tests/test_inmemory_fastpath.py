@@ -44,7 +44,7 @@ class Clock:
 
 START = 1_000_000_000
 KEYS = ("a", "b", "c", "d")
-FEW_KEYS = ("a", "b")
+FEW_KEYS = ("a", "b", "c")
 # Stored state text of the wrong length, with a window start in the future.
 ODD = [f"{START + 10**9}", f"{START + 10**9},1,2"]
 
@@ -124,12 +124,16 @@ def test_fast_path_matches_the_pure_strategy_when_the_clock_steps_back(
 
 Op = tuple[typing.Any, ...]
 
+# Repeats within one millisecond are common under load; two rates may share a key.
+ticks = st.one_of(st.just(0), steps)
+which = st.sampled_from([0, 0, 0, 1])
+
 ops = st.one_of(
-    st.tuples(st.just("decide"), st.sampled_from(FEW_KEYS), steps, costs),
-    st.tuples(st.just("decide"), st.sampled_from(FEW_KEYS), steps, costs),
-    st.tuples(st.just("decide"), st.sampled_from(FEW_KEYS), steps, costs),
-    st.tuples(st.just("decide_at"), st.sampled_from(FEW_KEYS), steps, costs),
-    st.tuples(st.just("peek"), st.sampled_from(FEW_KEYS)),
+    st.tuples(st.just("decide"), st.sampled_from(FEW_KEYS), ticks, costs, which),
+    st.tuples(st.just("decide"), st.sampled_from(FEW_KEYS), ticks, costs, which),
+    st.tuples(st.just("decide"), st.sampled_from(FEW_KEYS), ticks, costs, which),
+    st.tuples(st.just("decide_at"), st.sampled_from(FEW_KEYS), ticks, costs, which),
+    st.tuples(st.just("peek"), st.sampled_from(FEW_KEYS), which),
     st.tuples(st.just("get"), st.sampled_from(FEW_KEYS)),
     st.tuples(
         st.just("set"),
@@ -152,11 +156,13 @@ def snapshot(backend: InMemoryBackend) -> tuple[typing.Any, ...]:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    rate=rates,
+    two_rates=st.tuples(rates, rates),
     max_keys=st.integers(1, 5),
     script=st.lists(ops, max_size=60),
 )
-def test_fast_path_matches_the_generic_path(rate: Rate, max_keys: int, script: list[Op]) -> None:
+def test_fast_path_matches_the_generic_path(
+    two_rates: tuple[Rate, Rate], max_keys: int, script: list[Op]
+) -> None:
     clock = Clock(START)
     fast = InMemoryBackend(namespace="x", clock=clock, max_keys=max_keys)
     slow = InMemoryBackend(namespace="x", clock=clock, max_keys=max_keys)
@@ -167,7 +173,8 @@ def test_fast_path_matches_the_generic_path(rate: Rate, max_keys: int, script: l
             for op in script:
                 results = []
                 if op[0] in ("decide", "decide_at"):
-                    _, key, step, cost = op
+                    _, key, step, cost, rate_index = op
+                    rate = two_rates[rate_index]
                     if op[0] == "decide":
                         clock.now += step
                         for backend, strategy in pairs:
@@ -181,7 +188,7 @@ def test_fast_path_matches_the_generic_path(rate: Rate, max_keys: int, script: l
                     assert same(results[0], results[1]), (op, results)
                 elif op[0] == "peek":
                     for backend, strategy in pairs:
-                        results.append(await backend.peek(op[1], strategy, rate))
+                        results.append(await backend.peek(op[1], strategy, two_rates[op[2]]))
                     assert same(results[0], results[1]), (op, results)
                 elif op[0] == "reset":
                     for backend, _ in pairs:
@@ -249,3 +256,20 @@ async def test_the_fast_path_does_not_call_the_strategy(monkeypatch: pytest.Monk
         decisions = [await backend.decide("k", FixedWindowStrategy(), rate) for _ in range(3)]
     assert [d.allowed for d in decisions] == [True, True, False]
     assert decisions[-1] == Decision(False, 2, 0, 1000, 1000, 1000, "default")
+
+
+@pytest.mark.asyncio
+async def test_full_window_rejections_of_other_rates_in_the_same_millisecond() -> None:
+    # Same millisecond, same reset_ms: the reused rejection must still match its rate.
+    clock = Clock(START + 990)  # 10 ms left in both a 10 ms and a 1 s window
+    backend = InMemoryBackend(namespace="m", clock=clock)
+    rates = [Rate(limit=2, milliseconds=10), Rate(limit=2, seconds=1), Rate(limit=3, seconds=1)]
+    async with backend():
+        for key, rate in zip("abc", rates, strict=True):
+            for _ in range(rate.limit):
+                assert (await backend.decide(key, FixedWindowStrategy(), rate)).allowed
+        for _ in range(2):
+            for key, rate in zip("abc", rates, strict=True):
+                got = await backend.decide(key, FixedWindowStrategy(), rate)
+                want = Decision(False, rate.limit, 0, 10, 10, rate.expire, "default")
+                assert same(got, want), (key, rate, got)

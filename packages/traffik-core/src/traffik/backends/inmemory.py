@@ -117,6 +117,8 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
         self._buckets: dict[int, set[str]] = {}
         self._bucket_heap: list[int] = []
         self._locks: weakref.WeakValueDictionary[str, _LockState] = weakref.WeakValueDictionary()
+        # The last fixed-window rejection of a full window (reset_ms 0 never matches).
+        self._fw_full: Decision = _Decision(False, 0, 0, 0, 0, 0, "default")
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -383,6 +385,15 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
                         self._drop(store, skey, entry)
                     else:
                         store.move_to_end(skey)
+                if used >= limit and cost <= limit:
+                    # A full window: every such rejection in this millisecond is the same
+                    # (immutable) Decision, so reuse the last one instead of building it.
+                    last = self._fw_full
+                    if last[3] == reset and last[1] == limit and last[5] == window:
+                        return last
+                    last = fast_new(_Decision, (False, limit, 0, reset, reset, window, "default"))
+                    self._fw_full = last
+                    return last
                 return fast_new(
                     _Decision,
                     (
