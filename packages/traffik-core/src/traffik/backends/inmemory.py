@@ -1,16 +1,13 @@
 """The in-memory backend: one process, O(1) per decision, bounded memory.
 
-Layout: an ``OrderedDict`` in least-recently-used order maps each key to a
-``[value, expires_at_ms, bucket]`` list. Keys with a TTL also sit in a coarse
-expiry wheel (one set of keys per ~1 s bucket, bucket ids in a heap), so expired
-entries are found without scanning: every write deletes a few keys from buckets
-that have wholly expired. A read of an expired key drops it on the spot, and past
-``max_keys`` the least recently used key is evicted.
+State lives in an LRU-ordered dict with a coarse expiry wheel (see
+``_inmemory_store``): expired entries are reclaimed a few at a time on every write,
+and past ``max_keys`` the least recently used key is evicted. Decisions run the
+strategy synchronously; the fixed window, the common case, is inlined.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import time as _time
 import typing
@@ -19,6 +16,9 @@ from collections import OrderedDict
 
 from traffik.backends._inmemory_lock import AsyncInMemoryLock
 from traffik.backends._inmemory_lock import LockState as _LockState
+from traffik.backends._inmemory_store import BUCKET_SHIFT as _BUCKET_SHIFT
+from traffik.backends._inmemory_store import ExpiryWheelStore as _ExpiryWheelStore
+from traffik.backends._inmemory_store import Store as _Store
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend
 from traffik.decisions import NEVER
 from traffik.decisions import Decision as _Decision
@@ -40,16 +40,6 @@ __all__ = ["DEFAULT_MAX_KEYS", "AsyncInMemoryLock", "InMemoryBackend", "monotoni
 #: default caps a backend near 50 MB.
 DEFAULT_MAX_KEYS = 100_000
 
-#: Expired keys deleted per write, at most (amortised reclamation).
-_RECLAIM_PER_WRITE = 4
-
-#: Expiry buckets are ``2**_BUCKET_SHIFT`` ms wide (about one second).
-_BUCKET_SHIFT = 10
-
-# key -> [value (str, or a strategy State tuple), expires_at_ms or None, bucket or None]
-_Store = OrderedDict[str, list[typing.Any]]
-
-
 _monotonic_ns = _time.monotonic_ns
 
 
@@ -66,7 +56,7 @@ def _check_ttl(name: str, seconds: float) -> None:
         )
 
 
-class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
+class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT]):
     """Keeps state in a dict in this process: for tests, development and single-process apps.
 
     Every operation is synchronous under the hood (no ``await`` inside a critical
@@ -155,95 +145,6 @@ class InMemoryBackend(ThrottleBackend[_Store, HTTPConnectionT]):
     def __bool__(self) -> bool:
         # An empty backend is still a backend: ``backend or default`` must keep it.
         return True
-
-    # -- storage core (synchronous) ---------------------------------------------
-
-    def _live(self, store: _Store, key: str, now: int) -> list[typing.Any] | None:
-        """The entry at ``key`` if it has not expired (marked recently used), else None."""
-        entry = store.get(key)
-        if entry is None:
-            return None
-        expires = entry[1]
-        if expires is not None and expires <= now:
-            self._drop(store, key, entry)
-            return None
-        store.move_to_end(key)
-        return entry
-
-    def _drop(self, store: _Store, key: str, entry: list[typing.Any]) -> None:
-        del store[key]
-        self._unbucket(key, entry)
-
-    def _unbucket(self, key: str, entry: list[typing.Any]) -> None:
-        bucket = entry[2]
-        if bucket is not None:
-            entry[2] = None
-            keys = self._buckets.get(bucket)
-            if keys is not None:
-                keys.discard(key)
-
-    def _expire_at(self, key: str, entry: list[typing.Any], expires: int | None) -> None:
-        """Set the expiry of a stored entry, moving it to the matching wheel bucket."""
-        entry[1] = expires
-        bucket = None if expires is None else expires >> _BUCKET_SHIFT
-        old = entry[2]
-        if bucket == old:
-            return
-        buckets = self._buckets
-        if old is not None:
-            keys = buckets.get(old)
-            if keys is not None:
-                keys.discard(key)
-        entry[2] = bucket
-        if bucket is not None:
-            keys = buckets.get(bucket)
-            if keys is None:
-                buckets[bucket] = {key}
-                heapq.heappush(self._bucket_heap, bucket)
-            else:
-                keys.add(key)
-
-    def _put(
-        self, store: _Store, key: str, value: typing.Any, expires: int | None, now: int
-    ) -> None:
-        """Store ``value`` at ``key`` (most recently used), then reclaim a little."""
-        entry = store.get(key)
-        if entry is None:
-            entry = [value, None, None]
-            store[key] = entry
-            if len(store) > self.max_keys:
-                old_key, old_entry = store.popitem(last=False)
-                self._unbucket(old_key, old_entry)
-        else:
-            entry[0] = value
-            store.move_to_end(key)
-        if entry[1] != expires:
-            self._expire_at(key, entry, expires)
-        heap = self._bucket_heap
-        if heap and heap[0] < now >> _BUCKET_SHIFT:
-            self._reclaim(store, now)
-
-    def _reclaim(self, store: _Store, now: int) -> None:
-        """Delete up to a few keys from buckets that have wholly expired by ``now``."""
-        heap = self._bucket_heap
-        buckets = self._buckets
-        horizon = now >> _BUCKET_SHIFT
-        budget = _RECLAIM_PER_WRITE
-        while heap and heap[0] < horizon:
-            bucket = heap[0]
-            keys = buckets.get(bucket)
-            while keys and budget:
-                key = keys.pop()
-                entry = store.pop(key, None)
-                if entry is not None:
-                    entry[2] = None
-                budget -= 1
-            if keys:
-                return
-            buckets.pop(bucket, None)
-            heapq.heappop(heap)
-            if not budget:
-                return
 
     # -- primitives -------------------------------------------------------------
 
