@@ -56,7 +56,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
     """Throttling state in memcached, shared by every app host that uses the same server.
 
     Decisions are atomic without locks: the fixed window is one ``incr`` on a
-    counter per window (plus a compensating ``decr`` when it rejects); every other
+    counter per window (plus a compensating ``decr`` when it rejects a request while
+    the window still had room; none once it is full); every other
     strategy runs its Python transition in an optimistic ``gets``/``cas`` loop of at
     most ``max_retries`` retries (with jittered backoff from ``retry_backoff``
     seconds), then raises :class:`~traffik.exceptions.BackendError`.
