@@ -25,6 +25,8 @@ class FixedWindowStrategy(Strategy):
     name = "fw"
 
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
+        # InMemoryBackend.decide inlines this transition for this exact class: change
+        # both together (tests/test_inmemory_fastpath.py compares them).
         window = rate._expire  # the field behind the property: one lookup less per call
         if cost.__class__ is not int or cost < 1 or not window:
             special = special_step(rate, cost)
