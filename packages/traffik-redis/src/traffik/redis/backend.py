@@ -53,6 +53,12 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     strategies use the generic lock + get + set path of the base class, with locks
     from :class:`~traffik.redis.lock.AsyncRedisLock`.
 
+    On a single Redis with ``auto_pipeline`` (the default), decisions and peeks go
+    out on up to two connections the backend takes from the client's pool and
+    keeps until :meth:`close` (never the pool's last one), batched into pipelines
+    under load. Cluster clients, ``auto_pipeline=False``, and pools of one
+    connection send each call through the client on its own.
+
     URL clients keep at most ``max_connections`` connections; more concurrent calls
     wait up to ``pool_timeout`` seconds for one. ``connect_timeout`` and
     ``socket_timeout`` (seconds) bound connecting and each reply. ``persistent``

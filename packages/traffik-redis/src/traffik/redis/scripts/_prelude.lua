@@ -41,6 +41,15 @@ local function decode(raw)
   if not raw or raw == '' then
     return nil
   end
+  -- The usual shapes (two or three integers) in one match instead of a loop.
+  local a, b, c = string.match(raw, '^(%-?%d+),(%-?%d+)$')
+  if a then
+    return {tonumber(a), tonumber(b)}
+  end
+  a, b, c = string.match(raw, '^(%-?%d+),(%-?%d+),(%-?%d+)$')
+  if a then
+    return {tonumber(a), tonumber(b), tonumber(c)}
+  end
   local out = {}
   for part in string.gmatch(raw .. ',', '([^,]*),') do
     if not string.find(part, '^%-?%d+$') then
@@ -52,6 +61,11 @@ local function decode(raw)
 end
 
 local function encode(list)
+  if #list == 2 then
+    return string.format('%d,%d', list[1], list[2])
+  elseif #list == 3 then
+    return string.format('%d,%d,%d', list[1], list[2], list[3])
+  end
   local parts = {}
   for i = 1, #list do
     parts[i] = string.format('%d', list[i])
