@@ -4,7 +4,9 @@
 exactly that class. Two differential checks over generated sequences:
 
 - decisions equal those of the pure ``FixedWindowStrategy().decide`` threaded over a
-  dict of states (clock going backwards and expired entries included);
+  dict of states, for several keys on a clock that never steps back (a state past its
+  TTL then decides like no state), and for one key on a clock that steps back (the
+  reference forgets a state read at or after its expiry, as the backend does);
 - a backend on the fast path and one on the generic path (a subclass of the strategy,
   so the exact-type check fails) return the same decisions and leave the same store:
   values, expiries, expiry buckets and LRU order, under a small ``max_keys`` and with
