@@ -108,7 +108,10 @@ class AutoPipeline:
             try:
                 conn = self._idle.pop() if self._idle else await self._connect()
                 try:
-                    (reply,) = await self._exchange(conn, ((script, key, args),))
+                    packed = pack_evalsha(script, self._encode(key), args)
+                    return await conn.retry.call_with_retry(
+                        lambda: _one(conn, packed, script), lambda error: conn.disconnect()
+                    )
                 finally:
                     if self._closed:
                         await self._release(conn)
@@ -116,10 +119,8 @@ class AutoPipeline:
                         self._idle.append(conn)
             finally:
                 self._in_flight -= 1
-                self._kick()
-            if isinstance(reply, ResponseError):
-                raise reply
-            return reply
+                if self._queue:
+                    self._kick()
         future: asyncio.Future[typing.Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, key, args, future))
         self._kick()
@@ -159,7 +160,9 @@ class AutoPipeline:
         packed = [pack_evalsha(script, encode(key), args) for script, key, args in calls]
 
         async def attempt() -> list[typing.Any]:
-            await _write(conn, packed)
+            rest = _write_now(conn, packed)
+            if rest is not None:
+                await conn.send_packed_command(rest)
             replies = [await _read(conn) for _ in packed]
             lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if lost:
@@ -172,17 +175,14 @@ class AutoPipeline:
                 commands.extend(packed[i] for i in lost)
                 await conn.send_packed_command(commands)
                 for _ in scripts:
-                    loaded = await _read(conn)
-                    if isinstance(loaded, ResponseError):
-                        raise loaded
+                    await _read(conn)  # a SHA1, or an error the calls sent again repeat
                 for i in lost:
                     replies[i] = await _read(conn)
             return replies
 
-        async def dropped(error: BaseException) -> None:
-            await conn.disconnect()
-
-        result: list[typing.Any] = await conn.retry.call_with_retry(attempt, dropped)
+        result: list[typing.Any] = await conn.retry.call_with_retry(
+            attempt, lambda error: conn.disconnect()
+        )
         return result
 
     # -- batching ---------------------------------------------------------------------
@@ -238,9 +238,11 @@ class AutoPipeline:
             self._kick()
 
 
-async def _write(conn: typing.Any, packed: list[bytes]) -> None:
-    """Send ``packed`` on ``conn``: straight into its transport when that cannot block.
+def _write_now(conn: typing.Any, packed: list[bytes]) -> list[bytes] | None:
+    """Write ``packed`` straight into the transport of ``conn`` if that cannot block.
 
+    Returns None when done, else what to pass to ``send_packed_command``: ``packed``
+    (not written), or ``[]`` (written, but the socket did not take it all: drain).
     redis-py's ``send_packed_command`` runs every write under ``asyncio.wait_for``,
     which costs a task and two loop turns. A command that the socket takes at once
     needs no timeout; anything left buffered (or a connection to open, a health
@@ -255,11 +257,25 @@ async def _write(conn: typing.Any, packed: list[bytes]) -> None:
         or writer.transport.is_closing()
         or writer.transport.get_write_buffer_size()
     ):
-        await conn.send_packed_command(packed)
-        return
+        return packed
     writer.writelines(packed)
-    if writer.transport.get_write_buffer_size():
-        await conn.send_packed_command([])  # drain what the socket did not take, with a timeout
+    return [] if writer.transport.get_write_buffer_size() else None
+
+
+async def _one(conn: typing.Any, packed: bytes, script: LuaScript) -> typing.Any:
+    """The reply of one packed ``EVALSHA`` on ``conn``; on ``NOSCRIPT``, load and send it again."""
+    rest = _write_now(conn, [packed])
+    if rest is not None:
+        await conn.send_packed_command(rest)
+    try:
+        return await conn.read_response()
+    except NoScriptError:
+        pass
+    # The server lost its scripts (a restart, SCRIPT FLUSH): load it on this
+    # connection and send the call again, in one more round trip.
+    await conn.send_packed_command([*conn.pack_command("SCRIPT", "LOAD", script.source), packed])
+    await _read(conn)  # the SHA1, or an error the call sent again repeats
+    return await conn.read_response()
 
 
 async def _read(conn: typing.Any) -> typing.Any:

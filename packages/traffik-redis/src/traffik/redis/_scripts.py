@@ -169,6 +169,6 @@ def decision_args(
 
 def to_decision(reply: bytes | str) -> Decision:
     """The :class:`Decision` of a decision script's reply: ``b"1,limit,remaining,reset,retry,window"``."""
-    text = reply.decode("ascii") if isinstance(reply, bytes) else reply
-    allowed, limit, remaining, reset_ms, retry_ms, window_ms = map(int, text.split(","))
+    fields = reply.split(b",") if isinstance(reply, bytes) else reply.split(",")
+    allowed, limit, remaining, reset_ms, retry_ms, window_ms = map(int, fields)
     return Decision(allowed == 1, limit, remaining, reset_ms, retry_ms, window_ms)
