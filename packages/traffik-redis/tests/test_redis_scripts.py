@@ -10,16 +10,18 @@ state left over past its TTL is fed to the script just as the reference sees it.
 
 from __future__ import annotations
 
+import re
 import typing
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import MAX_EXACT_PRODUCT, Rate
 from traffik.redis import RedisBackend
-from traffik.redis._scripts import SCRIPT_OF, decision_args, to_decision
+from traffik.redis._scripts import SCRIPT_OF, _read, decision_args, to_decision
 from traffik.strategies import (
     FixedWindowStrategy,
     GCRAStrategy,
@@ -261,3 +263,77 @@ async def test_lua_reads_states_of_a_larger_configuration_as_the_reference(
     finally:
         await backend.reset()
         await backend.close()
+
+
+# -- the prelude's state parser ------------------------------------------------------
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECODE_PROBE = """
+local state = decode(ARGV[1])
+if state == nil then
+  return {0, 0, ''}
+end
+return {1, #state, encode(state)}
+"""
+
+
+def _integers_or_none(text: str) -> list[int] | None:
+    """The rule the scripts follow: every comma-separated part is ``-?[0-9]+``, or the state is fresh."""
+    parts = text.split(",")
+    if text and all(_INTEGER.fullmatch(part) for part in parts):
+        return [int(part) for part in parts]
+    return None
+
+
+_EXACT = st.integers(-(2**53) + 1, 2**53 - 1)
+
+
+# Each way a text can almost be a list of integers, beside what hypothesis draws.
+@example(text="-")
+@example(text="1,-")
+@example(text="-,1")
+@example(text="--1")
+@example(text="1-")
+@example(text="1-2")
+@example(text="-1,-2")
+@example(text="1,,2")
+@example(text=",1")
+@example(text="1,")
+@example(text=",")
+@example(text="+1")
+@example(text=" 1")
+@example(text="1.5")
+@example(text="1e3")
+@example(text="1,2,3,4")
+@pytest.mark.asyncio
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    text=st.one_of(
+        st.text(alphabet="0123456789,-+ .xe", max_size=30),
+        st.lists(_EXACT, min_size=1, max_size=150).map(lambda xs: ",".join(map(str, xs))),
+        st.lists(_EXACT, min_size=1, max_size=150)
+        .map(lambda xs: ",".join(map(str, xs)))
+        .flatmap(
+            lambda text: st.tuples(
+                st.just(text), st.integers(0, len(text)), st.sampled_from(["", ",", "-", "x", "+"])
+            ).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :])
+        ),
+    )
+)
+async def test_the_prelude_reads_a_state_as_integers_or_as_a_fresh_key(
+    redis_server: RedisServer, text: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        probe = _read("_prelude") + _DECODE_PROBE
+        accepted, count, encoded = await client.eval(probe, 0, text)  # type: ignore[misc]
+    finally:
+        await client.aclose()
+    want = _integers_or_none(text)
+    assert (accepted, count) == ((0, 0) if want is None else (1, len(want))), text
+    if want is not None and all(abs(n) < 2**53 for n in want):
+        assert encoded.decode() == ",".join(map(str, want)), text
