@@ -50,23 +50,11 @@ local function decode(raw)
   if a then
     return {tonumber(a), tonumber(b), tonumber(c)}
   end
-  -- Longer (the sliding log): check the whole text once, then read the numbers.
-  -- Every part is an integer exactly when the text holds only digits, commas and
-  -- minus signs, no part is empty, and each minus sign starts a part and precedes
-  -- a digit.
-  if
-    string.find(raw, '[^%d,%-]')
-    or string.find(raw, ',,', 1, true)
-    or string.find(raw, '^,')
-    or string.find(raw, ',$')
-    or string.find(raw, '[%d%-]%-')
-    or string.find(raw, '%-,')
-    or string.find(raw, '%-$')
-  then
-    return nil
-  end
   local out = {}
-  for part in string.gmatch(raw, '[^,]+') do
+  for part in string.gmatch(raw .. ',', '([^,]*),') do
+    if not string.find(part, '^%-?%d+$') then
+      return nil
+    end
     out[#out + 1] = tonumber(part)
   end
   return out
