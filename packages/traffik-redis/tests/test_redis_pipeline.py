@@ -123,3 +123,31 @@ async def test_a_command_larger_than_the_socket_takes_at_once(redis_server: Redi
         got = [await backend.decide(key, FixedWindowStrategy(), rate) for _ in range(4)]
         assert [d.remaining for d in got] == [2, 1, 0, 0]
         assert (await backend.decide("small", FixedWindowStrategy(), rate)).remaining == 2
+
+
+@pytest.mark.asyncio
+async def test_a_decision_plan_is_kept_per_strategy_rate_and_cost(
+    redis_server: RedisServer,
+) -> None:
+    # Decisions on the server clock reuse their packed arguments: the plan of one
+    # (strategy, rate, cost) must never answer for another, and a cost that is not an
+    # int (True == 1 as a dict key) is still refused.
+    strategy = FixedWindowStrategy()
+    small, large = Rate(limit=3, hours=1), Rate(limit=5, hours=1)
+    async with RedisBackend(redis_server.url, namespace="plans", persistent=False)() as backend:
+        got = [await backend.decide("k", strategy, rate) for rate in (small, large) * 2]
+        assert [(d.limit, d.remaining) for d in got] == [(3, 2), (5, 3), (3, 0), (5, 1)]
+        assert (await backend.decide("c", strategy, large, 2)).remaining == 3
+        assert (await backend.decide("c", strategy, large, 1)).remaining == 2
+        assert (await backend.decide("c", GCRAStrategy(), large, 1)).remaining == 4
+        for cost in (True, 1.0, 0):
+            with pytest.raises(ValueError, match="cost"):
+                await backend.decide("c", strategy, large, cost)  # type: ignore[arg-type]
+        # Many rates (past the bound on kept plans): each decides under its own limit.
+        rates = [Rate(limit=n, hours=1) for n in range(1, 400)]
+        for rate in rates:
+            assert (
+                await backend.decide(f"r{rate.limit}", strategy, rate)
+            ).remaining == rate.limit - 1
+        for rate in rates[:5]:
+            assert (await backend.decide(f"r{rate.limit}", strategy, rate)).limit == rate.limit

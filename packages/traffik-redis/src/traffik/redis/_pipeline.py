@@ -26,7 +26,7 @@ import inspect
 import typing
 
 from redis.exceptions import NoScriptError, ResponseError
-from traffik.redis._scripts import LuaScript, pack_evalsha
+from traffik.redis._scripts import LuaScript, PackedArgs, pack_evalsha
 
 __all__ = ["MAX_IN_FLIGHT", "AutoPipeline"]
 
@@ -35,8 +35,8 @@ MAX_IN_FLIGHT = 2
 #: Decisions per pipeline at most.
 MAX_BATCH = 512
 
-_Call = tuple[LuaScript, str, typing.Sequence[typing.Any]]
-_Item = tuple[LuaScript, str, typing.Sequence[typing.Any], "asyncio.Future[typing.Any]"]
+_Call = tuple[LuaScript, str, PackedArgs]
+_Item = tuple[LuaScript, str, PackedArgs, "asyncio.Future[typing.Any]"]
 
 
 class AutoPipeline:
@@ -99,9 +99,7 @@ class AutoPipeline:
             return ("EVALSHA",)
         return ()
 
-    async def call(
-        self, script: LuaScript, key: str, args: typing.Sequence[typing.Any]
-    ) -> typing.Any:
+    async def call(self, script: LuaScript, key: str, args: PackedArgs) -> typing.Any:
         """The reply of ``EVALSHA script 1 key *args``, possibly in a pipeline with other calls."""
         if self._in_flight < self._lanes and not self._queue:
             self._in_flight += 1

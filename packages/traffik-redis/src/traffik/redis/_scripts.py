@@ -34,9 +34,11 @@ __all__ = [
     "DECISION_SCRIPTS",
     "SCRIPT_OF",
     "LuaScript",
+    "PackedArgs",
     "ScriptSet",
     "decision_args",
     "load_script",
+    "pack_args",
     "pack_evalsha",
     "run_script",
     "to_decision",
@@ -134,16 +136,31 @@ async def run_script(
         return await client.execute_command("EVALSHA", script.sha, 1, key, *args)
 
 
-def pack_evalsha(script: LuaScript, key: bytes, args: typing.Sequence[int | str]) -> bytes:
-    """``EVALSHA sha 1 key *args`` in the Redis protocol (what redis-py's pack_command writes)."""
-    parts = [
-        b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n"
-        % (len(args) + 4, script.sha_bytes, len(key), key)
-    ]
+class PackedArgs(typing.NamedTuple):
+    """ARGV of a script call, already in the Redis protocol (packed once, sent many times)."""
+
+    size: int
+    data: bytes
+
+
+def pack_args(args: typing.Sequence[int | str]) -> PackedArgs:
+    """``args`` as redis-py's pack_command writes them: ints in decimal, text in UTF-8."""
+    parts = []
     for arg in args:
         raw = arg.encode("utf-8") if isinstance(arg, str) else b"%d" % arg
         parts.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
-    return b"".join(parts)
+    return PackedArgs(len(args), b"".join(parts))
+
+
+def pack_evalsha(script: LuaScript, key: bytes, args: PackedArgs) -> bytes:
+    """``EVALSHA sha 1 key *args`` in the Redis protocol."""
+    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n%b" % (
+        args.size + 4,
+        script.sha_bytes,
+        len(key),
+        key,
+        args.data,
+    )
 
 
 def decision_args(

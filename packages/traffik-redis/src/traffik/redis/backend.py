@@ -16,10 +16,19 @@ from traffik.exceptions import (
 )
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, guarded
-from traffik.redis._keys import tagged_key
+from traffik.redis._keys import escape_tag, tagged_key
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
-from traffik.redis._scripts import SCRIPT_OF, ScriptSet, decision_args, run_script, to_decision
+from traffik.redis._scripts import (
+    SCRIPT_OF,
+    LuaScript,
+    PackedArgs,
+    ScriptSet,
+    decision_args,
+    pack_args,
+    run_script,
+    to_decision,
+)
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
 from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_state
 from traffik.types import HTTPConnectionT
@@ -34,6 +43,18 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisBackend"]
 
 #: Connections per client built from a URL; more concurrent calls wait for one.
 DEFAULT_MAX_CONNECTIONS = 64
+#: Decision plans kept per backend (one per strategy, rate and cost in use).
+_PLANS_MAX = 256
+
+
+class _Plan(typing.NamedTuple):
+    """What a decision on the server clock sends, but the key: worked out once."""
+
+    strategy: Strategy
+    rate: Rate
+    script: LuaScript
+    suffix: str
+    args: PackedArgs
 
 
 class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
@@ -149,6 +170,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self._opened: Opened | None = None
         self._scripts: ScriptSet | None = None
         self._pipeline: AutoPipeline | None = None
+        # By (id(strategy), id(rate), cost); a plan holds both objects, so their ids
+        # cannot be reused while it is kept.
+        self._plans: dict[tuple[int, int, int], _Plan] = {}
 
     def __repr__(self) -> str:
         return f"RedisBackend(namespace={self.namespace!r}, server={self._where!r})"
@@ -315,6 +339,17 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
     ) -> Decision:
         """Charge ``cost`` to ``key`` in one EVALSHA (built-in strategies) or the generic path."""
+        pipeline = self._pipeline
+        if now_ms is None and pipeline is not None and cost.__class__ is int:
+            plan = self._plans.get((id(strategy), id(rate), cost))
+            if plan is not None:
+                # The strategy, rate and cost were checked when the plan was made.
+                skey = f"{self.namespace}:{{{escape_tag(key)}}}:{plan.suffix}"
+                try:
+                    reply = await pipeline.call(plan.script, skey, plan.args)
+                except Exception as exc:
+                    raise self._error("decide", exc) from exc
+                return to_decision(reply)
         name = SCRIPT_OF.get(type(strategy))
         if name is None:
             return await self._generic_decide(key, strategy, rate, cost, now_ms=now_ms)
@@ -325,19 +360,28 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             now_ms = self.clock()
         args = decision_args(strategy, rate, cost, now_ms)
         opened, scripts = self._ready()
-        skey = tagged_key(self.namespace, key, strategy.storage_suffix())
+        script, suffix = scripts[name], strategy.storage_suffix()
+        skey = tagged_key(self.namespace, key, suffix)
         pipeline = self._pipeline
         try:
             if pipeline is not None:
-                reply = await pipeline.call(scripts[name], skey, args)
+                packed = pack_args(args)
+                if now_ms is None:  # the server's clock: the same ARGV every time
+                    self._remember(_Plan(strategy, rate, script, suffix, packed), cost)
+                reply = await pipeline.call(script, skey, packed)
             elif opened.gate is None:
-                reply = await run_script(opened.client, scripts[name], skey, args)
+                reply = await run_script(opened.client, script, skey, args)
             else:
                 async with opened.gate:
-                    reply = await run_script(opened.client, scripts[name], skey, args)
+                    reply = await run_script(opened.client, script, skey, args)
         except Exception as exc:
             raise self._error("decide", exc) from exc
         return to_decision(reply)
+
+    def _remember(self, plan: _Plan, cost: int) -> None:
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()  # strategies and rates are few; this only bounds a leak
+        self._plans[(id(plan.strategy), id(plan.rate), cost)] = plan
 
     async def _generic_decide(
         self, key: str, strategy: Strategy, rate: Rate, cost: int, *, now_ms: int | None
@@ -365,7 +409,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         pipeline, script = self._pipeline, scripts["peek"]
         try:
             if pipeline is not None:
-                now, raw = await pipeline.call(script, skey, args)
+                now, raw = await pipeline.call(script, skey, pack_args(args))
             elif opened.gate is None:
                 now, raw = await run_script(opened.client, script, skey, args)
             else:
