@@ -32,11 +32,14 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "DECISION_SCRIPTS",
+    "PLANS_MAX",
     "SCRIPT_OF",
+    "DecisionPlan",
     "LuaScript",
     "PackedArgs",
     "ScriptSet",
     "decision_args",
+    "keep_plan",
     "load_script",
     "pack_args",
     "pack_evalsha",
@@ -161,6 +164,30 @@ def pack_evalsha(script: LuaScript, key: bytes, args: PackedArgs) -> bytes:
         key,
         args.data,
     )
+
+
+class DecisionPlan(typing.NamedTuple):
+    """What a decision on the server clock sends, but the key: worked out once."""
+
+    strategy: Strategy
+    rate: Rate
+    script: LuaScript
+    suffix: str
+    args: PackedArgs
+
+
+#: Decision plans kept per backend (one per strategy, rate and cost in use).
+PLANS_MAX = 256
+
+
+def keep_plan(
+    plans: dict[tuple[int, int, int], DecisionPlan], plan: DecisionPlan, cost: int
+) -> None:
+    """Keep ``plan`` under ``(id(strategy), id(rate), cost)``; the plan holds both objects,
+    so their ids cannot be reused while it is kept."""
+    if len(plans) >= PLANS_MAX:
+        plans.clear()  # strategies and rates are few; this only bounds a leak
+    plans[(id(plan.strategy), id(plan.rate), cost)] = plan
 
 
 def decision_args(

@@ -21,10 +21,10 @@ from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
     SCRIPT_OF,
-    LuaScript,
-    PackedArgs,
+    DecisionPlan,
     ScriptSet,
     decision_args,
+    keep_plan,
     pack_args,
     run_script,
     to_decision,
@@ -43,18 +43,6 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisBackend"]
 
 #: Connections per client built from a URL; more concurrent calls wait for one.
 DEFAULT_MAX_CONNECTIONS = 64
-#: Decision plans kept per backend (one per strategy, rate and cost in use).
-_PLANS_MAX = 256
-
-
-class _Plan(typing.NamedTuple):
-    """What a decision on the server clock sends, but the key: worked out once."""
-
-    strategy: Strategy
-    rate: Rate
-    script: LuaScript
-    suffix: str
-    args: PackedArgs
 
 
 class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
@@ -172,7 +160,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self._pipeline: AutoPipeline | None = None
         # By (id(strategy), id(rate), cost); a plan holds both objects, so their ids
         # cannot be reused while it is kept.
-        self._plans: dict[tuple[int, int, int], _Plan] = {}
+        self._plans: dict[tuple[int, int, int], DecisionPlan] = {}
 
     def __repr__(self) -> str:
         return f"RedisBackend(namespace={self.namespace!r}, server={self._where!r})"
@@ -367,7 +355,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             if pipeline is not None:
                 packed = pack_args(args)
                 if now_ms is None:  # the server's clock: the same ARGV every time
-                    self._remember(_Plan(strategy, rate, script, suffix, packed), cost)
+                    keep_plan(
+                        self._plans, DecisionPlan(strategy, rate, script, suffix, packed), cost
+                    )
                 reply = await pipeline.call(script, skey, packed)
             elif opened.gate is None:
                 reply = await run_script(opened.client, script, skey, args)
@@ -377,11 +367,6 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         except Exception as exc:
             raise self._error("decide", exc) from exc
         return to_decision(reply)
-
-    def _remember(self, plan: _Plan, cost: int) -> None:
-        if len(self._plans) >= _PLANS_MAX:
-            self._plans.clear()  # strategies and rates are few; this only bounds a leak
-        self._plans[(id(plan.strategy), id(plan.rate), cost)] = plan
 
     async def _generic_decide(
         self, key: str, strategy: Strategy, rate: Rate, cost: int, *, now_ms: int | None
