@@ -15,10 +15,6 @@ from traffik.redis import AsyncRedisLock, RedisBackend
 from traffik.testing.servers import RedisServer
 from traffik.types import Stringable, WaitPeriod
 
-#: Long enough that no loaded machine reaches the cancel before the pause ends;
-#: each test ends it early with CLIENT UNPAUSE.
-PAUSE_MS = 10_000
-
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio]
 
 
@@ -131,15 +127,7 @@ async def test_a_cancelled_release_still_frees_the_lock(redis_server: RedisServe
         lock = await backend.get_lock("cxl:lock:release")
         assert await lock.acquire(blocking=False)
         # Writes (the release script) wait on the server while the task is cancelled.
-        redis_server.command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
-        try:
-            release = asyncio.ensure_future(lock.release())
-            await asyncio.sleep(0.05)
-            release.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await release
-        finally:
-            redis_server.command("CLIENT", "UNPAUSE")
+        await redis_server.cancel_while_paused(lock.release())
         assert await _eventually_free(lock), "a cancelled release left the lock held"
         assert not lock.locked()
 
@@ -148,15 +136,7 @@ async def test_a_cancelled_acquire_leaves_no_lock_behind(redis_server: RedisServ
     backend = RedisBackend(redis_server.url, namespace="cxl", lock_timeout=60, persistent=False)
     async with backend():
         lock = await backend.get_lock("cxl:lock:acquire")
-        redis_server.command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
-        try:
-            acquire = asyncio.ensure_future(lock.acquire(blocking=False))
-            await asyncio.sleep(0.05)
-            acquire.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await acquire
-        finally:
-            redis_server.command("CLIENT", "UNPAUSE")
+        await redis_server.cancel_while_paused(lock.acquire(blocking=False))
         # Writes run in arrival order: this one lands after any SET still on its way.
         await backend.set("cxl:after-pause", "1", expire=10)
         assert await _eventually_free(lock), "a cancelled acquire left a lock nobody owns"

@@ -15,9 +15,6 @@ from traffik.testing.servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
-#: Long enough that no loaded machine reaches the cancel before the pause ends;
-#: each test ends it early with CLIENT UNPAUSE.
-PAUSE_MS = 10_000
 #: A fixed clock: counts never cross a window boundary.
 NOW_MS = 1_700_000_000_000
 
@@ -77,17 +74,9 @@ async def test_a_cancelled_decision_leaves_no_stray_reply_on_its_lane(
     )
     strategy = FixedWindowStrategy()
     async with backend():
-        redis_server.command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
-        try:
-            pending = asyncio.ensure_future(
-                backend.decide("first", strategy, Rate(limit=5, hours=1), 1)
-            )
-            await asyncio.sleep(0.05)
-            pending.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await pending
-        finally:
-            redis_server.command("CLIENT", "UNPAUSE")
+        await redis_server.cancel_while_paused(
+            backend.decide("first", strategy, Rate(limit=5, hours=1), 1)
+        )
         for i in range(3):
             got = await backend.decide("second", strategy, Rate(limit=3, hours=1), 1)
             assert (got.limit, got.remaining) == (3, 2 - i)

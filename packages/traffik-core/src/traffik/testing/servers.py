@@ -23,6 +23,7 @@ these classes in session fixtures (``redis_server``, ``redis_cluster``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -32,7 +33,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -392,6 +393,36 @@ class RedisServer(_ManagedServer):
     def command(self, *args: str) -> Any:
         """Send one command to this server (a tiny blocking client) and return the reply."""
         return redis_command(self.host, self.port, *args)
+
+    @contextlib.contextmanager
+    def writes_paused(self, seconds: float = 10.0) -> Iterator[None]:
+        """Hold every write command on this server until the block ends (``CLIENT PAUSE``).
+
+        The pause is long, so that no loaded machine outlasts it before the block's
+        code has run; leaving the block ends it at once with ``CLIENT UNPAUSE``.
+        """
+        self.command("CLIENT", "PAUSE", str(int(seconds * 1000)), "WRITE")
+        try:
+            yield
+        finally:
+            self.command("CLIENT", "UNPAUSE")
+
+    async def cancel_while_paused(self, call: Awaitable[Any], settle: float = 0.05) -> None:
+        """Run ``call`` while writes are paused, cancel it as it waits, check it ended cancelled.
+
+        For tests of what a cancellation leaves behind (a reply still owed on a
+        connection, a lock half taken or half released). Raises AssertionError if
+        ``call`` finished instead of being cancelled.
+        """
+        with self.writes_paused():
+            task = asyncio.ensure_future(call)
+            await asyncio.sleep(settle)  # time to reach the server and wait on the pause
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return
+        raise AssertionError(f"{call!r} finished although writes were paused; nothing to cancel.")
 
 
 class MemcachedServer(_ManagedServer):
