@@ -189,9 +189,17 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 class _ManagedServer:
     """A server process on one local port, started and stopped through mirakuru."""
 
+    #: The executable, which is also the name of the Debian package that provides it.
     _kind = "server"
 
-    def __init__(self, port: int | None, host: str, extra_args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.binary = require_binary(self._kind, self._kind)
         self.host = host
         self._fixed_port = port is not None
         self.port: int = port if port is not None else self._choose_port()
@@ -351,16 +359,6 @@ class RedisServer(_ManagedServer):
 
     _kind = "redis-server"
 
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        host: str = "127.0.0.1",
-        extra_args: Sequence[str] = (),
-    ) -> None:
-        self.binary = require_binary("redis-server", "redis-server")
-        super().__init__(port, host, extra_args)
-
     @property
     def url(self) -> str:
         """``redis://HOST:PORT/0``."""
@@ -429,16 +427,6 @@ class MemcachedServer(_ManagedServer):
     """A private ``memcached -l HOST -p PORT -U 0`` (TCP only) on a free local port."""
 
     _kind = "memcached"
-
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        host: str = "127.0.0.1",
-        extra_args: Sequence[str] = (),
-    ) -> None:
-        self.binary = require_binary("memcached", "memcached")
-        super().__init__(port, host, extra_args)
 
     @property
     def url(self) -> str:
