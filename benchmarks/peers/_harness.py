@@ -265,57 +265,38 @@ async def run_sections(
     cfg = args["cfg"]
     sections = args["sections"]
     backends = args["backends"]
+
+    async def collect(section: str, cell: dict[str, typing.Any], case: typing.Any) -> None:
+        """Run one case; its row goes to ``out[section]``, or its failure to the errors."""
+        try:
+            out[section].append({**cell, **await case})
+        except Exception as exc:
+            label = "/".join(str(value) for value in cell.values())
+            out["errors"].append(f"{section} {label}: {type(exc).__name__}: {exc}")
+
+    def race_cells() -> typing.Iterator[tuple[str, str, int]]:
+        for backend in backends:
+            for strategy in supported(backend):
+                for instances in (1, 2) if backend != "memory" else (1,):
+                    yield backend, strategy, instances
+
     if make is not None and "A" in sections:
         for backend in backends:
             for strategy in supported(backend):
                 for keyspace in KEYSPACES:
-                    try:
-                        r = await bounded(
-                            case_a(make, backend, strategy, keyspace, servers, cfg),
-                            case_timeout(cfg),
-                        )
-                        out["A"].append(
-                            {"backend": backend, "strategy": strategy, "keyspace": keyspace, **r}
-                        )
-                    except Exception as exc:
-                        out["errors"].append(
-                            f"A {backend}/{strategy}/{keyspace}: {type(exc).__name__}: {exc}"
-                        )
+                    case = case_a(make, backend, strategy, keyspace, servers, cfg)
+                    cell = {"backend": backend, "strategy": strategy, "keyspace": keyspace}
+                    await collect("A", cell, bounded(case, case_timeout(cfg)))
     if make is not None and "D" in sections:
-        for backend in backends:
-            for strategy in supported(backend):
-                for instances in (1, 2):
-                    if backend == "memory" and instances == 2:
-                        continue
-                    try:
-                        r = await bounded(
-                            case_d(make, backend, strategy, instances, servers, cfg["trials"]),
-                            case_timeout(cfg),
-                        )
-                        out["D"].append(
-                            {"backend": backend, "strategy": strategy, "instances": instances, **r}
-                        )
-                    except Exception as exc:
-                        out["errors"].append(
-                            f"D {backend}/{strategy}/{instances}: {type(exc).__name__}: {exc}"
-                        )
+        for backend, strategy, instances in race_cells():
+            cell = {"backend": backend, "strategy": strategy, "instances": instances}
+            case = case_d(make, backend, strategy, instances, servers, cfg["trials"])
+            await collect("D", cell, bounded(case, case_timeout(cfg)))
     if race_apps is not None and "D" in sections:
-        for backend in backends:
-            for strategy in supported(backend):
-                for instances in (1, 2):
-                    if backend == "memory" and instances == 2:
-                        continue
-                    try:
-                        r = await _bounded_race(
-                            race_apps, backend, strategy, instances, servers, cfg["trials"]
-                        )
-                        out["D"].append(
-                            {"backend": backend, "strategy": strategy, "instances": instances, **r}
-                        )
-                    except Exception as exc:
-                        out["errors"].append(
-                            f"D {backend}/{strategy}/{instances}: {type(exc).__name__}: {exc}"
-                        )
+        for backend, strategy, instances in race_cells():
+            cell = {"backend": backend, "strategy": strategy, "instances": instances}
+            race = _bounded_race(race_apps, backend, strategy, instances, servers, cfg["trials"])
+            await collect("D", cell, race)
     if apps is not None and "C" in sections:
         for backend in backends:
             if backend == "memcached":
