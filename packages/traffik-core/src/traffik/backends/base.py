@@ -184,8 +184,9 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
             if value is not None and not callable(value):
                 raise ConfigurationError(
-                    f"{name} must be an async callable, got {value!r}; pass persistent= and "
-                    f"other options by name."
+                    f"{name} must be an async callable or None, got {value!r}. A value given "
+                    f"by position may have landed in the wrong parameter: pass the options "
+                    f"after the namespace by name, for example persistent=True."
                 )
         self.connection: T | None = connection
         self.namespace = namespace

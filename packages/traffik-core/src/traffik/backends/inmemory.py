@@ -87,13 +87,6 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
                 f"max_keys must be a positive int, got {max_keys!r}; "
                 f"for example InMemoryBackend(max_keys=100_000)."
             )
-        for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
-            if value is not None and not callable(value):
-                raise ConfigurationError(
-                    f"{name} must be a callable or None, got {value!r}. The positional "
-                    f"order is (namespace, identifier, handle_throttled, persistent): "
-                    f"pass the others by name, for example persistent=True."
-                )
         super().__init__(
             None,
             namespace=namespace,
