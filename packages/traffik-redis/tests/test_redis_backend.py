@@ -366,16 +366,22 @@ async def test_a_client_with_a_small_raising_pool_is_gated(redis_server: RedisSe
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("auto_pipeline", [True, False], ids=["pipelined", "plain"])
+@pytest.mark.parametrize(
+    ("max_connections", "auto_pipeline"),
+    [(1, True), (1, False), (2, True)],
+    # A pool of one connection sends every call through the client; with two, the
+    # pipeline holds one of them as its lane.
+    ids=["one-connection", "plain", "one-lane"],
+)
 async def test_a_cancelled_decision_leaves_no_stray_reply_on_its_connection(
-    redis_server: RedisServer, auto_pipeline: bool
+    redis_server: RedisServer, max_connections: int, auto_pipeline: bool
 ) -> None:
-    # One connection: a decision cancelled while its reply is pending must not leave
-    # that reply to be read as the answer to the next decision on the connection.
+    # A decision cancelled while its reply is pending must not leave that reply to be
+    # read as the answer to the next decision on the same connection.
     backend = RedisBackend(
         redis_server.url,
         namespace="cxl",
-        max_connections=1,
+        max_connections=max_connections,
         auto_pipeline=auto_pipeline,
         persistent=False,
         clock=lambda: 1_700_000_000_000,  # counts never cross a window boundary

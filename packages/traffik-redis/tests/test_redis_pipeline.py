@@ -60,29 +60,6 @@ async def test_a_batch_reloads_only_the_scripts_it_lost(
 
 
 @pytest.mark.asyncio
-async def test_a_cancelled_decision_leaves_no_stray_reply_on_its_lane(
-    redis_server: RedisServer,
-) -> None:
-    # One lane: a decision cancelled while its reply is pending must not leave that
-    # reply to be read as the answer to the next decision on the same connection.
-    backend = RedisBackend(
-        redis_server.url,
-        namespace="lane",
-        max_connections=2,
-        persistent=False,
-        clock=lambda: NOW_MS,
-    )
-    strategy = FixedWindowStrategy()
-    async with backend():
-        await redis_server.cancel_while_paused(
-            backend.decide("first", strategy, Rate(limit=5, hours=1), 1)
-        )
-        for i in range(3):
-            got = await backend.decide("second", strategy, Rate(limit=3, hours=1), 1)
-            assert (got.limit, got.remaining) == (3, 2 - i)
-
-
-@pytest.mark.asyncio
 async def test_closing_gives_the_lanes_back_to_a_client_passed_in(
     redis_server: RedisServer,
 ) -> None:
