@@ -51,6 +51,31 @@ async def pair(memcached_server: MemcachedServer) -> AsyncIterator[list[Memcache
             await b.close()
 
 
+async def _replay_against_the_reference(
+    pair: list[MemcachedBackend],
+    strategy: Strategy,
+    rate: Rate,
+    steps: list[tuple[int, int]],
+    *,
+    peek: bool = False,
+) -> None:
+    """Decide ``steps`` (time, cost) alternately on both instances; each must equal the reference.
+
+    With ``peek``, the other instance's peek after every step must equal the reference's too.
+    """
+    key = f"diff{uuid.uuid4().hex}"
+    state = None
+    for i, (now, cost) in enumerate(steps):
+        step = strategy.decide(state, now, rate, cost)
+        if step.write:
+            state = step.state
+        got = await pair[i % 2].decide(key, strategy, rate, cost, now_ms=now)
+        assert got == step.decision, f"step {i} of {steps}"
+        if peek:
+            seen = await pair[(i + 1) % 2].peek(key, strategy, rate, now_ms=now)
+            assert seen == strategy.peek(state, now, rate), f"peek after step {i} of {steps}"
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES, ids=IDS)
 async def test_64_tasks_over_two_instances_admit_exactly_the_limit(
@@ -125,18 +150,8 @@ async def test_fixed_window_with_mixed_costs_equals_the_reference_decision_by_de
     pair: list[MemcachedBackend], scenario: tuple[Rate, list[tuple[int, int]]]
 ) -> None:
     """A full window's rejections give nothing back; no later decision or peek can tell."""
-    strategy = FixedWindowStrategy()
     rate, steps = scenario
-    key = f"fwdiff{uuid.uuid4().hex}"
-    state = None
-    for i, (now, cost) in enumerate(steps):
-        step = strategy.decide(state, now, rate, cost)
-        if step.write:
-            state = step.state
-        got = await pair[i % 2].decide(key, strategy, rate, cost, now_ms=now)
-        assert got == step.decision, f"step {i} of {steps}"
-        seen = await pair[(i + 1) % 2].peek(key, strategy, rate, now_ms=now)
-        assert seen == strategy.peek(state, now, rate), f"peek after step {i} of {steps}"
+    await _replay_against_the_reference(pair, FixedWindowStrategy(), rate, steps, peek=True)
 
 
 @pytest.mark.asyncio
@@ -227,14 +242,7 @@ async def test_cas_decisions_equal_the_reference_even_when_time_steps_back(
     pair: list[MemcachedBackend], strategy: Strategy, scenario: tuple[Rate, list[tuple[int, int]]]
 ) -> None:
     rate, steps = scenario
-    key = f"diff{uuid.uuid4().hex}"
-    state = None
-    for i, (now, cost) in enumerate(steps):
-        step = strategy.decide(state, now, rate, cost)
-        if step.write:
-            state = step.state
-        got = await pair[i % 2].decide(key, strategy, rate, cost, now_ms=now)
-        assert got == step.decision, f"step {i} of {steps}"
+    await _replay_against_the_reference(pair, strategy, rate, steps)
 
 
 @pytest.mark.asyncio
