@@ -109,6 +109,8 @@ class NonExclusiveLock(InMemoryBackend[typing.Any]):
 
 
 class _SharedLock:
+    """An asyncio lock shared by every handle of one name, with no owner."""
+
     def __init__(self, lock: asyncio.Lock) -> None:
         self._lock = lock
 
@@ -211,24 +213,16 @@ _SERVER: dict[str, tuple[str, float | None]] = {}
 _SERVER_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
-class _OwnedLock:
+class _OwnedLock(_SharedLock):
+    """The correct lock: only the handle that acquired it releases it."""
+
     def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+        super().__init__(lock)
         self._owned = False
 
-    def locked(self) -> bool:
-        return self._lock.locked()
-
     async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool:
-        if not blocking:
-            if self._lock.locked():
-                return False
-            await self._lock.acquire()
-        else:
-            try:
-                await asyncio.wait_for(self._lock.acquire(), blocking_timeout)
-            except asyncio.TimeoutError:
-                return False
+        if not await super().acquire(blocking, blocking_timeout):
+            return False
         self._owned = True
         return True
 
