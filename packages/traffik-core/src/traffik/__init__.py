@@ -1,9 +1,12 @@
-__path__ = __import__("pkgutil").extend_path(__path__, __name__)
-
 """traffik: rate limiting for Starlette and FastAPI.
 
 The curated traffik 1.0.0b2 API is re-exported here by name.
 """
+
+# The namespace line comes after the docstring (a statement above it would leave
+# ``traffik.__doc__`` empty) and before the imports, which may live in sibling
+# distributions (traffik-redis, traffik-fastapi, ...) sharing the namespace.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 from traffik.__about__ import __version__
 from traffik.backends.base import (
