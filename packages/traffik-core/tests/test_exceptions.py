@@ -5,6 +5,7 @@ import math
 import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
 from traffik import exceptions
@@ -18,6 +19,7 @@ from traffik.exceptions import (
     TraffikException,
     build_exception_handler_getter,
 )
+from traffik.handlers import connection_throttled
 
 
 def test_hierarchy_matches_the_module_docstring() -> None:
@@ -49,8 +51,30 @@ def test_connection_throttled_carries_wait_period_and_retry_after() -> None:
     assert exc.wait_period == 3
     assert exc.retry_after == 3
     assert exc.headers == {"Retry-After": "3"}
-    assert exc.detail == "Too Many Requests. Retry after 3 second(s)."
+    assert exc.detail == "Too Many Requests. Retry after 3 seconds."
     assert exc.wait_ms == 3000.0
+
+
+def test_a_one_second_wait_reads_in_the_singular() -> None:
+    assert ConnectionThrottled(wait_period=1).detail == "Too Many Requests. Retry after 1 second."
+    assert ConnectionThrottled(wait_period=0.2).detail == "Too Many Requests. Retry after 1 second."
+    assert ConnectionThrottled(wait_period=0).detail == "Too Many Requests. Retry after 0 seconds."
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("wait_ms", "detail"),
+    [
+        (1000.0, "Too many requests. Retry in 1 second."),
+        (1.0, "Too many requests. Retry in 1 second."),
+        (1001.0, "Too many requests. Retry in 2 seconds."),
+    ],
+)
+async def test_the_default_handler_says_second_or_seconds(wait_ms: float, detail: str) -> None:
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    with pytest.raises(ConnectionThrottled) as raised:
+        await connection_throttled(Request(scope), wait_ms)
+    assert raised.value.detail == detail
 
 
 def test_connection_throttled_rounds_fractional_seconds_up() -> None:

@@ -36,6 +36,11 @@ __all__ = [
 ]
 
 
+def _seconds_phrase(seconds: int) -> str:
+    """``"1 second"``, ``"2 seconds"``: a whole number of seconds for a sentence."""
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
+
+
 class TraffikException(Exception):
     """Base class of every exception traffik raises."""
 
@@ -91,7 +96,7 @@ class ConnectionThrottled(HTTPException, TraffikException):
             if seconds is None:
                 detail = f"{phrase}. This request cannot be admitted."
             else:
-                detail = f"{phrase}. Retry after {seconds} second(s)."
+                detail = f"{phrase}. Retry after {_seconds_phrase(seconds)}."
         merged = dict(headers or {})
         if seconds is not None:
             merged.setdefault("Retry-After", str(seconds))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import typing
 
-from traffik.exceptions import ConnectionThrottled
+from traffik.exceptions import ConnectionThrottled, _seconds_phrase
 
 if typing.TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -27,7 +27,7 @@ async def connection_throttled(
         )
     else:
         seconds = max(0, math.ceil(wait_ms / 1000))
-        detail = kwargs.get("detail", f"Too many requests. Retry in {seconds} seconds.")
+        detail = kwargs.get("detail", f"Too many requests. Retry in {_seconds_phrase(seconds)}.")
     raise ConnectionThrottled(
         wait_period=seconds,
         status_code=kwargs.get("status_code", 429),
