@@ -68,3 +68,9 @@ def test_public_module_lists_existing_names_in_all(module_name: str) -> None:
     assert len(set(exported)) == len(exported), f"{module_name}.__all__ has duplicates."
     missing = [name for name in exported if not hasattr(module, name)]
     assert not missing, f"{module_name}.__all__ lists names it does not define: {missing}"
+
+
+def test_the_package_has_its_docstring() -> None:
+    """``help(traffik)`` shows it: no statement may stand above the docstring."""
+    assert traffik.__doc__ is not None
+    assert traffik.__doc__.startswith("traffik: rate limiting for Starlette and FastAPI.")
