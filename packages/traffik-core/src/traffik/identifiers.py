@@ -21,7 +21,7 @@ usually owns a whole /64), IPv4-mapped IPv6 addresses count as IPv4. A peer that
 is not an IP address (Starlette's ``TestClient`` reports ``"testclient"``) is keyed
 by that name. A connection with no client at all (a Unix-socket server) raises
 :class:`~traffik.exceptions.AnonymousConnection`; throttles put such connections
-in one shared ``"anonymous"`` bucket per route (see ``docs/readme/20-throttles.md``).
+in one shared ``"anonymous"`` bucket per route (see ``docs/identity.md``).
 Add ``"unix"`` to the trusted proxies when a proxy talks to the app over a Unix
 socket, so its forwarding headers are used.
 """
