@@ -7,10 +7,10 @@
   their text and get its marker and fixture.
 - A **recipe** is a page whose blocks carry file names (```` ```python title="app.py" ````):
   those files are written side by side into an empty folder, as a reader copies them,
-  then the page's ```` ```bash title="run" ```` commands run there (``python x.py``,
-  ``pytest test_x.py``) and must pass.
-- A page with a ```` ```bash title="serve" ```` block is served by a real uvicorn on a
-  free port and called over the network; its log must show no error or traceback.
+  then the page's ```` ```bash title="terminal" ```` commands run there
+  (``python x.py``, ``pytest test_x.py``) and must pass.
+- A page whose terminal block runs ``uvicorn`` is served by a real uvicorn on a free
+  port and called over the network; its log must show no error or traceback.
 
 A block that is not meant to run (a signature, a shell session, an excerpt) is fenced
 ``text``, ``bash`` or ``pycon``, never ``python``.
@@ -60,7 +60,7 @@ class Block:
     path: Path
     line: int  # 1-based line of the opening fence
     language: str
-    title: str  # the file name (or "run"/"serve") given by title="...", else ""
+    title: str  # the file name (or "terminal") given by title="...", else ""
     source: str
 
     @property
@@ -119,8 +119,9 @@ def code_blocks(path: Path) -> list[Block]:
 
 BLOCKS = [block for path in MARKDOWN for block in code_blocks(path)]
 PYTHON = [block for block in BLOCKS if block.language == "python" and not block.title]
-RECIPES = sorted({block.path for block in BLOCKS if block.title == "run"})
-SERVED = sorted({block.path for block in BLOCKS if block.title == "serve"})
+TERMINAL = [block for block in BLOCKS if block.title == "terminal"]
+SERVED = sorted({block.path for block in TERMINAL if "uvicorn " in block.source})
+RECIPES = sorted({block.path for block in TERMINAL} - set(SERVED))
 
 
 def _id(path: Path) -> str:
@@ -218,19 +219,19 @@ def test_python_block_runs(block: Block, request: pytest.FixtureRequest) -> None
 def _write_files(page: Path, folder: Path) -> list[str]:
     names = []
     for block in code_blocks(page):
-        if block.title and block.title not in {"run", "serve"}:
+        if block.title and block.title != "terminal":
             assert "/" not in block.title, f"{block.where}: a file name, not a path"
             (folder / block.title).write_text(block.source, encoding="utf-8")
             names.append(block.title)
-    assert names, f"{_id(page)} has run/serve commands but no titled file blocks"
+    assert names, f"{_id(page)} has terminal commands but no titled file blocks"
     return names
 
 
-def _commands(page: Path, title: str) -> list[list[str]]:
-    """The page's commands under ``title``, with ``python``/``pytest``/``uvicorn`` from this env."""
+def _commands(page: Path) -> list[list[str]]:
+    """The page's terminal commands, with ``python``/``pytest``/``uvicorn`` from this env."""
     commands = []
     for block in code_blocks(page):
-        if block.title != title:
+        if block.title != "terminal":
             continue
         for line in block.source.splitlines():
             words = shlex.split(line, comments=True)
@@ -254,7 +255,7 @@ def _reader_env() -> dict[str, str]:
 @pytest.mark.parametrize("page", RECIPES, ids=[_id(page) for page in RECIPES])
 def test_recipe_runs_as_copied(page: Path, tmp_path: Path) -> None:
     names = _write_files(page, tmp_path)
-    for command in _commands(page, "run"):
+    for command in _commands(page):
         result = subprocess.run(
             [*command, "-p", "no:cacheprovider"] if "pytest" in command else command,
             cwd=tmp_path,
@@ -331,8 +332,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Path], tuple[int, Callable[[], s
     log = tmp_path / "uvicorn.log"
 
     def start(page: Path) -> tuple[int, Callable[[], str]]:
-        _write_files(page, tmp_path)
-        (command,) = _commands(page, "serve")
+        for name in _write_files(page, tmp_path):
+            # A served module must not need test-only packages (TestClient needs httpx2).
+            assert "TestClient" not in (tmp_path / name).read_text(), f"{_id(page)}: {name}"
+        (command,) = _commands(page)
         port = find_free_port()
         with log.open("w") as out:
             server = subprocess.Popen(
