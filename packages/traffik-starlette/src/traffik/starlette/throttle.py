@@ -8,7 +8,7 @@ import typing
 
 from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
-from traffik._keys import ROUTE_KEY_SCOPE
+from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 
 if typing.TYPE_CHECKING:
