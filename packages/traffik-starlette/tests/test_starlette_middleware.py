@@ -556,7 +556,7 @@ async def test_middleware_throttle_called_directly() -> None:
 
 
 @pytest.mark.asyncio
-async def test_middleware_throttle_called_directly_on_a_websocket_uses_its_public_channels() -> None:
+async def test_middleware_throttle_on_a_websocket_uses_its_public_channels() -> None:
     """A handler that closes the handshake sends through the WebSocket it was handed
     (its public ``send``), so the original WebSocket's state follows: no private
     ``_send``/``_receive`` is read."""
@@ -568,7 +568,9 @@ async def test_middleware_throttle_called_directly_on_a_websocket_uses_its_publi
     async def send(message: typing.Any) -> None:
         sent.append(message)
 
-    async def close_instead(connection: typing.Any, wait_ms: float, *args: object, **kw: object) -> None:
+    async def close_instead(
+        connection: typing.Any, wait_ms: float, *args: object, **kw: object
+    ) -> None:
         await connection.close(code=1008)
 
     throttle = WebSocketThrottle("direct-ws", "1/m", handle_throttled=close_instead)

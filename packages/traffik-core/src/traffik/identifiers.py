@@ -300,8 +300,10 @@ def _app_config(connection: HTTPConnection) -> ProxyConfig:
     # Starlette's State is a mapping (``in``, ``[]``): testing membership avoids the
     # AttributeError (about 1 us) a missing attribute raises on every request of an
     # unconfigured app, without reading State's private dict.
+    config = None
     try:
-        config = state[PROXY_CONFIG_STATE_KEY] if PROXY_CONFIG_STATE_KEY in state else None
+        if PROXY_CONFIG_STATE_KEY in state:  # State has no .get()
+            config = state[PROXY_CONFIG_STATE_KEY]
     except TypeError:  # an app.state that is no mapping: plain attribute access
         config = getattr(state, PROXY_CONFIG_STATE_KEY, None)
     return config if isinstance(config, ProxyConfig) else _DEFAULT
