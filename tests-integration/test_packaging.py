@@ -65,6 +65,14 @@ SEED_IMPORTS: dict[str, list[str]] = {
     "traffik.utils": ["time", "dump_json", "load_json", "JSONDecodeError"],
 }
 
+#: the top-level module of each sibling distribution
+SIBLING_MODULES = {
+    "traffik.redis": "traffik-redis",
+    "traffik.memcached": "traffik-memcached",
+    "traffik.fastapi": "traffik-fastapi",
+    "traffik.starlette": "traffik-starlette",
+}
+
 #: seed paths that live in a sibling distribution
 SIBLING_SEED_PATHS = {
     "traffik.backends.redis": "traffik-redis",
@@ -202,6 +210,25 @@ def test_core_alone_names_the_missing_distribution(dist_dir: Path, venvs: Path) 
         assert probed[module].startswith("ImportError"), (module, probed[module])
         assert distribution in probed[module], (module, probed[module])
 
+    # The siblings' own modules: a ModuleNotFoundError that says what to pip install.
+    probed = _probe(python, {module: [] for module in SIBLING_MODULES})
+    for module, distribution in SIBLING_MODULES.items():
+        assert probed[module].startswith("ModuleNotFoundError"), (module, probed[module])
+        assert f"pip install {distribution}" in probed[module], (module, probed[module])
+
+    # An editable install of a sibling beside the core wheel wins over that message.
+    _run(
+        _uv(),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        python,
+        "-e",
+        ROOT / "packages/traffik-redis",
+    )
+    assert _probe(python, {"traffik.redis": ["RedisBackend"]}) == {"traffik.redis": "ok"}
+
 
 def test_all_five_make_every_seed_path_importable(dist_dir: Path, venvs: Path) -> None:
     wheels = [_wheel(dist_dir, name) for name in DISTRIBUTIONS]
@@ -212,5 +239,6 @@ def test_all_five_make_every_seed_path_importable(dist_dir: Path, venvs: Path) -
     _run(_uv(), "pip", "uninstall", "--quiet", "--python", python, "traffik-redis")
     others = {m: n for m, n in SEED_IMPORTS.items() if m != "traffik.backends.redis"}
     assert _probe(python, others) == dict.fromkeys(others, "ok")
-    probed = _probe(python, {"traffik.backends.redis": []})
+    probed = _probe(python, {"traffik.backends.redis": [], "traffik.redis": []})
     assert "traffik-redis" in probed["traffik.backends.redis"]
+    assert "pip install traffik-redis" in probed["traffik.redis"]
