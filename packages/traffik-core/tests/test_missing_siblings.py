@@ -44,7 +44,7 @@ def test_core_alone_names_the_distribution_of_every_sibling() -> None:
         check=True,
     ).stdout.splitlines()
     assert len(out) == len(names), out
-    for line, name in zip(out, names):
+    for line, name in zip(out, names, strict=True):
         module, exc_name, message = line.split("|")
         assert module == name
         assert exc_name == name, f"{name}: ModuleNotFoundError.name is {exc_name!r}"
