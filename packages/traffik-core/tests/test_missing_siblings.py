@@ -74,6 +74,5 @@ def test_the_finder_ignores_everything_else() -> None:
 def test_installing_again_adds_no_second_finder() -> None:
     install()
     assert (
-        sum(bool(getattr(f, "traffik_missing_sibling_finder", False)) for f in sys.meta_path)
-        == 1
+        sum(bool(getattr(f, "traffik_missing_sibling_finder", False)) for f in sys.meta_path) == 1
     )
