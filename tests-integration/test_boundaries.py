@@ -9,12 +9,15 @@ releases. This test walks the sources of all five (their ``ast``) and fails on:
   excepted) and belongs to another distribution or a third-party library; and a name
   imported from another traffik distribution that its module does not list in
   ``__all__`` (the public surface is what ``__all__`` says);
-- **attributes**: ``obj._name``, ``getattr(obj, "_name")`` (and ``setattr``,
-  ``hasattr``, ``delattr``) on anything but ``self``/``cls`` when ``_name`` is not
+- **attributes**: ``obj._name`` on anything but ``self``/``cls`` when ``_name`` is not
   defined in the same distribution (as a function, class, assignment target, slot or
   parameter). That is the practical form of "no reaching into someone else's
   privates": an underscore attribute a distribution did not define itself belongs to
-  another distribution or to a library.
+  another distribution or to a library. ``getattr(obj, "_name")`` (and ``setattr``,
+  ``hasattr``, ``delattr``) on anything but ``self``/``cls`` is always reported: a
+  private attribute looked up by name is someone else's, whatever names the
+  distribution uses itself (core's own ``_state`` must not excuse reading Starlette's
+  ``State._state``).
 
 The checker itself is tested on small bad and good snippets, so it can fail.
 """
@@ -254,20 +257,18 @@ def check_source(
             and isinstance(node.args[1], ast.Constant)
             and isinstance(node.args[1].value, str)
         ):
+            # Stricter than obj._name: a private attribute looked up by name on another
+            # object is reaching into someone's internals even when the distribution
+            # happens to use the same name itself (core has its own ``_state``).
             name = node.args[1].value
-            if (
-                is_private(name)
-                and name not in defined
-                and name not in PUBLIC_UNDERSCORE
-                and not _on_self(node.args[0])
-            ):
+            if is_private(name) and not _on_self(node.args[0]):
                 found.append(
                     Violation(
                         file,
                         node.lineno,
                         name,
-                        f'{node.func.id}(..., "{name}"): an attribute {dist} does not define '
-                        f"(another distribution's or a library's private)",
+                        f'{node.func.id}(..., "{name}"): looks up a private attribute of '
+                        f"another object (another distribution's or a library's)",
                     )
                 )
     return found
@@ -351,6 +352,7 @@ def _check(source: str, dist: str = "traffik-starlette", defined: str = "") -> l
         ("strategy._check_exact(rate, 1)", ["_check_exact"]),
         ("getattr(conn, '_writer', None)", ["_writer"]),
         ("hasattr(conn, '_reader')", ["_reader"]),
+        ("getattr(app.state, '_state', None)", ["_state"]),
         ("request.scope._x.y", ["_x"]),
     ],
 )
@@ -374,7 +376,6 @@ def test_checker_catches(source: str, expected: list[str] | None) -> None:
         ("self._send(message)", "traffik-starlette", ""),
         ("cls._cache.clear()", "traffik-core", ""),
         ("backend._turns.get(key)", "traffik-memcached", "_turns"),
-        ("getattr(obj, '_marker', None)", "traffik-core", "_marker"),
         ("getattr(obj, '__name__', None)", "traffik-core", ""),
         ("decision._replace(allowed=False)", "traffik-core", ""),
         ("import redis.asyncio", "traffik-redis", ""),
@@ -382,6 +383,12 @@ def test_checker_catches(source: str, expected: list[str] | None) -> None:
 )
 def test_checker_allows(source: str, dist: str, defined: str) -> None:
     assert _check(source, dist, defined) == []
+
+
+def test_a_private_attribute_looked_up_by_name_is_reported_even_if_defined_here() -> None:
+    """Core has its own ``_state``; reading Starlette's ``State._state`` is still reported."""
+    assert _check("getattr(app.state, '_state', None)", "traffik-core", "_state") == ["_state"]
+    assert _check("app.state._state", "traffik-core", "_state") == []  # the practical limit
 
 
 def test_defined_names_collects_what_a_distribution_defines() -> None:
