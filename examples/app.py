@@ -26,10 +26,10 @@ from traffik.strategies import (
     LeakyBucketWithQueueStrategy,
     SlidingWindowCounterStrategy,
     SlidingWindowLogStrategy,
+    Strategy,
     TokenBucketStrategy,
     TokenBucketWithDebtStrategy,
 )
-from traffik.strategies._base import Strategy
 from traffik.throttles import HTTPThrottle, WebSocketThrottle
 
 __all__ = ["RATE", "STRATEGIES", "create_app"]

@@ -9,7 +9,10 @@ Starlette come from the package index.
 
 from __future__ import annotations
 
+import email.message
+import email.parser
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +66,14 @@ SEED_IMPORTS: dict[str, list[str]] = {
     "traffik.middleware": ["ThrottleMiddleware", "MiddlewareThrottle"],
     "traffik.decorators": ["throttled"],
     "traffik.utils": ["time", "dump_json", "load_json", "JSONDecodeError"],
+}
+
+#: the top-level module of each sibling distribution
+SIBLING_MODULES = {
+    "traffik.redis": "traffik-redis",
+    "traffik.memcached": "traffik-memcached",
+    "traffik.fastapi": "traffik-fastapi",
+    "traffik.starlette": "traffik-starlette",
 }
 
 #: seed paths that live in a sibling distribution
@@ -168,7 +179,38 @@ def test_each_distribution_builds_a_wheel_and_an_sdist(dist_dir: Path) -> None:
         assert len(sdists) == 1, sdists
         with tarfile.open(sdists[0]) as sdist:
             members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
-        assert {"pyproject.toml", "README.md", "LICENSE"} <= members, (name, members)
+        assert {"pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE"} <= members, (
+            name,
+            members,
+        )
+
+
+def _metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        [path] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.parser.Parser().parsestr(archive.read(path).decode("utf-8"))
+
+
+#: The Project-URL labels every distribution declares (PyPI shows them in its sidebar).
+PROJECT_URLS = ("Homepage", "Documentation", "Changelog", "Source", "Issues")
+
+
+@pytest.mark.parametrize("name", list(DISTRIBUTIONS))
+def test_wheel_metadata_is_publishable(dist_dir: Path, name: str) -> None:
+    metadata = _metadata(_wheel(dist_dir, name))
+    urls = dict(value.split(", ", 1) for value in metadata.get_all("Project-URL", []))
+    assert sorted(urls) == sorted(PROJECT_URLS), urls
+    assert all(url.startswith("https://") for url in urls.values()), urls
+    assert urls["Changelog"].endswith(f"/packages/{name}/CHANGELOG.md"), urls
+    # Every pip shows the License field; older ones ignore License-Expression.
+    assert metadata["License"] == "MIT", metadata.items()
+    description = metadata.get_payload()
+    assert isinstance(description, str)
+    assert description.startswith(f"# {name}"), description[:200]
+    links = re.findall(r"\]\(([^)]+)\)", description)
+    assert links, f"{name}'s description has no links"
+    relative = [link for link in links if not link.startswith("https://")]
+    assert not relative, f"{name}'s description has links that are dead on an index: {relative}"
 
 
 def test_wheels_are_disjoint_and_only_core_owns_the_namespace(dist_dir: Path) -> None:
@@ -202,6 +244,37 @@ def test_core_alone_names_the_missing_distribution(dist_dir: Path, venvs: Path) 
         assert probed[module].startswith("ImportError"), (module, probed[module])
         assert distribution in probed[module], (module, probed[module])
 
+    # The siblings' own modules: a ModuleNotFoundError that says what to pip install.
+    probed = _probe(python, {module: [] for module in SIBLING_MODULES})
+    for module, distribution in SIBLING_MODULES.items():
+        assert probed[module].startswith("ModuleNotFoundError"), (module, probed[module])
+        assert f"pip install {distribution}" in probed[module], (module, probed[module])
+
+    # An editable install of a sibling beside the core wheel wins over that message.
+    _run(
+        _uv(),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        python,
+        "-e",
+        ROOT / "packages/traffik-redis",
+    )
+    assert _probe(python, {"traffik.redis": ["RedisBackend"]}) == {"traffik.redis": "ok"}
+
+
+def test_an_old_pip_shows_the_license(dist_dir: Path, venvs: Path) -> None:
+    """pip 22.3 (2022) knows no License-Expression; it shows the License field."""
+    uv, venv = _uv(), venvs / "old-pip"
+    _run(uv, "venv", "--quiet", "--python", sys.executable, venv)
+    python = venv / "bin" / "python"
+    wheel = _wheel(dist_dir, "traffik-redis")
+    _run(uv, "pip", "install", "--quiet", "--python", python, "pip==22.3.1")
+    _run(uv, "pip", "install", "--quiet", "--python", python, "--no-deps", wheel)
+    shown = _run(python, "-m", "pip", "show", "traffik-redis").stdout.splitlines()
+    assert "License: MIT" in shown, shown
+
 
 def test_all_five_make_every_seed_path_importable(dist_dir: Path, venvs: Path) -> None:
     wheels = [_wheel(dist_dir, name) for name in DISTRIBUTIONS]
@@ -212,5 +285,6 @@ def test_all_five_make_every_seed_path_importable(dist_dir: Path, venvs: Path) -
     _run(_uv(), "pip", "uninstall", "--quiet", "--python", python, "traffik-redis")
     others = {m: n for m, n in SEED_IMPORTS.items() if m != "traffik.backends.redis"}
     assert _probe(python, others) == dict.fromkeys(others, "ok")
-    probed = _probe(python, {"traffik.backends.redis": []})
+    probed = _probe(python, {"traffik.backends.redis": [], "traffik.redis": []})
     assert "traffik-redis" in probed["traffik.backends.redis"]
+    assert "pip install traffik-redis" in probed["traffik.redis"]

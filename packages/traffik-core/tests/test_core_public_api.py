@@ -9,6 +9,7 @@ the module must import.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -74,3 +75,53 @@ def test_the_package_has_its_docstring() -> None:
     """``help(traffik)`` shows it: no statement may stand above the docstring."""
     assert traffik.__doc__ is not None
     assert traffik.__doc__.startswith("traffik: rate limiting for Starlette and FastAPI.")
+
+
+#: The extension API (CONTRIBUTING.md, "Compatibility policy"): what a backend or a
+#: framework integration needs, public in core. Siblings import these, never a private
+#: module (tests-integration/test_boundaries.py checks that).
+EXTENSION_API = {
+    "traffik.strategies": [
+        "State",
+        "Strategy",
+        "Transition",
+        "UNLIMITED_DECISION",
+        "ceil_div",
+        "check_cost",
+        "decode_state",
+        "encode_state",
+    ],
+    "traffik.backends.base": [
+        "BackendCapabilities",
+        "Clock",
+        "ThrottleBackend",
+        "initialize_by_policy",
+        "throttle_backend_ctx",
+        "wall_clock_ms",
+    ],
+    "traffik.keys": ["MAX_PART", "ROUTE_KEY_SCOPE", "digest", "identity_part", "route_part"],
+    "traffik.decisions": ["Decision"],
+    "traffik.exceptions": ["BackendConnectionError", "BackendError", "ConfigurationError"],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(EXTENSION_API))
+def test_extension_api_is_exported_and_documented(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    missing = [name for name in EXTENSION_API[module_name] if name not in module.__all__]
+    assert not missing, f"{module_name}.__all__ lacks extension API names: {missing}"
+    for name in EXTENSION_API[module_name]:
+        value = getattr(module, name)
+        if inspect.isfunction(value) or inspect.isclass(value):
+            assert (value.__doc__ or "").strip(), f"{module_name}.{name} has no docstring."
+
+
+def test_strategy_check_exact_is_public() -> None:
+    from traffik.exceptions import ConfigurationError
+    from traffik.rates import Rate
+    from traffik.strategies import TokenBucketStrategy
+
+    strategy, rate = TokenBucketStrategy(), Rate.parse("10/s")
+    strategy.check_exact(rate, strategy.capacity(rate))  # fits: no error
+    with pytest.raises(ConfigurationError, match="too large to count exactly"):
+        strategy.check_exact(rate, 2**53)

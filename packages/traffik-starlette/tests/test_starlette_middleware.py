@@ -555,6 +555,37 @@ async def test_middleware_throttle_called_directly() -> None:
             await mt(request("/api/y"))  # same area
 
 
+@pytest.mark.asyncio
+async def test_middleware_throttle_on_a_websocket_uses_its_public_channels() -> None:
+    """A handler that closes the handshake sends through the WebSocket it was handed
+    (its public ``send``), so the original WebSocket's state follows: no private
+    ``_send``/``_receive`` is read."""
+    sent: list[typing.Any] = []
+
+    async def receive() -> typing.Any:
+        return {"type": "websocket.connect"}
+
+    async def send(message: typing.Any) -> None:
+        sent.append(message)
+
+    async def close_instead(
+        connection: typing.Any, wait_ms: float, *args: object, **kw: object
+    ) -> None:
+        await connection.close(code=1008)
+
+    throttle = WebSocketThrottle("direct-ws", "1/m", handle_throttled=close_instead)
+    mt = MiddlewareThrottle(throttle, prefix="/ws")
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "client": ("10.0.0.2", 1)}
+    websocket = WebSocket(scope, receive, send)
+    async with fixed_backend("direct-ws")():
+        assert await mt(websocket) is websocket
+        assert sent == []
+        await mt(websocket)  # refused: the handler closes the handshake
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+    with pytest.raises(RuntimeError):
+        await websocket.send({"type": "websocket.close"})  # the original saw the close
+
+
 # -- a backend that cannot be reached -------------------------------------------
 
 

@@ -8,6 +8,7 @@ The curated traffik 1.0.0b2 API is re-exported here by name.
 # distributions (traffik-redis, traffik-fastapi, ...) sharing the namespace.
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
+from traffik import _missing as _missing_siblings
 from traffik.__about__ import __version__
 from traffik.backends.base import (
     ThrottleBackend,
@@ -61,3 +62,7 @@ __all__ = [
     "get_ip_address",
     "get_throttle_backend",
 ]
+
+# Last: a sibling distribution that is not installed (`import traffik.redis` without
+# traffik-redis) fails with a ModuleNotFoundError naming what to pip install.
+_missing_siblings.install()

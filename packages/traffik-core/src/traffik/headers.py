@@ -34,6 +34,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "DECISIONS_STATE_KEY",
     "LEGACY_STATE_KEY",
+    "MANAGED_FIELDS",
     "RateLimitHeadersMiddleware",
     "get_decisions",
     "rate_limit_headers",

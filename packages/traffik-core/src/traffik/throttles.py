@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 
 from traffik._keys import RouteKeys, memo_identity_part, route_part
 from traffik._policy_events import emit_decision
-from traffik.backends._context import get_throttle_backend
+from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
 from traffik.decisions import NEVER
 from traffik.events import _subscribers
 from traffik.exceptions import AnonymousConnection, ConfigurationError
@@ -165,7 +165,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.identifier = identifier
         self.handle_throttled = handle_throttled
         self.strategy = strategy
-        self.backend = backend
+        self._backend = backend
         self.cost = cost
         self.context_backend = context_backend
         self.min_wait_period = min_wait_period
@@ -182,6 +182,21 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(uid={self.uid!r}, rate={self.rate})"
+
+    @property
+    def backend(self) -> ThrottleBackend[typing.Any, typing.Any] | None:
+        """The throttle's own backend (``backend=``); without one, the backend active where
+        it is read (inside ``async with backend(...)``), as in traffik 1.0.0b2; else None.
+
+        A throttle without its own backend resolves one on every call (the active
+        context, then the app's); reading this property never binds one.
+        """
+        backend = self._backend
+        return backend if backend is not None else throttle_backend_ctx.get()
+
+    @backend.setter
+    def backend(self, backend: ThrottleBackend[typing.Any, typing.Any] | None) -> None:
+        self._backend = backend
 
     # -- keys -------------------------------------------------------------------
 
@@ -212,7 +227,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     def _resolve_backend(
         self, connection: HTTPConnection
     ) -> ThrottleBackend[typing.Any, typing.Any]:
-        backend = self.backend
+        backend = self._backend
         if backend is None:
             # Resolved on every call, never cached: apps and tests may come and go.
             backend = get_throttle_backend(connection.scope.get("app"))

@@ -25,6 +25,7 @@ from traffik.backends._context import (
     BACKEND_STATE_KEY,
     ThrottleContext,
     get_throttle_backend,
+    initialize_by_policy,
     throttle_backend_ctx,
 )
 from traffik.backends._locking import AsyncLockContext
@@ -52,6 +53,7 @@ __all__ = [
     "connection_identifier",
     "connection_throttled",
     "get_throttle_backend",
+    "initialize_by_policy",
     "throttle_backend_ctx",
     "wall_clock_ms",
 ]

@@ -3,11 +3,19 @@
 Each built-in strategy is a frozen dataclass with a pure transition
 (:meth:`Strategy.decide`) that every backend runs atomically, and the traffik
 1.0.0b2 protocol ``await strategy(key, rate, backend, cost) -> wait_ms``.
+
+This module is also the strategy half of the extension API for backend authors:
+:class:`State` and its stored text (:func:`encode_state`, :func:`decode_state`),
+:class:`Transition`, :func:`check_cost`, :meth:`Strategy.check_exact`,
+:data:`UNLIMITED_DECISION` and :func:`ceil_div` are public and follow the
+compatibility policy (CONTRIBUTING.md): they change only in a major release.
 """
 
 from __future__ import annotations
 
+from traffik.strategies._arith import ceil_div
 from traffik.strategies._base import (
+    UNLIMITED_DECISION,
     State,
     Strategy,
     Transition,
@@ -23,6 +31,7 @@ from traffik.strategies.token_bucket import TokenBucketStrategy, TokenBucketWith
 
 __all__ = [
     "BUILTIN_STRATEGIES",
+    "UNLIMITED_DECISION",
     "FixedWindowStrategy",
     "GCRAStrategy",
     "LeakyBucketStrategy",
@@ -34,6 +43,7 @@ __all__ = [
     "TokenBucketStrategy",
     "TokenBucketWithDebtStrategy",
     "Transition",
+    "ceil_div",
     "check_cost",
     "decode_state",
     "default_strategy",

@@ -156,7 +156,14 @@ class Strategy(ABC):
         """Suffix appended to a throttle key to name this strategy's state."""
         return self.name
 
-    def _check_exact(self, rate: Rate, capacity: int) -> None:
+    def check_exact(self, rate: Rate, capacity: int) -> None:
+        """Raise ``ConfigurationError`` if ``capacity`` over ``rate``'s window cannot be counted exactly.
+
+        Stored state is integer milliseconds times units; ``capacity x window_ms`` must
+        stay at most ``2**53 - 1`` so that a port running on doubles (Lua) makes the
+        same decisions as the Python reference. A native backend calls it with
+        ``self.capacity(rate)`` before running its own version of the transition.
+        """
         if capacity * rate.expire > MAX_EXACT_PRODUCT:
             raise ConfigurationError(
                 f"{type(self).__name__} capacity {capacity} over a {rate.expire} ms window is too "

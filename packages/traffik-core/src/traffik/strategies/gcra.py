@@ -50,7 +50,7 @@ class GCRAStrategy(Strategy):
         if burst is None:
             burst = limit  # Rate already keeps limit x window exact
         else:
-            self._check_exact(rate, burst)
+            self.check_exact(rate, burst)
         tolerance = burst * window
         # ahead: how far the TAT is past now, in units of 1/limit ms (0 if in the past).
         ahead = 0

@@ -46,5 +46,5 @@ class LeakyBucketWithQueueStrategy(Strategy):
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
         capacity = self.capacity(rate)
         if capacity != rate.limit:  # Rate already keeps limit x window exact
-            self._check_exact(rate, capacity)
+            self.check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)

@@ -9,8 +9,7 @@ import typing
 from traffik.exceptions import BackendError
 from traffik.memcached._keys import decode_value, encode_text, exptime
 from traffik.memcached._protocol import LINE, VALUES
-from traffik.strategies._arith import ceil_div
-from traffik.strategies._base import decode_state, encode_state
+from traffik.strategies import ceil_div, decode_state, encode_state
 
 if typing.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,7 +18,7 @@ if typing.TYPE_CHECKING:
     from traffik.memcached._protocol import Values
     from traffik.memcached.backend import MemcachedBackend
     from traffik.rates import Rate
-    from traffik.strategies._base import Strategy
+    from traffik.strategies import Strategy
 
 __all__ = ["decide_cas", "decide_window"]
 

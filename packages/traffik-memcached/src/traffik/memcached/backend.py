@@ -24,7 +24,7 @@ from traffik.memcached._keys import (
 )
 from traffik.memcached._protocol import LINE, NON_NUMERIC, VALUES, MemcachedClient
 from traffik.memcached.lock import AsyncMemcachedLock
-from traffik.strategies._base import decode_state
+from traffik.strategies import decode_state
 from traffik.strategies.fixed_window import FixedWindowStrategy
 from traffik.types import HTTPConnectionT
 
@@ -35,7 +35,7 @@ if typing.TYPE_CHECKING:
     from traffik.failures import FailurePolicy
     from traffik.memcached._protocol import Reply, Values
     from traffik.rates import Rate
-    from traffik.strategies._base import Strategy
+    from traffik.strategies import Strategy
 
 __all__ = ["MemcachedBackend"]
 

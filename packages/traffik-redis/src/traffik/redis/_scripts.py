@@ -201,7 +201,7 @@ def decision_args(
     capacity too large to count exactly.
     """
     capacity = strategy.capacity(rate)
-    strategy._check_exact(rate, capacity)
+    strategy.check_exact(rate, capacity)
     return (
         "" if now_ms is None else now_ms,
         rate.limit,

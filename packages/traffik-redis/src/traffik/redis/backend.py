@@ -30,14 +30,14 @@ from traffik.redis._scripts import (
     to_decision,
 )
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
-from traffik.strategies._base import UNLIMITED_DECISION, check_cost, decode_state
+from traffik.strategies import UNLIMITED_DECISION, check_cost, decode_state
 from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
     from traffik.decisions import Decision
     from traffik.failures import FailurePolicy
     from traffik.rates import Rate
-    from traffik.strategies._base import Strategy
+    from traffik.strategies import Strategy
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "RedisBackend"]
 

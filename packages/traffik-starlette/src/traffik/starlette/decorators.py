@@ -104,8 +104,8 @@ def throttled(
                         connection,
                         exc,
                         connection.scope,
-                        connection._receive,
-                        connection._send,
+                        connection.receive,
+                        connection.send,
                         close_code=websocket_close_code,
                     )
                     return None

@@ -6,8 +6,7 @@ import typing
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket
-from traffik.backends._context import initialize_by_policy
-from traffik.backends.base import throttle_backend_ctx
+from traffik.backends.base import initialize_by_policy, throttle_backend_ctx
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception, rate_limit_sender
 from traffik.starlette.throttle import MiddlewareThrottle
 from traffik.throttles import BaseThrottle

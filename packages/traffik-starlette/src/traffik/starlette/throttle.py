@@ -8,7 +8,7 @@ import typing
 
 from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
-from traffik._keys import ROUTE_KEY_SCOPE
+from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 
 if typing.TYPE_CHECKING:
@@ -177,8 +177,15 @@ class MiddlewareThrottle:
         if not await self.hook_allows(connection):
             return connection
         scope.setdefault("state", {})
-        receive: Receive = getattr(connection, "_receive", None) or _no_receive
-        send: Send = getattr(connection, "_send", None) or _no_send
+        # The connection's public channels: a WebSocket's receive()/send() (its own
+        # state machine stays in step); a Request's receive (throttling an HTTP request
+        # never sends: a refusal raises).
+        receive: Receive = _no_receive
+        send: Send = _no_send
+        if isinstance(connection, WebSocket):
+            receive, send = connection.receive, connection.send
+        elif isinstance(connection, Request):
+            receive = connection.receive
         await self.hit(connection, receive, send)
         return connection
 
