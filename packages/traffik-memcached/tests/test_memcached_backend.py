@@ -47,9 +47,9 @@ async def backend(memcached_server: MemcachedServer) -> AsyncIterator[MemcachedB
         await b.close()
 
 
-def _raw(backend: MemcachedBackend):  # the connection, for reading items as stored
+def _raw(backend: MemcachedBackend):  # the (only) server's client, for items as stored
     assert backend.connection is not None
-    return backend.connection
+    return backend.connection.servers[0].client
 
 
 @pytest.mark.asyncio

@@ -207,7 +207,7 @@ async def test_cas_retries_exhausted_raise_backend_error(memcached_server: Memca
     try:
         strategy, rate = TokenBucketStrategy(), Rate.parse("5/s")
         assert (await backend.decide("hot", strategy, rate)).allowed  # creates the item
-        gen = backend._generations.get(namespace_tag(ns))
+        gen = backend.connection.servers[0].generations.get(namespace_tag(ns))
         holder["item"] = item_key(f"{namespace_tag(ns)}~{gen}", "hot:tb")
         with pytest.raises(BackendError, match="after 3 attempts"):
             await backend.decide("hot", strategy, rate)

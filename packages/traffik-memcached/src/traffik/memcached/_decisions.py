@@ -17,6 +17,7 @@ if typing.TYPE_CHECKING:
 
     from traffik.decisions import Decision
     from traffik.memcached._protocol import Values
+    from traffik.memcached._servers import Server
     from traffik.memcached.backend import MemcachedBackend
     from traffik.rates import Rate
     from traffik.strategies._base import Strategy
@@ -26,6 +27,7 @@ __all__ = ["decide_cas", "decide_window"]
 
 async def decide_window(
     backend: MemcachedBackend[typing.Any],
+    server: Server,
     skey: str,
     strategy: Strategy,
     rate: Rate,
@@ -56,16 +58,16 @@ async def decide_window(
     start = now - now % window
     ckey = f"{skey}@{start}"
     if cost > limit:  # never admissible: charge nothing, report the window
-        used = min(await backend._read_counter(ckey), limit)
+        used = min(await backend._read_counter(server, ckey), limit)
         return strategy.decide((start, used) if used else None, now, rate, cost).decision
     ttl = exptime(ceil_div(start + window - now, 1000))
-    item, total = await backend._charge(ckey, cost, ttl)
+    item, total = await backend._charge(server, ckey, cost, ttl)
     before = total - cost
     if total > limit:
         if before < limit:
             # decr only (a vanished counter has nothing to give back), shielded so that
             # a caller's timeout does not leave the window over-charged.
-            client = backend._client()
+            client = server.client
             await asyncio.shield(client.execute(b"decr %s %d\r\n" % (item, cost), (LINE,)))
         before = min(before, limit)
     return strategy.decide((start, before) if before > 0 else None, now, rate, cost).decision
@@ -73,6 +75,7 @@ async def decide_window(
 
 async def decide_cas(
     backend: MemcachedBackend[typing.Any],
+    server: Server,
     skey: str,
     strategy: Strategy,
     rate: Rate,
@@ -90,13 +93,13 @@ async def decide_cas(
     if lock is None:
         lock = backend._turns[skey] = asyncio.Lock()
     async with lock:
-        client = backend._client()
+        client = server.client
         for attempt in range(backend.max_retries + 1):
             if attempt:
                 pause = backend.retry_backoff * (1 << min(attempt, 10))
                 await asyncio.sleep(random.uniform(0, min(pause, 0.05)))
             (mk,), (values,) = await backend._run(
-                [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
+                server, [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
             )
             entry = typing.cast("Values", values).get(mk)
             state = None if entry is None else decode_state(decode_value(entry[0]))
