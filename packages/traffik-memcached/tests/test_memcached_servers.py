@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
-from traffik.exceptions import ConfigurationError
+from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.memcached import MemcachedBackend
 from traffik.memcached._servers import parse_address, rendezvous, seed
 from traffik.rates import Rate
@@ -176,3 +177,30 @@ async def test_64_tasks_over_two_instances_admit_exactly_the_limit_on_the_pool(
         if isinstance(strategy, FixedWindowStrategy) and len(admitted) == 2 * rate.limit:
             continue  # the day's window turned over mid-test (UTC midnight)
         assert admitted == list(range(rate.limit)), f"{strategy.name} {key}: admitted {admitted}"
+
+
+@pytest.mark.memcached
+@pytest.mark.asyncio
+async def test_a_server_down_at_start_affects_only_its_keys_and_comes_back(
+    make_memcached_server: typing.Callable[..., MemcachedServer],
+) -> None:
+    up, down = make_memcached_server(), make_memcached_server()
+    down.kill()
+    backend = MemcachedBackend(servers=[up.address, down.address], namespace=_ns(), timeout=2)
+    await backend.initialize()  # one server answers: enough to start
+    try:
+        keys = _keys_on_every_server(backend, f"{backend.namespace}:", 1)
+        mine, theirs = sorted(keys, key=lambda k: backend.failure_domain(k) != up.address)
+        assert backend.failure_domain(mine) == up.address
+        await backend.set(mine, "here")
+        with pytest.raises(BackendConnectionError, match=down.address):
+            await backend.set(theirs, "there")  # not moved to the live server
+        down.restart()
+        await backend.set(theirs, "there")  # back, without re-initialising
+        assert await backend.multi_get(mine, theirs) == ["here", "there"]
+    finally:
+        await backend.close()
+    nobody = MemcachedBackend(servers=[down.address], namespace=_ns())
+    down.kill()
+    with pytest.raises(BackendConnectionError, match="Cannot connect"):
+        await nobody.initialize()
