@@ -61,7 +61,7 @@ class Generations:
         self._cache[tag] = (generation, _now())
         return old is None or old[0] != generation
 
-    def note(self, tag: str, entry: tuple[bytes, int] | None) -> bool | None:
+    def note(self, tag: str, entry: tuple[bytes, int, int] | None) -> bool | None:
         """Record a generation read alongside a command: True if it moved, None if missing."""
         if entry is None:
             return None

@@ -17,6 +17,13 @@ Values: integers are stored as decimal ``value + 2**63`` so that memcached's
 unsigned ``incr``/``decr`` work on them and they can still go below zero; any
 other string is stored as ``s`` followed by its UTF-8 bytes (never numeric, so
 ``incr`` on it fails instead of silently counting).
+
+Deadlines: memcached's TTLs are whole seconds, rounded up (``set`` with 1 s is
+readable for up to 2 s). An item the primitives write with a TTL also carries its
+deadline, in milliseconds of the backend's clock, in its 32-bit client flags
+(modulo ``2**32``; 0: no deadline), and reads treat it as missing from that
+millisecond on; memcached's own TTL, never shorter, reclaims it later. TTLs of
+``2**31`` ms (24.8 days) or more keep memcached's whole seconds only.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ __all__ = [
     "GLOBAL_PREFIX",
     "LOCK_PREFIX",
     "MAX_RELATIVE_EXPTIME",
+    "deadline_flags",
     "decode_counter",
     "decode_value",
     "encode_counter",
     "encode_text",
     "encode_value",
+    "expired",
     "exptime",
     "generation_key",
     "item_key",
@@ -122,3 +131,27 @@ def exptime(seconds: float) -> int:
     if whole > MAX_RELATIVE_EXPTIME:
         return int(time.time()) + whole
     return whole
+
+
+_WRAP = 2**32
+_HALF = 2**31
+
+
+def deadline_flags(now_ms: int, ttl_ms: int) -> int:
+    """The client flags of an item that expires ``ttl_ms`` after ``now_ms`` (0: no deadline)."""
+    if ttl_ms >= _HALF:
+        return 0  # too far to tell from a past deadline modulo 2**32: whole seconds only
+    # 0 means "no deadline": one millisecond later is never early.
+    return (now_ms + ttl_ms) % _WRAP or 1
+
+
+def expired(flags: int, now_ms: int) -> bool:
+    """True if an item with client ``flags`` is past its deadline at ``now_ms``.
+
+    The deadline is known modulo ``2**32`` ms: one at most ``2**31`` ms away either
+    way is told apart correctly (memcached reclaims items within seconds of it).
+    """
+    if not flags:
+        return False
+    left = (flags - now_ms) % _WRAP
+    return left == 0 or left >= _HALF

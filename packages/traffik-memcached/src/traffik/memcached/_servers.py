@@ -28,7 +28,15 @@ from traffik.memcached._protocol import MemcachedClient
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = ["Server", "ServerPool", "parse_address", "rendezvous", "seed"]
+__all__ = [
+    "Server",
+    "ServerPool",
+    "check_number",
+    "parse_address",
+    "rendezvous",
+    "seed",
+    "server_addresses",
+]
 
 logger = logging.getLogger("traffik.memcached")
 
@@ -47,6 +55,41 @@ def parse_address(address: object) -> tuple[str, int]:
             f"(IPv6: '[::1]:11211'), got {address!r}."
         )
     return match["ipv6"] or match["host"], port
+
+
+def check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
+    """Raise ConfigurationError unless ``value`` is a number (``integer``: an int) >= ``minimum``."""
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or float(value) < minimum:  # type: ignore[arg-type]
+        what = "a whole number" if integer else "a number"
+        raise ConfigurationError(f"{name} must be {what} of at least {minimum}, got {value!r}.")
+
+
+def server_addresses(
+    host: str | None, port: int | None, servers: Sequence[str] | None
+) -> list[tuple[str, int]]:
+    """The ``(host, port)`` of every server, from ``host`` and ``port`` or from ``servers``."""
+    if servers is None:
+        host = "localhost" if host is None else host
+        port = 11211 if port is None else port
+        if not isinstance(host, str) or not host:
+            raise ConfigurationError(f"host must be a non-empty string, got {host!r}.")
+        check_number("port", port, minimum=1, integer=True)
+        return [(host, port)]
+    if host is not None or port is not None:
+        raise ConfigurationError(
+            f"Give either host and port (one server) or servers=[...] (a pool), not both; "
+            f"got host={host!r}, port={port!r} and servers={servers!r}. Put every server "
+            f"in servers, as 'host:port'."
+        )
+    if isinstance(servers, str) or not servers:
+        raise ConfigurationError(
+            f"servers must be a non-empty list of 'host:port' strings, got {servers!r}."
+        )
+    addresses = [parse_address(address) for address in servers]
+    if len(set(addresses)) != len(addresses):
+        raise ConfigurationError(f"servers lists the same server twice: {list(servers)!r}.")
+    return addresses
 
 
 def seed(address: str) -> bytes:

@@ -8,23 +8,29 @@ import weakref
 from collections import defaultdict
 
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend, wall_clock_ms
-from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.memcached._decisions import decide_cas, decide_window
 from traffik.memcached._generations import Generations
 from traffik.memcached._keys import (
     GLOBAL_PREFIX,
     LOCK_PREFIX,
-    decode_counter,
     decode_value,
-    encode_counter,
     encode_value,
-    exptime,
+    expired,
     generation_key,
     item_key,
     namespace_tag,
 )
-from traffik.memcached._protocol import LINE, NON_NUMERIC, VALUES, MemcachedClient
-from traffik.memcached._servers import Server, ServerPool, parse_address, rendezvous, seed
+from traffik.memcached._primitives import count, retime, ttl_fields
+from traffik.memcached._protocol import LINE, VALUES, MemcachedClient
+from traffik.memcached._servers import (
+    Server,
+    ServerPool,
+    check_number,
+    rendezvous,
+    seed,
+    server_addresses,
+)
 from traffik.memcached.lock import AsyncMemcachedLock
 from traffik.strategies._base import decode_state
 from traffik.strategies.fixed_window import FixedWindowStrategy
@@ -45,40 +51,6 @@ _Build = typing.Callable[[list[bytes]], tuple[bytes, tuple[int, ...]]]
 
 #: How many times an operation is re-run because the generation moved under it.
 _GENERATION_ATTEMPTS = 4
-
-
-def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or float(value) < minimum:  # type: ignore[arg-type]
-        what = "a whole number" if integer else "a number"
-        raise ConfigurationError(f"{name} must be {what} of at least {minimum}, got {value!r}.")
-
-
-def _addresses(
-    host: str | None, port: int | None, servers: Sequence[str] | None
-) -> list[tuple[str, int]]:
-    """The ``(host, port)`` of every server, from ``host``/``port`` or ``servers``."""
-    if servers is None:
-        host = "localhost" if host is None else host
-        port = 11211 if port is None else port
-        if not isinstance(host, str) or not host:
-            raise ConfigurationError(f"host must be a non-empty string, got {host!r}.")
-        _check_number("port", port, minimum=1, integer=True)
-        return [(host, port)]
-    if host is not None or port is not None:
-        raise ConfigurationError(
-            f"Give either host and port (one server) or servers=[...] (a pool), not both; "
-            f"got host={host!r}, port={port!r} and servers={servers!r}. Put every server "
-            f"in servers, as 'host:port'."
-        )
-    if isinstance(servers, str) or not servers:
-        raise ConfigurationError(
-            f"servers must be a non-empty list of 'host:port' strings, got {servers!r}."
-        )
-    addresses = [parse_address(address) for address in servers]
-    if len(set(addresses)) != len(addresses):
-        raise ConfigurationError(f"servers lists the same server twice: {list(servers)!r}.")
-    return addresses
 
 
 class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
@@ -106,7 +78,10 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
     every key (O(1)); every call reads it in the same round trip, unless
     ``generation_ttl`` (seconds) lets an instance reuse what it read that recently.
     Times come from ``clock`` (this host's wall clock by default; memcached has no
-    clock to offer). ``timeout`` bounds every request and ``connect_timeout`` the
+    clock to offer). A TTL given to ``set``, ``increment_with_ttl`` or ``expire``
+    holds to the millisecond of that clock (the deadline is kept with the item, and
+    memcached's whole-second TTL, rounded up, reclaims it later); it never expires
+    early. ``timeout`` bounds every request and ``connect_timeout`` the
     first connection, in seconds. Locks expire after ``lock_ttl`` seconds.
     ``failure_policy`` says what throttles do while memcached fails (see
     :mod:`traffik.failures`; default: the network policy).
@@ -142,16 +117,16 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
         servers: Sequence[str] | None = None,
     ) -> None:
-        addresses = _addresses(host, port, servers)
-        _check_number("pool_size", pool_size, minimum=1, integer=True)
+        addresses = server_addresses(host, port, servers)
+        check_number("pool_size", pool_size, minimum=1, integer=True)
         if pool_minsize is not None:
-            _check_number("pool_minsize", pool_minsize, minimum=0, integer=True)
-        _check_number("timeout", timeout, minimum=0.001)
-        _check_number("connect_timeout", connect_timeout, minimum=0.001)
-        _check_number("max_retries", max_retries, minimum=0, integer=True)
-        _check_number("retry_backoff", retry_backoff, minimum=0)
-        _check_number("lock_ttl", lock_ttl, minimum=0.001)
-        _check_number("generation_ttl", generation_ttl, minimum=0)
+            check_number("pool_minsize", pool_minsize, minimum=0, integer=True)
+        check_number("timeout", timeout, minimum=0.001)
+        check_number("connect_timeout", connect_timeout, minimum=0.001)
+        check_number("max_retries", max_retries, minimum=0, integer=True)
+        check_number("retry_backoff", retry_backoff, minimum=0)
+        check_number("lock_ttl", lock_ttl, minimum=0.001)
+        check_number("generation_ttl", generation_ttl, minimum=0)
         super().__init__(
             None,
             namespace=namespace,
@@ -339,8 +314,13 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         items, (values,) = await self._run(
             server, [key], lambda ks: (b"get %s\r\n" % ks[0], (VALUES,))
         )
-        entry = typing.cast("Values", values).get(items[0])
-        return None if entry is None else decode_value(entry[0])
+        return self._alive(typing.cast("Values", values).get(items[0]))
+
+    def _alive(self, entry: tuple[bytes, int, int] | None) -> str | None:
+        """The value of a retrieved item, or None if it is missing or past its deadline."""
+        if entry is None or expired(entry[2], self.clock()):
+            return None
+        return decode_value(entry[0])
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
@@ -357,8 +337,7 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
             )
             entries = typing.cast("Values", values)
             for key, item in zip(group, items, strict=True):
-                entry = entries.get(item)
-                found[key] = None if entry is None else decode_value(entry[0])
+                found[key] = self._alive(entries.get(item))
 
         await asyncio.gather(*(fetch(servers[i], group) for i, group in groups.items()))
         return [found[key] for key in keys]
@@ -367,91 +346,48 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         if expire is not None and expire <= 0:
             raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
         data = encode_value(str(value))
-        ttl = 0 if expire is None else exptime(expire)
+        flags, ttl = ttl_fields(self.clock(), expire)
         _, (line,) = await self._run(
             self._server(key),
             [key],
-            lambda ks: (b"set %s 0 %d %d\r\n%s\r\n" % (ks[0], ttl, len(data), data), (LINE,)),
+            lambda ks: (
+                b"set %s %d %d %d\r\n%s\r\n" % (ks[0], flags, ttl, len(data), data),
+                (LINE,),
+            ),
         )
         if line != b"STORED":
             raise BackendError(f"memcached refused to store {key!r}: {line!r}.")
 
     async def delete(self, key: str) -> bool:
-        _, (line,) = await self._run(
-            self._server(key), [key], lambda ks: (b"delete %s\r\n" % ks[0], (LINE,))
+        (item,), (values, line) = await self._run(
+            self._server(key),
+            [key],
+            lambda ks: (b"get %s\r\ndelete %s\r\n" % (ks[0], ks[0]), (VALUES, LINE)),
         )
         if line not in (b"DELETED", b"NOT_FOUND"):
             raise BackendError(f"memcached answered delete of {key!r} with {line!r}.")
-        return line == b"DELETED"
+        # An item past its deadline was already gone (memcached had not reclaimed it yet).
+        return (
+            line == b"DELETED" and self._alive(typing.cast("Values", values).get(item)) is not None
+        )
 
     async def increment(self, key: str, amount: int = 1) -> int:
-        return await self._add(key, amount, 0)
+        return await count(self, self._server(key), key, amount, None)
 
     async def decrement(self, key: str, amount: int = 1) -> int:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValueError(f"amount must be an int, got {amount!r}.")
-        return await self._add(key, -amount, 0)
+        return await count(self, self._server(key), key, -amount, None)
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
-        return await self._add(key, amount, exptime(ttl))
-
-    async def _add(self, key: str, amount: int, ttl: int) -> int:
-        """``incr``/``decr`` in place (TTL kept); a missing key is created by ``add`` with ``ttl``."""
-        return (await self._charge(self._server(key), key, amount, ttl))[1]
-
-    async def _charge(self, server: Server, key: str, amount: int, ttl: int) -> tuple[bytes, int]:
-        """:meth:`_add`, also returning the item key counted on (in the generation read)."""
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ValueError(f"amount must be an int, got {amount!r}.")
-        verb = b"incr" if amount >= 0 else b"decr"
-        delta = abs(amount)
-        initial = encode_counter(amount)
-        for _ in range(8):
-            (item,), (line,) = await self._run(
-                server, [key], lambda ks: (b"%s %s %d\r\n" % (verb, ks[0], delta), (LINE,))
-            )
-            line = typing.cast("bytes", line)
-            if line[:1].isdigit():
-                return item, decode_counter(line)
-            if line == NON_NUMERIC:
-                raise ValueError(await self._not_a_counter(server, key, item, line))
-            if line != b"NOT_FOUND":
-                raise BackendError(f"memcached answered {verb.decode()} of {key!r} with {line!r}.")
-            # Same generation as the incr: a reset in between makes this count go to
-            # the dead generation, as if it had been made just before the reset.
-            command = b"add %s 0 %d %d\r\n%s\r\n" % (item, ttl, len(initial), initial)
-            (line,) = await server.client.execute(command, (LINE,))
-            if line == b"STORED":
-                return item, amount
-            if line != b"NOT_STORED":  # SERVER_ERROR out of memory storing object, ...
-                raise BackendError(f"memcached answered add of {key!r} with {line!r}.")
-            # NOT_STORED: another caller created it meanwhile; count on top of theirs.
-        raise BackendError(
-            f"Counter {key!r} kept vanishing between incr and add; is memcached evicting it?"
-        )
-
-    async def _not_a_counter(self, server: Server, key: str, item: bytes, reply: bytes) -> str:
-        """The message for a counter command on a value that is not a counter (read once more)."""
-        try:
-            (values,) = await server.client.execute(b"get %s\r\n" % item, (VALUES,))
-            entry = typing.cast("Values", values).get(item)
-            stored = "nothing (it is gone)" if entry is None else repr(entry[0][:80])
-        except BackendError as exc:
-            stored = f"unknown ({exc})"
-        return (
-            f"The value at {key!r} is not an integer counter; set it to an int first "
-            f"(memcached answered {reply.decode('ascii', 'replace')!r}; item {item.decode()!r} "
-            f"holds {stored})."
-        )
+        if not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}.")
+        return await count(self, self._server(key), key, amount, ttl)
 
     async def expire(self, key: str, seconds: float) -> bool:
         if seconds <= 0:
             raise ValueError(f"seconds must be a positive number, got {seconds}.")
-        ttl = exptime(seconds)
-        _, (line,) = await self._run(
-            self._server(key), [key], lambda ks: (b"touch %s %d\r\n" % (ks[0], ttl), (LINE,))
-        )
-        return line == b"TOUCHED"
+        return await retime(self, self._server(key), key, seconds)
 
     async def get_lock(self, name: str) -> AsyncMemcachedLock:
         return AsyncMemcachedLock(self, name, item_key(LOCK_PREFIX, name), self.lock_ttl)
