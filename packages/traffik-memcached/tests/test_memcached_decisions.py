@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from traffik.exceptions import BackendError
 from traffik.memcached import MemcachedBackend
-from traffik.memcached._keys import item_key, namespace_tag
+from traffik.memcached._keys import generation_prefix, item_key, namespace_tag
 from traffik.rates import Rate
 from traffik.strategies import (
     BUILTIN_STRATEGIES,
@@ -208,7 +208,7 @@ async def test_cas_retries_exhausted_raise_backend_error(memcached_server: Memca
         strategy, rate = TokenBucketStrategy(), Rate.parse("5/s")
         assert (await backend.decide("hot", strategy, rate)).allowed  # creates the item
         gen = backend.connection.servers[0].generations.get(namespace_tag(ns))
-        holder["item"] = item_key(f"{namespace_tag(ns)}~{gen}", "hot:tb")
+        holder["item"] = item_key(generation_prefix(namespace_tag(ns), gen), "hot:tb")
         with pytest.raises(BackendError, match="after 3 attempts"):
             await backend.decide("hot", strategy, rate)
         holder.clear()

@@ -101,12 +101,12 @@ async def test_memcached_keeps_the_item_until_its_own_ttl_reclaims_it(
 
 
 def _item(backend: MemcachedBackend, key: str) -> bytes:
-    from traffik.memcached._keys import item_key
+    from traffik.memcached._keys import generation_prefix, item_key
 
     server = backend._server(key)
     tag, rest = backend._scope(key)
     assert tag is not None
-    return item_key(f"{tag}~{server.generations.get(tag)}", rest)
+    return item_key(generation_prefix(tag, server.generations.get(tag) or 0), rest)
 
 
 @pytest.mark.memcached
@@ -160,3 +160,30 @@ async def test_expire_sets_a_deadline_to_the_millisecond(
     assert await backend.multi_get(key, f"{backend.namespace}:d") == [None, None]
     assert await backend.expire(key, 1) is False
     assert await backend.expire(f"{backend.namespace}:missing", 1) is False
+
+
+def test_stored_counters_stay_below_2_63_and_1_0_counters_still_read() -> None:
+    """memcached scans past the item for a '-' when a stored number is >= 2**63 (strchr).
+
+    With 1.0's offset of 2**63 every positive counter was stored there, and some were
+    refused by ``incr`` as non-numeric until they expired (seen on memcached 1.6.18).
+    """
+    from traffik.memcached._keys import (
+        COUNTER_MAX,
+        COUNTER_OFFSET,
+        decode_counter,
+        decode_value,
+        encode_counter,
+        encode_value,
+    )
+
+    for value in (-COUNTER_OFFSET, -1, 0, 1, 10**12, COUNTER_MAX - 1):
+        stored = int(encode_counter(value))
+        assert 0 <= stored < 2**63
+        assert decode_counter(encode_counter(value)) == value
+        assert decode_value(encode_value(str(value))) == str(value)
+    for value in (-5, 0, 7, 10**15):  # as traffik-memcached 1.0 stored them
+        legacy = str(value + 2**63).encode()
+        assert decode_counter(legacy) == value
+        assert decode_value(legacy) == str(value)
+    assert encode_value(str(COUNTER_MAX)).startswith(b"s")  # too large: stored as text

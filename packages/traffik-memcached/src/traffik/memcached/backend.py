@@ -18,6 +18,7 @@ from traffik.memcached._keys import (
     encode_value,
     expired,
     generation_key,
+    generation_prefix,
     item_key,
     namespace_tag,
 )
@@ -278,7 +279,7 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
                 await generations.load(client, unknown)
                 continue
             items = [
-                item_key(GLOBAL_PREFIX if tag is None else f"{tag}~{known[tag]}", rest)
+                item_key(GLOBAL_PREFIX if tag is None else generation_prefix(tag, known[tag]), rest)
                 for tag, rest in scopes
             ]
             payload, kinds = build(items)
