@@ -278,8 +278,11 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
             if unknown:
                 await generations.load(client, unknown)
                 continue
+            prefixes = {
+                tag: generation_prefix(tag, typing.cast("int", g)) for tag, g in known.items()
+            }
             items = [
-                item_key(GLOBAL_PREFIX if tag is None else generation_prefix(tag, known[tag]), rest)
+                item_key(GLOBAL_PREFIX if tag is None else prefixes[tag], rest)
                 for tag, rest in scopes
             ]
             payload, kinds = build(items)
