@@ -37,14 +37,12 @@ def _ns() -> str:
 
 
 @pytest_asyncio.fixture
-async def backend(memcached_server: MemcachedServer) -> AsyncIterator[MemcachedBackend]:
+async def backend(
+    memcached_server: MemcachedServer, opened: typing.Any
+) -> AsyncIterator[MemcachedBackend]:
     b = MemcachedBackend(memcached_server.host, memcached_server.port, namespace=_ns())
-    await b.initialize()
-    try:
+    async with opened(b):
         yield b
-    finally:
-        await b.reset()
-        await b.close()
 
 
 def _raw(backend: MemcachedBackend):  # the (only) server's client, for items as stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
@@ -35,20 +36,13 @@ def _ns() -> str:
 
 
 @pytest_asyncio.fixture
-async def pair(memcached_server: MemcachedServer) -> AsyncIterator[list[MemcachedBackend]]:
+async def pair(
+    memcached_server: MemcachedServer, opened: typing.Any
+) -> AsyncIterator[list[MemcachedBackend]]:
     ns = _ns()
-    backends = [
-        MemcachedBackend(memcached_server.host, memcached_server.port, namespace=ns)
-        for _ in range(2)
-    ]
-    for b in backends:
-        await b.initialize()
-    try:
-        yield backends
-    finally:
-        await backends[0].reset()
-        for b in backends:
-            await b.close()
+    server = memcached_server
+    async with opened(*(MemcachedBackend(server.host, server.port, ns) for _ in range(2))) as two:
+        yield two
 
 
 async def _replay_against_the_reference(

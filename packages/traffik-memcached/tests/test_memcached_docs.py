@@ -22,7 +22,9 @@ def test_the_guide_has_examples() -> None:
 
 @pytest.mark.parametrize("source", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_block_runs(source: str, memcached_server: MemcachedServer) -> None:
-    assert '"localhost"' in source or "MemcachedBackend" not in source
+    # Blocks talk to "localhost":11211 (the test server); a pool example only builds.
+    assert '"localhost"' in source or "servers=" in source or "MemcachedBackend" not in source
+    assert "asyncio.run(" not in source or '"localhost"' in source
     local = source.replace('"localhost"', repr(memcached_server.host)).replace(
         "11211", str(memcached_server.port)
     )

@@ -6,6 +6,7 @@ deadline, while memcached's own (longer) TTL keeps the item in place.
 
 from __future__ import annotations
 
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
@@ -39,18 +40,15 @@ async def backend(
     clock: Clock,
     memcached_server: MemcachedServer,
     memcached_pool: list[MemcachedServer],
+    opened: typing.Any,
 ) -> AsyncIterator[MemcachedBackend]:
     ns = f"mce{uuid.uuid4().hex[:12]}"
     if request.param == "one":
         b = MemcachedBackend(memcached_server.host, memcached_server.port, ns, clock=clock)
     else:
         b = MemcachedBackend(servers=[s.address for s in memcached_pool], namespace=ns, clock=clock)
-    await b.initialize()
-    try:
+    async with opened(b):
         yield b
-    finally:
-        await b.reset()
-        await b.close()
 
 
 def test_deadlines_are_told_apart_modulo_2_32() -> None:

@@ -107,7 +107,9 @@ def test_failure_domain_is_the_server_that_decides_the_key() -> None:
 
 
 @pytest_asyncio.fixture
-async def pool(memcached_pool: list[MemcachedServer]) -> AsyncIterator[list[MemcachedBackend]]:
+async def pool(
+    memcached_pool: list[MemcachedServer], opened: typing.Any
+) -> AsyncIterator[list[MemcachedBackend]]:
     """Two instances over the session's three servers, listed in different orders."""
     addresses = [s.address for s in memcached_pool]
     ns = _ns()
@@ -115,14 +117,8 @@ async def pool(memcached_pool: list[MemcachedServer]) -> AsyncIterator[list[Memc
         MemcachedBackend(servers=addresses, namespace=ns),
         MemcachedBackend(servers=addresses[::-1], namespace=ns),
     ]
-    for b in backends:
-        await b.initialize()
-    try:
-        yield backends
-    finally:
-        await backends[0].reset()
-        for b in backends:
-            await b.close()
+    async with opened(*backends) as two:
+        yield two
 
 
 async def _items(server: MemcachedServer) -> int:
