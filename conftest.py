@@ -6,6 +6,8 @@ Real servers, started on free local ports the first time a test asks for them:
 - ``redis_cluster``: one 3-master, 3-replica Redis Cluster for the whole session.
   Do not kill its nodes: failover tests build their own with ``make_redis_cluster``.
 - ``memcached_server``: one ``memcached`` for the whole session.
+- ``memcached_pool``: three more ``memcached`` for the whole session (a client-side
+  pool: ``MemcachedBackend(servers=[s.address for s in memcached_pool])``).
 - ``make_redis_server`` / ``make_memcached_server`` / ``make_redis_cluster``:
   factories for private servers a test may kill and restart; everything they
   started is stopped at the end of the test.
@@ -17,6 +19,7 @@ package to install; with ``CI=true`` in the environment it fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -95,6 +98,13 @@ def memcached_server() -> Iterator[MemcachedServer]:
     server = _build(MemcachedServer)
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def memcached_pool() -> Iterator[list[MemcachedServer]]:
+    """Three ``memcached`` shared by the whole session, for pools (do not kill them)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(_build(MemcachedServer)) for _ in range(3)]
 
 
 def _factory(build: Callable[..., Any]) -> Iterator[Callable[..., Any]]:

@@ -3,11 +3,16 @@
 Run from the repository root::
 
     hatch run python benchmarks/micro/memcached_backend.py
+    hatch run python benchmarks/micro/memcached_backend.py --pool
 
 It starts a private memcached on a free port (or uses ``--host``/``--port``) and
 prints medians of ``--repeat`` runs: decisions per second sequentially and with 64
 concurrent tasks (distinct keys, and one hot key), the server's ``stats`` deltas
 per decision, and a bare ``aiomcache`` ``incr`` loop for comparison.
+
+With ``--pool`` it starts three servers instead and compares fixed-window
+decisions per second on one of them and on all three (``servers=[...]``), runs
+of the two interleaved in every repetition.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import aiomcache
 
 from traffik.memcached import MemcachedBackend
 from traffik.rates import Rate
-from traffik.strategies import BUILTIN_STRATEGIES, Strategy
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindowStrategy, Strategy
 from traffik.testing.servers import MemcachedServer
 
 STATS = (
@@ -137,6 +142,29 @@ async def main(host: str, port: int, n: int, repeat: int, generation_ttl: float)
     await backend.close()
 
 
+async def pool(addresses: list[str], n: int, repeat: int) -> None:
+    """Fixed-window decisions/s on the first server alone and on the pool of all of them."""
+    ns = f"bench{uuid.uuid4().hex[:6]}"
+    one = MemcachedBackend(servers=addresses[:1], namespace=ns)
+    many = MemcachedBackend(servers=addresses, namespace=ns)
+    await one.initialize()
+    await many.initialize()
+    strategy = FixedWindowStrategy()
+    runs: dict[str, list[list[float]]] = {"one": [[], []], "pool": [[], []]}
+    for _ in range(repeat):
+        for name, backend in (("one", one), ("pool", many)):
+            runs[name][0].append(await _decisions(backend, strategy, n, 1, False))
+            runs[name][1].append(await _decisions(backend, strategy, n, 64, False))
+    print(f"fixed window, {n} decisions per run, median of {repeat}, pool_size=2 per server")
+    print(f"{'servers':8} {'seq/s':>8} {'64c/s':>8}")
+    for name, label in (("one", "1"), ("pool", str(len(addresses)))):
+        seq, conc = (statistics.median(r) for r in runs[name])
+        print(f"{label:8} {seq:8.0f} {conc:8.0f}")
+    for backend in (one, many):
+        await backend.reset()
+        await backend.close()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host")
@@ -144,8 +172,14 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=3200)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--generation-ttl", type=float, default=0.0)
+    parser.add_argument(
+        "--pool", action="store_true", help="fixed window on one server vs a pool of three"
+    )
     args = parser.parse_args()
-    if args.host:
+    if args.pool:
+        with MemcachedServer() as a, MemcachedServer() as b, MemcachedServer() as c:
+            asyncio.run(pool([a.address, b.address, c.address], args.n, args.repeat))
+    elif args.host:
         asyncio.run(main(args.host, args.port, args.n, args.repeat, args.generation_ttl))
     else:
         with MemcachedServer() as server:

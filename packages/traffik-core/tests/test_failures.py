@@ -361,7 +361,7 @@ async def test_a_half_open_circuit_lets_exactly_one_probe_through_a_crowd(
         guard = _guard_of(backend)
         assert guard is not None
         now = [100.0]
-        guard.breaker._clock = lambda: now[0]
+        guard.breaker()._clock = lambda: now[0]
         backend.down = True
         await decide_with_policy(backend, "k", FW, RATE, 1)  # opens the circuit
         assert backend.calls == 1
@@ -422,7 +422,7 @@ async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() ->
         guard = _guard_of(backend)
         assert guard is not None
         now = [100.0]
-        guard.breaker._clock = lambda: now[0]
+        guard.breaker()._clock = lambda: now[0]
         waits = [
             await wait_with_policy(backend, "c", counting_strategy, RATE, 1) for _ in range(10)
         ]
@@ -432,7 +432,7 @@ async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() ->
         now[0] += 1.0
         assert await wait_with_policy(backend, "c", counting_strategy, RATE, 1) == 0.0
         assert backend.gets == 3  # the probe ran the strategy and closed the circuit
-        assert guard.breaker.state == "closed"
+        assert guard.breaker().state == "closed"
 
 
 @pytest.mark.asyncio
@@ -480,3 +480,40 @@ def test_any_backend_rejects_a_non_callable_identifier() -> None:
 
     with pytest.raises(ConfigurationError, match="identifier must be an async callable"):
         Minimal(namespace="m", identifier=True)
+
+
+class TwoDomainBackend(SwitchableBackend):
+    """Keys starting with ``a`` and ``b`` live on two independent servers; ``dead`` is down."""
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+        self.dead = ""
+        self.calls_per_domain: dict[str, int] = {"a": 0, "b": 0}
+
+    def failure_domain(self, key: str) -> str:
+        return key[:1]
+
+    async def decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
+    ) -> Decision:
+        self.calls_per_domain[key[:1]] += 1
+        if key[:1] == self.dead:
+            raise ConnectionError("connection refused")
+        return await InMemoryBackend.decide(self, key, strategy, rate, cost, now_ms=now_ms)
+
+
+@pytest.mark.asyncio
+async def test_each_failure_domain_has_its_own_circuit() -> None:
+    policy = FailurePolicy(
+        on_error="throttle", failure_threshold=2, recovery_time=60, max_recovery_time=60
+    )
+    backend = TwoDomainBackend(failure_policy=policy)
+    rate = Rate.parse("100/s")
+    async with backend():
+        backend.dead = "a"
+        for _ in range(5):
+            assert not (await decide_with_policy(backend, "a1", FW, rate, 1)).allowed
+            assert (await decide_with_policy(backend, "b1", FW, rate, 1)).allowed
+        # a's circuit opened after 2 failures; b's never did, so every b call was asked.
+        assert backend.calls_per_domain == {"a": 2, "b": 5}
+        assert InMemoryBackend().failure_domain("anything") is None

@@ -37,19 +37,17 @@ def _ns() -> str:
 
 
 @pytest_asyncio.fixture
-async def backend(memcached_server: MemcachedServer) -> AsyncIterator[MemcachedBackend]:
+async def backend(
+    memcached_server: MemcachedServer, opened: typing.Any
+) -> AsyncIterator[MemcachedBackend]:
     b = MemcachedBackend(memcached_server.host, memcached_server.port, namespace=_ns())
-    await b.initialize()
-    try:
+    async with opened(b):
         yield b
-    finally:
-        await b.reset()
-        await b.close()
 
 
-def _raw(backend: MemcachedBackend):  # the connection, for reading items as stored
+def _raw(backend: MemcachedBackend):  # the (only) server's client, for items as stored
     assert backend.connection is not None
-    return backend.connection
+    return backend.connection.servers[0].client
 
 
 @pytest.mark.asyncio

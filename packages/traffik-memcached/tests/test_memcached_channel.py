@@ -31,7 +31,7 @@ async def test_one_connection_carries_64_concurrent_requests_exactly(
         values = await asyncio.gather(*(backend.increment(f"{ns}:n", 1) for _ in range(64)))
         assert sorted(values) == list(range(1, 65))
         assert backend.connection is not None
-        assert len(backend.connection._channels) == 1
+        assert len(backend.connection.servers[0].client._channels) == 1
     finally:
         await backend.reset()
         await backend.close()

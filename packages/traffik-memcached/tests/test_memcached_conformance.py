@@ -18,3 +18,14 @@ class TestMemcachedConformance(BackendConformance):
 
     def make_backend(self, namespace: str) -> MemcachedBackend:
         return MemcachedBackend(self.server.host, self.server.port, namespace=namespace)
+
+
+class TestMemcachedPoolConformance(BackendConformance):
+    """The same kit on a pool of three servers (keys spread by rendezvous hashing)."""
+
+    @pytest.fixture(autouse=True)
+    def _servers(self, memcached_pool: list[MemcachedServer]) -> None:
+        self.servers = [server.address for server in memcached_pool]
+
+    def make_backend(self, namespace: str) -> MemcachedBackend:
+        return MemcachedBackend(servers=self.servers, namespace=namespace)

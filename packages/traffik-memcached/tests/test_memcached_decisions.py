@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import typing
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from traffik.exceptions import BackendError
 from traffik.memcached import MemcachedBackend
-from traffik.memcached._keys import item_key, namespace_tag
+from traffik.memcached._keys import generation_prefix, item_key, namespace_tag
 from traffik.rates import Rate
 from traffik.strategies import (
     BUILTIN_STRATEGIES,
@@ -35,20 +36,13 @@ def _ns() -> str:
 
 
 @pytest_asyncio.fixture
-async def pair(memcached_server: MemcachedServer) -> AsyncIterator[list[MemcachedBackend]]:
+async def pair(
+    memcached_server: MemcachedServer, opened: typing.Any
+) -> AsyncIterator[list[MemcachedBackend]]:
     ns = _ns()
-    backends = [
-        MemcachedBackend(memcached_server.host, memcached_server.port, namespace=ns)
-        for _ in range(2)
-    ]
-    for b in backends:
-        await b.initialize()
-    try:
-        yield backends
-    finally:
-        await backends[0].reset()
-        for b in backends:
-            await b.close()
+    server = memcached_server
+    async with opened(*(MemcachedBackend(server.host, server.port, ns) for _ in range(2))) as two:
+        yield two
 
 
 async def _replay_against_the_reference(
@@ -207,8 +201,8 @@ async def test_cas_retries_exhausted_raise_backend_error(memcached_server: Memca
     try:
         strategy, rate = TokenBucketStrategy(), Rate.parse("5/s")
         assert (await backend.decide("hot", strategy, rate)).allowed  # creates the item
-        gen = backend._generations.get(namespace_tag(ns))
-        holder["item"] = item_key(f"{namespace_tag(ns)}~{gen}", "hot:tb")
+        gen = backend.connection.servers[0].generations.get(namespace_tag(ns))
+        holder["item"] = item_key(generation_prefix(namespace_tag(ns), gen), "hot:tb")
         with pytest.raises(BackendError, match="after 3 attempts"):
             await backend.decide("hot", strategy, rate)
         holder.clear()

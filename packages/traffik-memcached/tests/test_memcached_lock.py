@@ -37,7 +37,9 @@ async def test_release_never_frees_another_owners_lock(backend: MemcachedBackend
     assert await first.acquire(blocking=False)
     # The lock item vanishes as if its TTL ran out while the first holder was stuck...
     assert backend.connection is not None
-    (line,) = await backend.connection.execute(b"delete %s\r\n" % first._key, (LINE,))
+    (line,) = await backend.connection.servers[0].client.execute(
+        b"delete %s\r\n" % first._key, (LINE,)
+    )
     assert line == b"DELETED"
     # ...and a second owner takes it.
     second = await backend.get_lock(name)
@@ -49,7 +51,9 @@ async def test_release_never_frees_another_owners_lock(backend: MemcachedBackend
     await second.release()
     assert await third.acquire(blocking=False)
     await third.release()
-    (values,) = await backend.connection.execute(b"get %s\r\n" % third._key, (VALUES,))
+    (values,) = await backend.connection.servers[0].client.execute(
+        b"get %s\r\n" % third._key, (VALUES,)
+    )
     assert values == {}
 
 

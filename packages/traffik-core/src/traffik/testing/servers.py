@@ -433,6 +433,11 @@ class MemcachedServer(_ManagedServer):
         """``memcached://HOST:PORT``."""
         return f"memcached://{self.host}:{self.port}"
 
+    @property
+    def address(self) -> str:
+        """``HOST:PORT``, as ``MemcachedBackend(servers=[...])`` takes it."""
+        return f"{self.host}:{self.port}"
+
     def _command(self) -> list[str]:
         command = [self.binary, "-l", self.host, "-p", str(self.port), "-U", "0", "-m", "64"]
         # memcached refuses to run as root unless told which user to run as (CI runs as root).

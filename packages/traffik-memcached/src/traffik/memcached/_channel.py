@@ -28,8 +28,8 @@ VALUES = 1
 #: ... or the ``STAT ... END`` block of ``stats``.
 STATS = 2
 
-#: Item key -> (data, cas unique) of a retrieval reply.
-Values = dict[bytes, tuple[bytes, int]]
+#: Item key -> (data, cas unique, client flags) of a retrieval reply.
+Values = dict[bytes, tuple[bytes, int, int]]
 Reply = typing.Union[bytes, Values, dict[bytes, int]]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 _Pending = tuple["Sequence[int]", "asyncio.Future[list[Reply]]", float]
@@ -141,10 +141,10 @@ async def _read_values(reader: asyncio.StreamReader) -> Values:
         parts = line.split()
         if len(parts) < 4 or parts[0] != b"VALUE":
             raise BackendError(f"memcached answered a get with {line[:80]!r}.")
-        size = int(parts[3])
+        flags, size = int(parts[2]), int(parts[3])
         cas = int(parts[4]) if len(parts) > 4 else 0
         data = await reader.readexactly(size + 2)
-        values[parts[1]] = (data[:-2], cas)
+        values[parts[1]] = (data[:-2], cas, flags)
 
 
 async def _read_stats(reader: asyncio.StreamReader) -> dict[bytes, int]:

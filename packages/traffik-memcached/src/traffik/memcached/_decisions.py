@@ -7,8 +7,15 @@ import random
 import typing
 
 from traffik.exceptions import BackendError
-from traffik.memcached._keys import decode_value, encode_text, exptime
-from traffik.memcached._protocol import LINE, VALUES
+from traffik.memcached._keys import (
+    decode_counter,
+    decode_value,
+    encode_counter,
+    encode_text,
+    exptime,
+)
+from traffik.memcached._primitives import not_a_counter
+from traffik.memcached._protocol import LINE, NON_NUMERIC, VALUES
 from traffik.strategies import ceil_div, decode_state, encode_state
 
 if typing.TYPE_CHECKING:
@@ -16,15 +23,17 @@ if typing.TYPE_CHECKING:
 
     from traffik.decisions import Decision
     from traffik.memcached._protocol import Values
+    from traffik.memcached._servers import Server
     from traffik.memcached.backend import MemcachedBackend
     from traffik.rates import Rate
     from traffik.strategies import Strategy
 
-__all__ = ["decide_cas", "decide_window"]
+__all__ = ["charge", "decide_cas", "decide_window"]
 
 
 async def decide_window(
     backend: MemcachedBackend[typing.Any],
+    server: Server,
     skey: str,
     strategy: Strategy,
     rate: Rate,
@@ -55,23 +64,61 @@ async def decide_window(
     start = now - now % window
     ckey = f"{skey}@{start}"
     if cost > limit:  # never admissible: charge nothing, report the window
-        used = min(await backend._read_counter(ckey), limit)
+        used = min(await backend._read_counter(server, ckey), limit)
         return strategy.decide((start, used) if used else None, now, rate, cost).decision
     ttl = exptime(ceil_div(start + window - now, 1000))
-    item, total = await backend._charge(ckey, cost, ttl)
+    item, total = await charge(backend, server, ckey, cost, ttl)
     before = total - cost
     if total > limit:
         if before < limit:
             # decr only (a vanished counter has nothing to give back), shielded so that
             # a caller's timeout does not leave the window over-charged.
-            client = backend._client()
+            client = server.client
             await asyncio.shield(client.execute(b"decr %s %d\r\n" % (item, cost), (LINE,)))
         before = min(before, limit)
     return strategy.decide((start, before) if before > 0 else None, now, rate, cost).decision
 
 
+async def charge(
+    backend: MemcachedBackend[typing.Any], server: Server, key: str, amount: int, ttl: int
+) -> tuple[bytes, int]:
+    """Add ``amount`` to a window counter: ``incr`` in place, or ``add`` with exptime ``ttl``.
+
+    No deadline in the flags: a window counter's key names its window, so one
+    read after its window is never consulted. Returns the item key counted on
+    (in the generation read) and the new count.
+    """
+    verb = b"incr" if amount >= 0 else b"decr"
+    delta = abs(amount)
+    initial = encode_counter(amount)
+    for _ in range(8):
+        (item,), (line,) = await backend._run(
+            server, [key], lambda ks: (b"%s %s %d\r\n" % (verb, ks[0], delta), (LINE,))
+        )
+        line = typing.cast("bytes", line)
+        if line[:1].isdigit():
+            return item, decode_counter(line)
+        if line == NON_NUMERIC:
+            raise ValueError(await not_a_counter(server, key, item, line))
+        if line != b"NOT_FOUND":
+            raise BackendError(f"memcached answered {verb.decode()} of {key!r} with {line!r}.")
+        # Same generation as the incr: a reset in between makes this count go to
+        # the dead generation, as if it had been made just before the reset.
+        command = b"add %s 0 %d %d\r\n%s\r\n" % (item, ttl, len(initial), initial)
+        (line,) = await server.client.execute(command, (LINE,))
+        if line == b"STORED":
+            return item, amount
+        if line != b"NOT_STORED":  # SERVER_ERROR out of memory storing object, ...
+            raise BackendError(f"memcached answered add of {key!r} with {line!r}.")
+        # NOT_STORED: another caller created it meanwhile; count on top of theirs.
+    raise BackendError(
+        f"Counter {key!r} kept vanishing between incr and add; is memcached evicting it?"
+    )
+
+
 async def decide_cas(
     backend: MemcachedBackend[typing.Any],
+    server: Server,
     skey: str,
     strategy: Strategy,
     rate: Rate,
@@ -89,13 +136,13 @@ async def decide_cas(
     if lock is None:
         lock = backend._turns[skey] = asyncio.Lock()
     async with lock:
-        client = backend._client()
+        client = server.client
         for attempt in range(backend.max_retries + 1):
             if attempt:
                 pause = backend.retry_backoff * (1 << min(attempt, 10))
                 await asyncio.sleep(random.uniform(0, min(pause, 0.05)))
             (mk,), (values,) = await backend._run(
-                [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
+                server, [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
             )
             entry = typing.cast("Values", values).get(mk)
             state = None if entry is None else decode_state(decode_value(entry[0]))
@@ -118,7 +165,7 @@ async def decide_cas(
 
 
 def _write_command(
-    mk: bytes, entry: tuple[bytes, int] | None, state: Sequence[int] | None, ttl_ms: int
+    mk: bytes, entry: tuple[bytes, int, int] | None, state: Sequence[int] | None, ttl_ms: int
 ) -> bytes | None:
     """``add`` a new state, ``cas`` over the one read, or expire it (``cas`` with exptime -1)."""
     if state is None:

@@ -1,6 +1,6 @@
 """Namespace generations: an O(1) ``reset()`` for a store that cannot list its keys.
 
-Every key of namespace N is stored under ``{N}~{generation}``. ``reset()`` increments
+Every key of namespace N is stored under ``{N}+{generation}``. ``reset()`` increments
 the generation stored at ``{N}~gen``, so every old item becomes unreachable at once
 (memcached reclaims it by TTL or LRU). Each backend instance caches the generations
 it has seen; callers read the current value in the same round trip as their command
@@ -61,7 +61,7 @@ class Generations:
         self._cache[tag] = (generation, _now())
         return old is None or old[0] != generation
 
-    def note(self, tag: str, entry: tuple[bytes, int] | None) -> bool | None:
+    def note(self, tag: str, entry: tuple[bytes, int, int] | None) -> bool | None:
         """Record a generation read alongside a command: True if it moved, None if missing."""
         if entry is None:
             return None

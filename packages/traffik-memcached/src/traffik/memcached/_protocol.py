@@ -11,6 +11,14 @@ Why not ``aiomcache.Client`` (0.8.2):
 - ``cas`` answers True/False only (the CAS loop needs ``EXISTS`` vs ``NOT_FOUND``),
   ``incr`` on a missing key raises like any error, and there are no timeouts.
 
+Re-checked in December 2026 (``benchmarks/client_eval/memcached_clients.py``, output
+in ``results.txt`` beside it): emcache 1.3.3, memcachio 0.5.1 and meta-memcache 4.3.0
+are cancellation-safe, honour timeouts and report a missing counter, but none tells
+a CAS on a deleted key (``NOT_FOUND``) from a stale one (``EXISTS``) without parsing
+an error message (memcachio and meta-memcache return False for both; emcache raises
+a generic StorageCommandError for NOT_FOUND). meta-memcache is blocking (no asyncio),
+and none sends several commands in one write (the generation read rides along).
+
 Here each connection is a :class:`~traffik.memcached._channel.Channel`: requests are
 written at once and their replies read in order by one reader task, so a pool of
 ``pool_size`` connections carries any number of concurrent requests, several

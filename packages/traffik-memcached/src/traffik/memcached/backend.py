@@ -5,24 +5,33 @@ from __future__ import annotations
 import asyncio
 import typing
 import weakref
+from collections import defaultdict
 
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend, wall_clock_ms
-from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.memcached._decisions import decide_cas, decide_window
 from traffik.memcached._generations import Generations
 from traffik.memcached._keys import (
     GLOBAL_PREFIX,
     LOCK_PREFIX,
-    decode_counter,
     decode_value,
-    encode_counter,
     encode_value,
-    exptime,
+    expired,
     generation_key,
+    generation_prefix,
     item_key,
     namespace_tag,
 )
-from traffik.memcached._protocol import LINE, NON_NUMERIC, VALUES, MemcachedClient
+from traffik.memcached._primitives import count, retime, ttl_fields
+from traffik.memcached._protocol import LINE, VALUES, MemcachedClient
+from traffik.memcached._servers import (
+    Server,
+    ServerPool,
+    check_number,
+    rendezvous,
+    seed,
+    server_addresses,
+)
 from traffik.memcached.lock import AsyncMemcachedLock
 from traffik.strategies import decode_state
 from traffik.strategies.fixed_window import FixedWindowStrategy
@@ -45,15 +54,18 @@ _Build = typing.Callable[[list[bytes]], tuple[bytes, tuple[int, ...]]]
 _GENERATION_ATTEMPTS = 4
 
 
-def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or float(value) < minimum:  # type: ignore[arg-type]
-        what = "a whole number" if integer else "a number"
-        raise ConfigurationError(f"{name} must be {what} of at least {minimum}, got {value!r}.")
+class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
+    """Throttling state in memcached, shared by every app host that uses the same servers.
 
-
-class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
-    """Throttling state in memcached, shared by every app host that uses the same server.
+    One server is given by ``host`` and ``port``; a pool by ``servers=["host:port",
+    ...]`` (not both). Keys are spread over the pool by rendezvous hashing: every
+    instance given the same addresses, in any order, puts a key on the same server,
+    and adding a server moves about ``1/N`` of the keys. Each server has its own
+    ``pool_size`` connections and its own namespace generation. The keys of a server
+    that does not answer stay with it (they are never moved to the others, where a
+    client would get a fresh quota): they follow ``failure_policy``, with a circuit
+    breaker per server (see :meth:`failure_domain`), while the other servers keep
+    deciding theirs.
 
     Decisions are atomic without locks: the fixed window is one ``incr`` on a
     counter per window (plus a compensating ``decr`` when it rejects a request while
@@ -67,7 +79,10 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
     every key (O(1)); every call reads it in the same round trip, unless
     ``generation_ttl`` (seconds) lets an instance reuse what it read that recently.
     Times come from ``clock`` (this host's wall clock by default; memcached has no
-    clock to offer). ``timeout`` bounds every request and ``connect_timeout`` the
+    clock to offer). A TTL given to ``set``, ``increment_with_ttl`` or ``expire``
+    holds to the millisecond of that clock (the deadline is kept with the item, and
+    memcached's whole-second TTL, rounded up, reclaims it later); it never expires
+    early. ``timeout`` bounds every request and ``connect_timeout`` the
     first connection, in seconds. Locks expire after ``lock_ttl`` seconds.
     ``failure_policy`` says what throttles do while memcached fails (see
     :mod:`traffik.failures`; default: the network policy).
@@ -84,8 +99,8 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
 
     def __init__(
         self,
-        host: str = "localhost",
-        port: int = 11211,
+        host: str | None = None,
+        port: int | None = None,
         namespace: str = "memcached",
         pool_size: int = 2,
         persistent: bool = False,
@@ -101,19 +116,18 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         generation_ttl: float = 0.0,
         clock: Clock | None = None,
         failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
+        servers: Sequence[str] | None = None,
     ) -> None:
-        if not isinstance(host, str) or not host:
-            raise ConfigurationError(f"host must be a non-empty string, got {host!r}.")
-        _check_number("port", port, minimum=1, integer=True)
-        _check_number("pool_size", pool_size, minimum=1, integer=True)
+        addresses = server_addresses(host, port, servers)
+        check_number("pool_size", pool_size, minimum=1, integer=True)
         if pool_minsize is not None:
-            _check_number("pool_minsize", pool_minsize, minimum=0, integer=True)
-        _check_number("timeout", timeout, minimum=0.001)
-        _check_number("connect_timeout", connect_timeout, minimum=0.001)
-        _check_number("max_retries", max_retries, minimum=0, integer=True)
-        _check_number("retry_backoff", retry_backoff, minimum=0)
-        _check_number("lock_ttl", lock_ttl, minimum=0.001)
-        _check_number("generation_ttl", generation_ttl, minimum=0)
+            check_number("pool_minsize", pool_minsize, minimum=0, integer=True)
+        check_number("timeout", timeout, minimum=0.001)
+        check_number("connect_timeout", connect_timeout, minimum=0.001)
+        check_number("max_retries", max_retries, minimum=0, integer=True)
+        check_number("retry_backoff", retry_backoff, minimum=0)
+        check_number("lock_ttl", lock_ttl, minimum=0.001)
+        check_number("generation_ttl", generation_ttl, minimum=0)
         super().__init__(
             None,
             namespace=namespace,
@@ -123,8 +137,14 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
             clock=clock or wall_clock_ms,
             failure_policy=failure_policy,
         )
-        self.host = host
-        self.port = port
+        #: ``"host:port"`` of every server, in the order given.
+        self.servers: tuple[str, ...] = tuple(
+            f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in addresses
+        )
+        self._hosts = addresses
+        self._seeds = [seed(address) for address in self.servers]
+        #: The first (or only) server's host and port.
+        self.host, self.port = addresses[0]
         self.pool_size = pool_size
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
@@ -134,59 +154,93 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         self.generation_ttl = float(generation_ttl)
         self._tag = namespace_tag(namespace)
         self._own = namespace + ":"
-        self._generations = Generations(self.generation_ttl)
         #: One local lock per state key in use: this instance's requests take turns.
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(host={self.host!r}, port={self.port}, namespace={self.namespace!r})"
+        if len(self.servers) == 1:
+            where = f"host={self.host!r}, port={self.port}"
+        else:
+            where = f"servers={list(self.servers)!r}"
+        return f"{type(self).__name__}({where}, namespace={self.namespace!r})"
 
-    # -- lifecycle ------------------------------------------------------------
+    # -- servers --------------------------------------------------------------
 
-    def _client(self) -> MemcachedClient:
-        client = self.connection
-        if client is None:
+    def failure_domain(self, key: str) -> str:
+        """The ``"host:port"`` of the server that holds throttle key ``key``.
+
+        The failure policy keeps one circuit breaker per server: a dead server sends
+        only its own keys to the policy's action.
+        """
+        return self.servers[rendezvous(key, self._seeds)]
+
+    def _pool(self) -> ServerPool:
+        pool = self.connection
+        if pool is None:
             raise BackendConnectionError(
                 f"{self!r} is not initialised or was closed; use 'async with backend(...)' "
                 f"or await backend.initialize() first."
             )
-        return client
+        return pool
+
+    def _server(self, key: str) -> Server:
+        """The server that holds ``key`` (a throttle key, or a primitive's key)."""
+        return self._pool().servers[rendezvous(key, self._seeds)]
+
+    # -- lifecycle ------------------------------------------------------------
 
     async def initialize(self) -> None:
         if self.connection is not None:
             return
-        client = MemcachedClient(
-            self.host,
-            self.port,
-            pool_size=self.pool_size,
-            timeout=self.timeout,
-            connect_timeout=self.connect_timeout,
+        pool = ServerPool(
+            [
+                Server(
+                    address,
+                    MemcachedClient(
+                        host,
+                        port,
+                        pool_size=self.pool_size,
+                        timeout=self.timeout,
+                        connect_timeout=self.connect_timeout,
+                    ),
+                    Generations(self.generation_ttl),
+                )
+                for address, (host, port) in zip(self.servers, self._hosts, strict=True)
+            ]
         )
         try:
-            await client.connect()
-            self.connection = client
-            await self._generations.load(client, [self._tag])
-        except BaseException as exc:
-            self.connection = None
-            await client.close()
-            if isinstance(exc, BackendConnectionError):
-                raise BackendConnectionError(
-                    f"Cannot connect to memcached at {self.host}:{self.port}: {exc}"
-                ) from exc
+            await pool.connect([self._tag])
+            self.connection = pool
+        except BaseException:
+            await pool.close()
             raise
 
     async def close(self) -> None:
-        client, self.connection = self.connection, None
-        if client is not None:
-            await client.close()
+        pool, self.connection = self.connection, None
+        if pool is not None:
+            await pool.close()
 
     async def reset(self) -> None:
         """Forget every key of this namespace at once by moving to a new generation (O(1)).
 
-        Old items are never read again; memcached reclaims them when they expire or
-        by LRU eviction. Locks are not generation-scoped and stay held.
+        Every server's generation moves (each server keeps the generation of its own
+        keys); if a server cannot be reached this raises BackendError naming it,
+        after moving the others (its keys come back fresh anyway if it lost its
+        data; call reset() again once it answers otherwise). Old items are never read
+        again; memcached reclaims them when they expire or by LRU eviction. Locks are
+        not generation-scoped and stay held.
         """
-        await self._generations.bump(self._client(), self._tag)
+        servers = self._pool().servers
+        results = await asyncio.gather(
+            *(s.generations.bump(s.client, self._tag) for s in servers), return_exceptions=True
+        )
+        failed = [(s, r) for s, r in zip(servers, results, strict=True) if r is not None]
+        for _, error in failed:
+            if not isinstance(error, BackendError):
+                raise error
+        if failed:
+            detail = "; ".join(f"{s.address}: {e}" for s, e in failed)
+            raise BackendError(f"reset() could not reach every memcached server ({detail}).")
 
     # -- keys and generations ---------------------------------------------------
 
@@ -204,26 +258,31 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
             return namespace_tag(head), rest
         return None, key
 
-    async def _run(self, keys: Sequence[str], build: _Build) -> tuple[list[bytes], list[Reply]]:
-        """Run the commands ``build(item_keys)`` returns for ``keys``, in current generations.
+    async def _run(
+        self, server: Server, keys: Sequence[str], build: _Build
+    ) -> tuple[list[bytes], list[Reply]]:
+        """Run the commands ``build(item_keys)`` returns for ``keys`` on ``server``, in current generations.
 
         The generations involved are read in the same round trip (unless cached for
         less than ``generation_ttl`` seconds); if one moved, the commands are run
         again under the new one (anything they wrote went to a dead generation).
         Returns the item keys used and the commands' replies.
         """
-        client = self._client()
+        client = server.client
         scopes = [self._scope(key) for key in keys]
         tags = list(dict.fromkeys(tag for tag, _ in scopes if tag is not None))
-        generations = self._generations
+        generations = server.generations
         for _ in range(_GENERATION_ATTEMPTS):
             known = {tag: generations.get(tag) for tag in tags}
             unknown = [tag for tag, gen in known.items() if gen is None]
             if unknown:
                 await generations.load(client, unknown)
                 continue
+            prefixes = {
+                tag: generation_prefix(tag, typing.cast("int", g)) for tag, g in known.items()
+            }
             items = [
-                item_key(GLOBAL_PREFIX if tag is None else f"{tag}~{known[tag]}", rest)
+                item_key(GLOBAL_PREFIX if tag is None else prefixes[tag], rest)
                 for tag, rest in scopes
             ]
             payload, kinds = build(items)
@@ -253,102 +312,86 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
     # -- primitives -----------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        items, (values,) = await self._run([key], lambda ks: (b"get %s\r\n" % ks[0], (VALUES,)))
-        entry = typing.cast("Values", values).get(items[0])
-        return None if entry is None else decode_value(entry[0])
+        return await self._get_on(self._server(key), key)
+
+    async def _get_on(self, server: Server, key: str) -> str | None:
+        items, (values,) = await self._run(
+            server, [key], lambda ks: (b"get %s\r\n" % ks[0], (VALUES,))
+        )
+        return self._alive(typing.cast("Values", values).get(items[0]))
+
+    def _alive(self, entry: tuple[bytes, int, int] | None) -> str | None:
+        """The value of a retrieved item, or None if it is missing or past its deadline."""
+        if entry is None or expired(entry[2], self.clock()):
+            return None
+        return decode_value(entry[0])
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
             return []
-        items, (values,) = await self._run(
-            keys, lambda ks: (b"get %s\r\n" % b" ".join(dict.fromkeys(ks)), (VALUES,))
-        )
-        found = typing.cast("Values", values)
-        return [None if (e := found.get(k)) is None else decode_value(e[0]) for k in items]
+        groups: defaultdict[int, list[str]] = defaultdict(list)
+        for key in dict.fromkeys(keys):
+            groups[rendezvous(key, self._seeds)].append(key)
+        servers = self._pool().servers
+        found: dict[str, str | None] = {}
+
+        async def fetch(server: Server, group: list[str]) -> None:
+            items, (values,) = await self._run(
+                server, group, lambda ks: (b"get %s\r\n" % b" ".join(dict.fromkeys(ks)), (VALUES,))
+            )
+            entries = typing.cast("Values", values)
+            for key, item in zip(group, items, strict=True):
+                found[key] = self._alive(entries.get(item))
+
+        await asyncio.gather(*(fetch(servers[i], group) for i, group in groups.items()))
+        return [found[key] for key in keys]
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         if expire is not None and expire <= 0:
             raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
         data = encode_value(str(value))
-        ttl = 0 if expire is None else exptime(expire)
+        flags, ttl = ttl_fields(self.clock(), expire)
         _, (line,) = await self._run(
-            [key], lambda ks: (b"set %s 0 %d %d\r\n%s\r\n" % (ks[0], ttl, len(data), data), (LINE,))
+            self._server(key),
+            [key],
+            lambda ks: (
+                b"set %s %d %d %d\r\n%s\r\n" % (ks[0], flags, ttl, len(data), data),
+                (LINE,),
+            ),
         )
         if line != b"STORED":
             raise BackendError(f"memcached refused to store {key!r}: {line!r}.")
 
     async def delete(self, key: str) -> bool:
-        _, (line,) = await self._run([key], lambda ks: (b"delete %s\r\n" % ks[0], (LINE,)))
+        (item,), (values, line) = await self._run(
+            self._server(key),
+            [key],
+            lambda ks: (b"get %s\r\ndelete %s\r\n" % (ks[0], ks[0]), (VALUES, LINE)),
+        )
         if line not in (b"DELETED", b"NOT_FOUND"):
             raise BackendError(f"memcached answered delete of {key!r} with {line!r}.")
-        return line == b"DELETED"
+        # An item past its deadline was already gone (memcached had not reclaimed it yet).
+        return (
+            line == b"DELETED" and self._alive(typing.cast("Values", values).get(item)) is not None
+        )
 
     async def increment(self, key: str, amount: int = 1) -> int:
-        return await self._add(key, amount, 0)
+        return await count(self, self._server(key), key, amount, None)
 
     async def decrement(self, key: str, amount: int = 1) -> int:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValueError(f"amount must be an int, got {amount!r}.")
-        return await self._add(key, -amount, 0)
+        return await count(self, self._server(key), key, -amount, None)
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
-        return await self._add(key, amount, exptime(ttl))
-
-    async def _add(self, key: str, amount: int, ttl: int) -> int:
-        """``incr``/``decr`` in place (TTL kept); a missing key is created by ``add`` with ``ttl``."""
-        return (await self._charge(key, amount, ttl))[1]
-
-    async def _charge(self, key: str, amount: int, ttl: int) -> tuple[bytes, int]:
-        """:meth:`_add`, also returning the item key counted on (in the generation read)."""
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ValueError(f"amount must be an int, got {amount!r}.")
-        verb = b"incr" if amount >= 0 else b"decr"
-        delta = abs(amount)
-        initial = encode_counter(amount)
-        for _ in range(8):
-            (item,), (line,) = await self._run(
-                [key], lambda ks: (b"%s %s %d\r\n" % (verb, ks[0], delta), (LINE,))
-            )
-            line = typing.cast("bytes", line)
-            if line[:1].isdigit():
-                return item, decode_counter(line)
-            if line == NON_NUMERIC:
-                raise ValueError(await self._not_a_counter(key, item, line))
-            if line != b"NOT_FOUND":
-                raise BackendError(f"memcached answered {verb.decode()} of {key!r} with {line!r}.")
-            # Same generation as the incr: a reset in between makes this count go to
-            # the dead generation, as if it had been made just before the reset.
-            command = b"add %s 0 %d %d\r\n%s\r\n" % (item, ttl, len(initial), initial)
-            (line,) = await self._client().execute(command, (LINE,))
-            if line == b"STORED":
-                return item, amount
-            if line != b"NOT_STORED":  # SERVER_ERROR out of memory storing object, ...
-                raise BackendError(f"memcached answered add of {key!r} with {line!r}.")
-            # NOT_STORED: another caller created it meanwhile; count on top of theirs.
-        raise BackendError(
-            f"Counter {key!r} kept vanishing between incr and add; is memcached evicting it?"
-        )
-
-    async def _not_a_counter(self, key: str, item: bytes, reply: bytes) -> str:
-        """The message for a counter command on a value that is not a counter (read once more)."""
-        try:
-            (values,) = await self._client().execute(b"get %s\r\n" % item, (VALUES,))
-            entry = typing.cast("Values", values).get(item)
-            stored = "nothing (it is gone)" if entry is None else repr(entry[0][:80])
-        except BackendError as exc:
-            stored = f"unknown ({exc})"
-        return (
-            f"The value at {key!r} is not an integer counter; set it to an int first "
-            f"(memcached answered {reply.decode('ascii', 'replace')!r}; item {item.decode()!r} "
-            f"holds {stored})."
-        )
+        if not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}.")
+        return await count(self, self._server(key), key, amount, ttl)
 
     async def expire(self, key: str, seconds: float) -> bool:
         if seconds <= 0:
             raise ValueError(f"seconds must be a positive number, got {seconds}.")
-        ttl = exptime(seconds)
-        _, (line,) = await self._run([key], lambda ks: (b"touch %s %d\r\n" % (ks[0], ttl), (LINE,)))
-        return line == b"TOUCHED"
+        return await retime(self, self._server(key), key, seconds)
 
     async def get_lock(self, name: str) -> AsyncMemcachedLock:
         return AsyncMemcachedLock(self, name, item_key(LOCK_PREFIX, name), self.lock_ttl)
@@ -359,24 +402,24 @@ class MemcachedBackend(ThrottleBackend[MemcachedClient, HTTPConnectionT]):
         self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
     ) -> Decision:
         """Charge ``cost`` to ``key`` atomically: one ``incr`` (fixed window) or a CAS loop."""
-        skey = self.state_key(key, strategy)
+        server, skey = self._server(key), self.state_key(key, strategy)
         if type(strategy) is FixedWindowStrategy:
-            return await decide_window(self, skey, strategy, rate, cost, now_ms)
-        return await decide_cas(self, skey, strategy, rate, cost, now_ms)
+            return await decide_window(self, server, skey, strategy, rate, cost, now_ms)
+        return await decide_cas(self, server, skey, strategy, rate, cost, now_ms)
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
     ) -> Decision:
-        skey = self.state_key(key, strategy)
+        server, skey = self._server(key), self.state_key(key, strategy)
         now = self.clock() if now_ms is None else now_ms
         if type(strategy) is FixedWindowStrategy:
             start = now - now % rate.expire
             # A window already full keeps later rejections' charges: more than the limit.
-            used = min(await self._read_counter(f"{skey}@{start}"), rate.limit)
+            used = min(await self._read_counter(server, f"{skey}@{start}"), rate.limit)
             return strategy.peek((start, used) if used else None, now, rate)
-        raw = await self.get(skey)
+        raw = await self._get_on(server, skey)
         return strategy.peek(decode_state(raw), now, rate)
 
-    async def _read_counter(self, key: str) -> int:
-        raw = await self.get(key)
+    async def _read_counter(self, server: Server, key: str) -> int:
+        raw = await self._get_on(server, key)
         return 0 if raw is None else max(0, int(raw))

@@ -29,7 +29,9 @@ _MAX_PAUSE = 0.1
 
 
 class AsyncMemcachedLock:
-    """A lock named ``name`` shared by every backend instance on the same memcached.
+    """A lock named ``name`` shared by every backend instance on the same memcached servers.
+
+    It lives on the server that ``name`` hashes to.
 
     ``acquire`` stores a random owner token with ``add`` (which succeeds for one
     caller only) and an expiry of ``ttl`` seconds, so a crashed holder blocks others
@@ -65,7 +67,7 @@ class AsyncMemcachedLock:
             raise RuntimeError(
                 f"Lock {self.name!r} is already held by this handle; it is not re-entrant."
             )
-        client = self._backend._client()
+        client = self._backend._server(self.name).client
         token = secrets.token_hex(16).encode("ascii")
         command = b"add %s 0 %d %d\r\n%s\r\n" % (self._key, exptime(self.ttl), len(token), token)
         loop = asyncio.get_running_loop()
@@ -117,7 +119,7 @@ class AsyncMemcachedLock:
 
     async def _free(self, token: bytes) -> None:
         """Expire the lock item if it holds ``token`` (a ``gets``, then a conditional ``cas``)."""
-        client = self._backend._client()
+        client = self._backend._server(self.name).client
         (values,) = await client.execute(b"gets %s\r\n" % self._key, (VALUES,))
         entry = typing.cast("Values", values).get(self._key)
         if entry is None or entry[0] != token:
