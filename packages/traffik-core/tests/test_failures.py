@@ -361,7 +361,7 @@ async def test_a_half_open_circuit_lets_exactly_one_probe_through_a_crowd(
         guard = _guard_of(backend)
         assert guard is not None
         now = [100.0]
-        guard.breaker._clock = lambda: now[0]
+        guard.breaker()._clock = lambda: now[0]
         backend.down = True
         await decide_with_policy(backend, "k", FW, RATE, 1)  # opens the circuit
         assert backend.calls == 1
@@ -422,7 +422,7 @@ async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() ->
         guard = _guard_of(backend)
         assert guard is not None
         now = [100.0]
-        guard.breaker._clock = lambda: now[0]
+        guard.breaker()._clock = lambda: now[0]
         waits = [
             await wait_with_policy(backend, "c", counting_strategy, RATE, 1) for _ in range(10)
         ]
@@ -432,7 +432,7 @@ async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() ->
         now[0] += 1.0
         assert await wait_with_policy(backend, "c", counting_strategy, RATE, 1) == 0.0
         assert backend.gets == 3  # the probe ran the strategy and closed the circuit
-        assert guard.breaker.state == "closed"
+        assert guard.breaker().state == "closed"
 
 
 @pytest.mark.asyncio
@@ -480,3 +480,52 @@ def test_any_backend_rejects_a_non_callable_identifier() -> None:
 
     with pytest.raises(ConfigurationError, match="identifier must be an async callable"):
         Minimal(namespace="m", identifier=True)
+
+
+class TwoServerBackend(SwitchableBackend):
+    """Keys starting with "a" live on server "A", others on "B"; either can be down."""
+
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+        self.down_servers: set[str] = set()
+
+    def failure_domain(self, key: str) -> typing.Hashable:
+        return "A" if key.startswith("a") else "B"
+
+    async def decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
+    ) -> Decision:
+        self.down = self.failure_domain(key) in self.down_servers
+        return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+
+
+def test_the_default_failure_domain_is_the_whole_backend() -> None:
+    backend = SwitchableBackend()
+    assert backend.failure_domain("a") is None
+    assert backend.failure_domain("b") is None
+
+
+@pytest.mark.asyncio
+async def test_each_failure_domain_has_a_circuit_of_its_own(
+    recorded: list[events.ThrottleEvent],
+) -> None:
+    from traffik.failures import _guard_of
+
+    policy = FailurePolicy(
+        on_error="throttle", failure_threshold=2, recovery_time=1.0, max_recovery_time=1.0
+    )
+    backend = TwoServerBackend(failure_policy=policy)
+    async with backend():
+        guard = _guard_of(backend)
+        assert guard is not None
+        backend.down_servers = {"A"}
+        for i in range(5):
+            assert not (await decide_with_policy(backend, f"a{i}", FW, RATE, 1)).allowed
+        assert backend.calls == 2  # A's circuit opened after two failures
+        assert guard.breaker("A").state == "open"
+        # B's keys still reach B and are decided there.
+        statuses = [(await decide_with_policy(backend, "b", FW, RATE, 1)).allowed for _ in range(3)]
+        assert statuses == [True, True, False]
+        assert backend.calls == 5
+        assert guard.breaker("B").state == "closed"
+    assert [e.kind for e in recorded].count("circuit_open") == 1

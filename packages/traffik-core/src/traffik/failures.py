@@ -110,16 +110,36 @@ DEFAULT_NETWORK_POLICY = FailurePolicy()
 
 
 class _Guard:
-    """The runtime state behind a backend's policy: its breaker and block cache."""
+    """The runtime state behind a backend's policy: a breaker per failure domain, a block cache.
 
-    __slots__ = ("breaker", "cache", "policy")
+    Each :meth:`~traffik.backends.base.ThrottleBackend.failure_domain` of the backend
+    (one server of a pool, say) has a circuit breaker of its own, so one dead server
+    does not send the keys of the live ones to the fallback.
+    """
 
-    def __init__(self, policy: FailurePolicy) -> None:
+    __slots__ = ("breakers", "cache", "clock", "policy")
+
+    def __init__(
+        self, policy: FailurePolicy, *, clock: typing.Callable[[], float] | None = None
+    ) -> None:
         self.policy = policy
-        self.breaker = CircuitBreaker(
-            policy.failure_threshold, policy.recovery_time, policy.max_recovery_time
-        )
+        self.clock = clock
+        self.breakers: dict[typing.Hashable, CircuitBreaker] = {}
         self.cache = BlockCache(policy.block_cache_size) if policy.block_cache_size else None
+
+    def breaker(self, domain: typing.Hashable = None) -> CircuitBreaker:
+        """The circuit breaker of failure domain ``domain`` (made on first use)."""
+        breaker = self.breakers.get(domain)
+        if breaker is None:
+            policy = self.policy
+            args = (policy.failure_threshold, policy.recovery_time, policy.max_recovery_time)
+            breaker = (
+                CircuitBreaker(*args)
+                if self.clock is None
+                else CircuitBreaker(*args, clock=self.clock)
+            )
+            self.breakers[domain] = breaker
+        return breaker
 
 
 def _guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> _Guard | None:
@@ -228,25 +248,26 @@ async def decide_with_policy(
                 )
             return local
 
-    allowed, change = guard.breaker.allow_call()
+    breaker = guard.breaker(backend.failure_domain(key))
+    allowed, change = breaker.allow_call()
     circuit_event(change, backend)
     if not allowed:
-        return await _on_error(backend, key, strategy, rate, cost, action, None, guard, name)
+        return await _on_error(backend, key, strategy, rate, cost, action, None, breaker, name)
     try:
         if change is not None:
             # A recovery probe: the backend may never have connected (app started while it was down).
             await _bounded(backend.initialize(), guard.policy.timeout)
         decision = await _bounded(backend.decide(key, strategy, rate, cost), guard.policy.timeout)
     except (BackendError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
-        circuit_event(guard.breaker.record_failure(), backend)
+        circuit_event(breaker.record_failure(), backend)
         if action == "raise":
             if isinstance(exc, BackendError):
                 raise
             raise BackendError(
                 f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}"
             ) from exc
-        return await _on_error(backend, key, strategy, rate, cost, action, exc, guard, name)
-    circuit_event(guard.breaker.record_success(), backend)
+        return await _on_error(backend, key, strategy, rate, cost, action, exc, breaker, name)
+    circuit_event(breaker.record_success(), backend)
     if cache is not None and not decision.allowed:
         cache.put(cache_key, cost, decision)
     if events.has_subscribers():
@@ -262,12 +283,12 @@ async def _on_error(
     cost: int,
     action: OnError,
     error: BaseException | None,
-    guard: _Guard | None,
+    breaker: CircuitBreaker | None,
     name: str = "",
 ) -> Decision:
     """Answer without the backend, as ``action`` says (and emit the answer's event)."""
     report(backend, key, action, error, name)
-    decision = await _answer(backend, key, strategy, rate, cost, action, error, guard)
+    decision = await _answer(backend, key, strategy, rate, cost, action, error, breaker)
     if _subscribers:
         emit_decision(decision, key, backend, name)
     return decision
@@ -281,12 +302,12 @@ async def _answer(
     cost: int,
     action: OnError,
     error: BaseException | None,
-    guard: _Guard | None,
+    breaker: CircuitBreaker | None,
 ) -> Decision:
     if action == "allow":
         return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
     if action == "throttle":
-        wait = guard.breaker.retry_after() if guard is not None else 0.0
+        wait = breaker.retry_after() if breaker is not None else 0.0
         retry = max(1, math.ceil(wait * 1000)) if wait else 1000
         return Decision(False, rate.limit, 0, retry, retry, rate.expire)
     if action == "raise":
@@ -345,7 +366,8 @@ async def wait_with_policy(
     guard = _guard_of(backend) if configured is not None else None
     error: BaseException | None = None
     if guard is not None:
-        allowed, change = guard.breaker.allow_call()
+        breaker = guard.breaker(backend.failure_domain(key))
+        allowed, change = breaker.allow_call()
         circuit_event(change, backend)
         if not allowed:
             if action == "raise":
@@ -359,10 +381,10 @@ async def wait_with_policy(
             wait = await strategy(key, rate, backend, cost)
         except _CUSTOM_FAILURES as exc:
             if not isinstance(exc, LockTimeoutError):  # contention, not a dead server
-                circuit_event(guard.breaker.record_failure(), backend)
+                circuit_event(breaker.record_failure(), backend)
             error = exc
         else:
-            circuit_event(guard.breaker.record_success(), backend)
+            circuit_event(breaker.record_success(), backend)
             return wait
     else:
         try:

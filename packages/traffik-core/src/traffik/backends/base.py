@@ -216,6 +216,18 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         """Where ``strategy`` keeps the state of throttle key ``key``."""
         return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
 
+    def failure_domain(self, key: str) -> typing.Hashable:
+        """Which part of the storage answers throttle key ``key``, for the failure policy.
+
+        The policy keeps one circuit breaker per domain: failures of one domain open
+        its circuit only, and keys of other domains keep reaching the backend. A
+        backend spread over independent servers (a client-side pool of Memcached
+        servers, say) returns the server that holds ``key``; the default, ``None``,
+        makes the whole backend one domain. It is called once per decision: keep it
+        cheap, and return the same value for the same key while the topology holds.
+        """
+        return None
+
     def _forget_local_blocks(self) -> None:
         guard = self.__dict__.get("_traffik_guard")
         if guard is not None and guard.cache is not None:
