@@ -30,7 +30,7 @@ from traffik.backends._context import (
 from traffik.backends._locking import AsyncLockContext
 from traffik.decisions import Decision
 from traffik.exceptions import BackendError, ConfigurationError, TraffikException
-from traffik.failures import DEFAULT_NETWORK_POLICY, FailurePolicy
+from traffik.failures import DEFAULT_NETWORK_POLICY, FailurePolicy, forget_local_blocks
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.strategies._base import Strategy, decode_state, encode_state
@@ -229,9 +229,7 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         return None
 
     def _forget_local_blocks(self) -> None:
-        guard = self.__dict__.get("_traffik_guard")
-        if guard is not None and guard.cache is not None:
-            guard.cache.clear()
+        forget_local_blocks(self)
 
     def now_ms(self) -> int:
         """The backend's current time in milliseconds (its ``clock``)."""
