@@ -86,7 +86,6 @@ def test_a_call_started_before_the_circuit_opened_does_not_close_it() -> None:
     assert breaker.record_success(slow) is None  # still not the probe
     assert breaker.state == HALF_OPEN
     assert breaker.record_success(probe) == CLOSED
-    assert breaker.answers == 3  # every success is evidence that the server answers
 
 
 def test_a_replaced_probe_cannot_report_for_its_successor() -> None:

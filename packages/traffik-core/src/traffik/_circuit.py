@@ -31,8 +31,8 @@ class CircuitBreaker:
     call and reports with it: a report from an older epoch (a call started before
     the circuit opened, or a probe that was replaced) changes nothing, so a slow
     call that succeeds late cannot close a circuit that other calls opened, and a
-    burst of late failures cannot reopen one. :attr:`answers` counts every success
-    (whatever its epoch): the evidence that the server is alive.
+    burst of late failures cannot reopen one. :attr:`answers` counts the calls the
+    server answered (:meth:`heard`, whatever their epoch): the evidence that it is alive.
     """
 
     __slots__ = (
@@ -94,7 +94,6 @@ class CircuitBreaker:
     def record_success(self, epoch: int | None = None) -> str | None:
         """A call of ``epoch`` (default: the current one) succeeded; returns CLOSED if
         that closed the circuit."""
-        self.answers += 1
         if epoch is not None and epoch != self.epoch:
             return None
         self._failures = 0
@@ -102,6 +101,10 @@ class CircuitBreaker:
             self._delay = self.recovery_time
             return self._enter(CLOSED)
         return None
+
+    def heard(self) -> None:
+        """The server answered a call (counted as soon as the answer is in)."""
+        self.answers += 1
 
     def record_failure(self, epoch: int | None = None) -> str | None:
         """A call of ``epoch`` (default: the current one) failed; returns OPEN if that

@@ -186,40 +186,40 @@ class Guard:
             return await answer_by_policy(
                 backend, key, call, rate, cost, action, None, breaker, name
             ), False
-        epoch, answers = breaker.epoch, breaker.answers
-        timeout = self.policy.timeout if bounded else None
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        epoch = breaker.epoch
+        policy = self.policy
+        watch = _Watch(breaker, policy.timeout if bounded else None, policy.max_wait)
         slots = domain.slots
         if not slots.try_take():
-            taken = await slots.take(deadline)
-            if not taken:
-                if taken is None and breaker.answers == answers:
-                    # No slot came free for the whole timeout: the calls holding them
-                    # are stuck on the server (they report the failure themselves).
-                    return await answer_by_policy(
-                        backend,
-                        key,
-                        call,
-                        rate,
-                        cost,
-                        action,
-                        _late(backend, timeout),
-                        breaker,
-                        name,
-                    ), False
-                return _overload(backend, key, rate, name, full=taken is False), False
-        task = loop.create_task(_attempt(backend, call, probe=change is not None))
-        task.add_done_callback(lambda done: _finished(done, slots))
+            waiter = slots.enqueue()
+            if waiter is None:
+                return _overload(backend, key, rate, name, full=True), False
+            try:
+                verdict = await watch.wait(waiter)
+            except asyncio.CancelledError:
+                slots.leave(waiter)
+                raise
+            if verdict is not _DONE:
+                slots.leave(waiter)
+                if verdict is _BEHIND:
+                    return _overload(backend, key, rate, name, full=False), False
+                # No slot came free while the server answered nothing for a whole
+                # timeout: the calls holding them are stuck (they report the failure).
+                silent = _late(backend, watch.timeout)
+                return await answer_by_policy(
+                    backend, key, call, rate, cost, action, silent, breaker, name
+                ), False
+        task = asyncio.get_running_loop().create_task(
+            _attempt(backend, call, probe=change is not None)
+        )
+        task.add_done_callback(lambda done: _finished(done, slots, breaker))
         try:
-            await asyncio.wait(
-                (task,), timeout=None if deadline is None else max(0.0, deadline - loop.time())
-            )
+            verdict = await watch.wait(task)
         except asyncio.CancelledError:
             task.cancel()
             raise
         error: BaseException | None
-        if task.done() and not task.cancelled():
+        if verdict is _DONE and not task.cancelled():
             error = task.exception()
             if error is None:
                 circuit_event(breaker.record_success(epoch), backend)
@@ -229,11 +229,10 @@ class Guard:
             if not isinstance(error, LockTimeoutError):  # contention, not a dead server
                 circuit_event(breaker.record_failure(epoch), backend)
         else:
-            task.cancel()
-            if breaker.answers != answers:
-                # The server answered other calls meanwhile: this one is late here.
+            task.cancel()  # not awaited: the answer does not wait for it to unwind
+            if verdict is _BEHIND:
                 return _overload(backend, key, rate, name, full=False), False
-            error = _late(backend, timeout)
+            error = _late(backend, watch.timeout)
             circuit_event(breaker.record_failure(epoch), backend)
         return await answer_by_policy(
             backend, key, call, rate, cost, action, error, breaker, name
@@ -259,6 +258,64 @@ def decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
     return Decision(False, rate.limit, -1, ms, ms, rate.expire)
 
 
+#: Loop turns a silent-looking server gets before it is judged (microseconds when idle).
+_GRACE_TURNS = 8
+_DONE = "done"
+_SILENT = "silent"
+_BEHIND = "behind"
+
+
+class _Watch:
+    """The clock of one request: when to stop waiting, and whose fault the wait is.
+
+    Time is judged in windows of ``timeout``. A window in which the request's
+    domain answered nothing at all, noticed on time, means the server is silent
+    (a failure). A window in which it answered other calls means this request is
+    behind this process's own backlog: it may wait on, up to ``max_wait`` in all,
+    then it is behind (the overload answer). A window noticed more than a quarter
+    of ``timeout`` late means the event loop was busy (it could not have read an
+    answer either): the server gets a fresh window.
+    """
+
+    __slots__ = ("_answers", "_breaker", "_deadline", "_give_up", "_loop", "timeout")
+
+    def __init__(self, breaker: CircuitBreaker, timeout: float | None, max_wait: float) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        self._breaker = breaker
+        self.timeout = timeout
+        now = loop.time()
+        self._deadline = None if timeout is None else now + timeout
+        self._give_up = now + max(max_wait, timeout or 0.0)
+        self._answers = breaker.answers
+
+    async def wait(self, future: asyncio.Future[typing.Any]) -> str:
+        """Wait for ``future``: _DONE, or _SILENT (the server) or _BEHIND (this process)."""
+        deadline, timeout = self._deadline, self.timeout
+        if deadline is None or timeout is None:
+            await asyncio.wait((future,))
+            return _DONE
+        loop, breaker = self._loop, self._breaker
+        while True:
+            await asyncio.wait((future,), timeout=max(0.0, deadline - loop.time()))
+            if breaker.answers == self._answers:
+                # An answer already read from the socket takes a few loop turns to
+                # reach its caller: let them run before calling the server silent.
+                for _ in range(_GRACE_TURNS):
+                    if future.done() or breaker.answers != self._answers:
+                        break
+                    await asyncio.sleep(0)
+            if future.done():
+                return _DONE
+            now = loop.time()
+            answered = breaker.answers != self._answers
+            if not answered and now - deadline <= timeout / 4:
+                return _SILENT
+            if now >= self._give_up:
+                return _BEHIND
+            self._answers = breaker.answers
+            self._deadline = deadline = min(now + timeout, self._give_up)
+
+
 async def _attempt(backend: Backend, call: Call, *, probe: bool) -> Decision:
     if probe:
         # A recovery probe: the backend may never have connected (app started while it was down).
@@ -266,10 +323,11 @@ async def _attempt(backend: Backend, call: Call, *, probe: bool) -> Decision:
     return await call(backend)
 
 
-def _finished(task: asyncio.Task[Decision], slots: InFlight) -> None:
+def _finished(task: asyncio.Task[Decision], slots: InFlight, breaker: CircuitBreaker) -> None:
     slots.release()
-    if not task.cancelled():
-        task.exception()  # retrieved: an abandoned call's error is not "never retrieved"
+    # Retrieved here, so an abandoned call's error is never "never retrieved".
+    if not task.cancelled() and task.exception() is None:
+        breaker.heard()  # evidence for every request waiting on this server, at once
 
 
 def _late(backend: Backend, timeout: float | None) -> BackendError:

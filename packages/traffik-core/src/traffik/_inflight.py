@@ -14,11 +14,6 @@ import collections
 __all__ = ["InFlight"]
 
 
-def _expire(waiter: asyncio.Future[bool | None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class InFlight:
     """At most ``limit`` slots taken at once; up to ``max_waiting`` callers wait in order."""
 
@@ -34,7 +29,7 @@ class InFlight:
         self.busy = 0
         self.waiting = 0
         # Waiters that expired or were cancelled stay here until release() skips them.
-        self._waiters: collections.deque[asyncio.Future[bool | None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
 
     def try_take(self) -> bool:
         """Take a slot if one is free and nobody waits for one (no waiting, no await)."""
@@ -43,35 +38,53 @@ class InFlight:
             return True
         return False
 
-    async def take(self, deadline: float | None) -> bool | None:
-        """Wait in line for a slot until ``deadline`` (loop time; None: no deadline).
+    def enqueue(self) -> asyncio.Future[bool] | None:
+        """Join the line for a slot: a future that becomes True when the slot is yours
+        (give it back with :meth:`release`), or None if the line is full.
 
-        True: the slot is yours (give it back with :meth:`release`). False: the queue
-        is full, so the caller did not wait. None: the deadline came first.
+        A caller that stops waiting calls :meth:`leave` with the future.
         """
-        if self.try_take():
-            return True
         if self.waiting >= self.max_waiting:
-            return False
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool | None] = loop.create_future()
+            return None
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         waiters = self._waiters
         if len(waiters) > 2 * self.max_waiting + 16:
-            # Many waiters expired without a release in between: drop them.
+            # Many waiters left without a release in between: drop them.
             self._waiters = waiters = collections.deque(w for w in waiters if not w.done())
         waiters.append(waiter)
         self.waiting += 1
-        handle = None if deadline is None else loop.call_at(deadline, _expire, waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self.release()  # handed a slot just as the caller was cancelled
-            raise
-        finally:
+        return waiter
+
+    def leave(self, waiter: asyncio.Future[bool]) -> None:
+        """Stop waiting (timed out or cancelled); a slot handed over meanwhile goes back."""
+        if waiter.done() and not waiter.cancelled():
+            self.release()
+        else:
+            waiter.cancel()
             self.waiting -= 1
-            if handle is not None:
-                handle.cancel()
+
+    async def take(self, deadline: float | None = None) -> bool | None:
+        """Wait in line for a slot until ``deadline`` (loop time; None: no deadline).
+
+        True: the slot is yours. False: the line is full, so the caller did not
+        wait. None: the deadline came first.
+        """
+        if self.try_take():
+            return True
+        waiter = self.enqueue()
+        if waiter is None:
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait((waiter,), timeout=timeout)
+        except asyncio.CancelledError:
+            self.leave(waiter)
+            raise
+        if waiter.done():
+            return True
+        self.leave(waiter)
+        return None
 
     def release(self) -> None:
         """Give a slot back: to the first caller still waiting, else to the pool."""
@@ -80,5 +93,6 @@ class InFlight:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(True)
+                self.waiting -= 1
                 return
         self.busy -= 1

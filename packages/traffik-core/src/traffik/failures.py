@@ -69,11 +69,14 @@ def check_on_error(value: object) -> None:
 class FailurePolicy:
     """How a backend's failures are handled (set as ``backend.failure_policy``).
 
-    ``timeout`` bounds each answer (seconds from the request reaching the backend's
-    guard; None: unbounded). At most ``max_in_flight`` calls per failure domain are
-    out at once; up to ``max_waiting`` more wait their turn in order, and a request
-    beyond that is refused at once (the overload answer: 429 with Retry-After 1 s,
-    never a failure of the server). After ``failure_threshold`` consecutive
+    ``timeout`` (seconds; None: unbounded) is how long the server may stay silent:
+    a request whose server answered nothing at all for ``timeout`` while it waited
+    is a failure, answered by ``on_error``. At most ``max_in_flight`` calls per
+    failure domain are out at once; up to ``max_waiting`` more wait their turn in
+    order. A request that is behind this process's own backlog while the server
+    keeps answering waits up to ``max_wait`` seconds; beyond that, or with the line
+    full, it gets the overload answer: refused (429, Retry-After 1 s), never
+    counted as a failure of the server. After ``failure_threshold`` consecutive
     failures the circuit opens for ``recovery_time`` seconds, doubling on each
     failed probe up to ``max_recovery_time``. ``block_cache_size`` refusals are
     kept locally (0: off).
@@ -87,12 +90,17 @@ class FailurePolicy:
     block_cache_size: int = 10_000
     max_in_flight: int = 256
     max_waiting: int = 10_000
+    max_wait: float = 2.0
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error)
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigurationError(
                 f"timeout must be a positive number of seconds or None, got {self.timeout!r}."
+            )
+        if not self.max_wait > 0:
+            raise ConfigurationError(
+                f"max_wait must be a positive number of seconds, got {self.max_wait!r}."
             )
         for name, low in (("block_cache_size", 0), ("max_in_flight", 1), ("max_waiting", 0)):
             value = getattr(self, name)
