@@ -257,3 +257,29 @@ async def test_in_flight_settings_are_checked() -> None:
         FailurePolicy(max_in_flight=0)
     with pytest.raises(ConfigurationError, match="max_waiting"):
         FailurePolicy(max_waiting=-1)
+
+
+async def test_a_long_decision_that_keeps_hearing_from_its_server_is_not_a_failure(
+    kinds: Counter[str],
+) -> None:
+    from traffik.failures import heard_from
+
+    class Contended(Server):
+        async def decide(
+            self,
+            key: str,
+            strategy: Strategy,
+            rate: Rate,
+            cost: int = 1,
+            *,
+            now_ms: int | None = None,
+        ) -> Decision:
+            for _ in range(6):  # six lost races, each answered by the server
+                await asyncio.sleep(0.02)
+                heard_from(self)
+            return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+
+    backend = Contended(failure_policy=FailurePolicy(on_error="throttle", timeout=0.05))
+    async with backend():
+        assert (await decide_with_policy(backend, "k", FW, Rate.parse("1/d"), 1)).allowed
+    assert kinds["backend_error"] == kinds["overload"] == 0

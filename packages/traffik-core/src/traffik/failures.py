@@ -42,6 +42,7 @@ __all__ = [
     "FailurePolicy",
     "OnError",
     "decide_with_policy",
+    "heard_from",
     "local_fallback_backend",
     "wait_with_policy",
 ]
@@ -135,6 +136,24 @@ def guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> Guard | None:
     if guard is None or guard.policy is not policy:
         guard = _guards[backend] = Guard(policy)
     return guard
+
+
+def heard_from(
+    backend: ThrottleBackend[typing.Any, typing.Any], domain: typing.Hashable = None
+) -> None:
+    """Tell the failure guard that failure domain ``domain`` of ``backend`` (what
+    :meth:`~traffik.backends.base.ThrottleBackend.failure_domain` returns for the
+    key) just answered a round trip.
+
+    The guard judges a server silent when no call of its failure domain finished
+    for a whole ``timeout``. A backend whose one decision may take many round trips
+    (a compare-and-swap loop losing races to other processes, with pauses between
+    attempts) calls this after each reply, so a long contended decision is not
+    mistaken for a dead server. Cheap; a no-op for backends without a policy.
+    """
+    guard = _guards.get(backend)
+    if guard is not None:
+        guard.breaker(domain).heard()
 
 
 def forget_local_blocks(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
