@@ -131,9 +131,7 @@ def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitab
         except TraffikException:
             raise
         except Exception as exc:
-            raise BackendError(
-                f"{type(self).__name__}.{name}() failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self.wrap_error(name, exc) from exc
         if name in _RESETS:
             self._forget_local_blocks()
         return result
@@ -215,6 +213,18 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def state_key(self, key: str, strategy: Strategy) -> str:
         """Where ``strategy`` keeps the state of throttle key ``key``."""
         return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
+
+    def wrap_error(self, operation: str, error: Exception) -> BackendError:
+        """The :class:`~traffik.exceptions.BackendError` raised for client error ``error``
+        of method ``operation``: the one place a backend's errors are translated.
+
+        Override it to say more (which server, whether it was unreachable:
+        :class:`~traffik.exceptions.BackendConnectionError`); it is called by the
+        wrapper every backend method gets, never twice for one error.
+        """
+        return BackendError(
+            f"{type(self).__name__}.{operation}() failed: {type(error).__name__}: {error}"
+        )
 
     def failure_domain(self, key: str) -> typing.Hashable:
         """Which part of the storage answers throttle key ``key``, for the failure policy.
