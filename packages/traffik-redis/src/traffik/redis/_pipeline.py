@@ -3,7 +3,8 @@
 The pipeline holds up to ``lanes`` connections taken from the client's pool (taken
 once, given back on close), so a decision costs one write and one read on a
 connection already in hand: no pool round, no redis-py command wrapper, and the
-``EVALSHA`` packed in one step.
+``EVALSHA`` packed in one step. Only public Connection methods are used
+(``send_packed_command``, ``read_response``, ``pack_command``, ``disconnect``).
 
 An idle backend sends a decision straight away (no added latency). While every
 lane has a round trip out, new decisions wait in a queue; as soon as one returns,
@@ -158,9 +159,7 @@ class AutoPipeline:
         packed = [pack_evalsha(script, encode(key), args) for script, key, args in calls]
 
         async def attempt() -> list[typing.Any]:
-            rest = _write_now(conn, packed)
-            if rest is not None:
-                await conn.send_packed_command(rest)
+            await conn.send_packed_command(packed)
             replies = [await _read(conn) for _ in packed]
             lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if lost:
@@ -236,35 +235,9 @@ class AutoPipeline:
             self._kick()
 
 
-def _write_now(conn: typing.Any, packed: list[bytes]) -> list[bytes] | None:
-    """Write ``packed`` straight into the transport of ``conn`` if that cannot block.
-
-    Returns None when done, else what to pass to ``send_packed_command``: ``packed``
-    (not written), or ``[]`` (written, but the socket did not take it all: drain).
-    redis-py's ``send_packed_command`` runs every write under ``asyncio.wait_for``,
-    which costs a task and two loop turns. A command that the socket takes at once
-    needs no timeout; anything left buffered (or a connection to open, a health
-    check due, a closing transport) goes through ``send_packed_command`` as usual,
-    with its timeout and its error handling.
-    """
-    writer = getattr(conn, "_writer", None)
-    if (
-        writer is None
-        or not conn.is_connected
-        or conn.health_check_interval
-        or writer.transport.is_closing()
-        or writer.transport.get_write_buffer_size()
-    ):
-        return packed
-    writer.writelines(packed)
-    return [] if writer.transport.get_write_buffer_size() else None
-
-
 async def _one(conn: typing.Any, packed: bytes, script: LuaScript) -> typing.Any:
     """The reply of one packed ``EVALSHA`` on ``conn``; on ``NOSCRIPT``, load and send it again."""
-    rest = _write_now(conn, [packed])
-    if rest is not None:
-        await conn.send_packed_command(rest)
+    await conn.send_packed_command(packed)
     try:
         return await conn.read_response()
     except NoScriptError:
