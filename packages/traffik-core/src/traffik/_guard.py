@@ -80,12 +80,14 @@ class Guard:
     maps backends to guards weakly); each call passes the backend in.
     """
 
-    __slots__ = ("_domains", "cache", "clock", "policy")
+    __slots__ = ("_domains", "abandoned", "cache", "clock", "policy")
 
     def __init__(self, policy: FailurePolicy, *, clock: Callable[[], float] | None = None) -> None:
         self.policy = policy
         self.clock = clock
         self._domains: dict[Hashable, _Domain] = {}
+        #: Calls answered without (cancelled at their deadline) that have not unwound yet.
+        self.abandoned: set[asyncio.Task[Decision]] = set()
         self.cache = BlockCache(policy.block_cache_size) if policy.block_cache_size else None
 
     def _domain(self, domain: Hashable) -> _Domain:
@@ -109,6 +111,14 @@ class Guard:
     def slots(self, domain: Hashable = None) -> InFlight:
         """The in-flight slots of failure domain ``domain``."""
         return self._domain(domain).slots
+
+    async def drain(self, timeout: float = 1.0) -> None:
+        """Wait (up to ``timeout`` s) for abandoned calls to unwind, before the backend
+        closes the connections they may still use."""
+        if self.abandoned:
+            for task in self.abandoned:
+                task.cancel()
+            await asyncio.wait(set(self.abandoned), timeout=timeout)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -178,10 +188,11 @@ class Guard:
         bounded: bool,
     ) -> tuple[Decision, bool]:
         """The decision, and True if the backend took it (False: policy or overload)."""
-        domain = self._domain(backend.failure_domain(key))
+        where = backend.failure_domain(key)
+        domain = self._domain(where)
         breaker = domain.breaker
         allowed, change = breaker.allow_call()
-        circuit_event(change, backend)
+        circuit_event(change, backend, where)
         if not allowed:
             return await answer_by_policy(
                 backend, key, call, rate, cost, action, None, breaker, name
@@ -222,18 +233,20 @@ class Guard:
         if verdict is _DONE and not task.cancelled():
             error = task.exception()
             if error is None:
-                circuit_event(breaker.record_success(epoch), backend)
+                circuit_event(breaker.record_success(epoch), backend, where)
                 return task.result(), True
             if not isinstance(error, FAILURES):
                 raise error  # a bug or bad input, not an outage
             if not isinstance(error, LockTimeoutError):  # contention, not a dead server
-                circuit_event(breaker.record_failure(epoch), backend)
+                circuit_event(breaker.record_failure(epoch), backend, where)
         else:
             task.cancel()  # not awaited: the answer does not wait for it to unwind
+            self.abandoned.add(task)
+            task.add_done_callback(self.abandoned.discard)
             if verdict is _BEHIND:
                 return _overload(backend, key, rate, name, full=False), False
             error = _late(backend, watch.timeout)
-            circuit_event(breaker.record_failure(epoch), backend)
+            circuit_event(breaker.record_failure(epoch), backend, where)
         return await answer_by_policy(
             backend, key, call, rate, cost, action, error, breaker, name
         ), False
@@ -259,7 +272,7 @@ def decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
 
 
 #: Loop turns a silent-looking server gets before it is judged (microseconds when idle).
-_GRACE_TURNS = 8
+_GRACE_TURNS = 4
 _DONE = "done"
 _SILENT = "silent"
 _BEHIND = "behind"
@@ -274,7 +287,9 @@ class _Watch:
     behind this process's own backlog: it may wait on, up to ``max_wait`` in all,
     then it is behind (the overload answer). A window noticed more than a quarter
     of ``timeout`` late means the event loop was busy (it could not have read an
-    answer either): the server gets a fresh window.
+    answer either): the server gets a quarter of ``timeout`` more, again and again
+    while the loop stays late, so a silent server is answered within ``timeout``
+    plus ``timeout / 4`` plus this process's own lag.
     """
 
     __slots__ = ("_answers", "_breaker", "_deadline", "_give_up", "_loop", "timeout")
@@ -297,7 +312,8 @@ class _Watch:
         loop, breaker = self._loop, self._breaker
         while True:
             await asyncio.wait((future,), timeout=max(0.0, deadline - loop.time()))
-            if breaker.answers == self._answers:
+            late = loop.time() - deadline > timeout / 4
+            if not late and breaker.answers == self._answers:
                 # An answer already read from the socket takes a few loop turns to
                 # reach its caller: let them run before calling the server silent.
                 for _ in range(_GRACE_TURNS):
@@ -308,12 +324,15 @@ class _Watch:
                 return _DONE
             now = loop.time()
             answered = breaker.answers != self._answers
-            if not answered and now - deadline <= timeout / 4:
+            if not answered and not late:
                 return _SILENT
             if now >= self._give_up:
                 return _BEHIND
             self._answers = breaker.answers
-            self._deadline = deadline = min(now + timeout, self._give_up)
+            # Answered meanwhile: a whole new window. Noticed late: a short one, so
+            # the answer comes as soon as the loop keeps time again.
+            window = timeout if answered else timeout / 4
+            self._deadline = deadline = min(now + window, self._give_up)
 
 
 async def _attempt(backend: Backend, call: Call, *, probe: bool) -> Decision:

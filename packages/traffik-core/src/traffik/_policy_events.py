@@ -38,19 +38,26 @@ def emit_decision(
     )
 
 
-def circuit_event(kind: str | None, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
-    """Log and emit a change of the circuit's state (``kind`` None: nothing changed)."""
+def circuit_event(
+    kind: str | None,
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    domain: typing.Hashable = None,
+) -> None:
+    """Log and emit a change of the circuit of failure domain ``domain`` (``kind`` None:
+    nothing changed); the event's ``detail`` names the domain if there are several."""
     if kind is None:
         return
     name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(
         kind, events.CIRCUIT_HALF_OPEN
     )
+    where = f"{backend!r}" if domain is None else f"{backend!r} ({domain})"
     if kind == OPEN:
-        logger.warning("traffik: %r keeps failing; answering by policy until it recovers", backend)
+        logger.warning("traffik: %s keeps failing; answering by policy until it recovers", where)
     elif kind == CLOSED:
-        logger.info("traffik: %r answers again", backend)
+        logger.info("traffik: %s answers again", where)
     if events.has_subscribers():
-        events.emit(events.ThrottleEvent(name, backend=repr(backend)))
+        detail = "" if domain is None else str(domain)
+        events.emit(events.ThrottleEvent(name, backend=repr(backend), detail=detail))
 
 
 def report(

@@ -156,6 +156,13 @@ def heard_from(
         guard.breaker(domain).heard()
 
 
+async def drain_abandoned(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    """Let calls abandoned at their deadline unwind (bounded) before ``backend`` closes."""
+    guard = _guards.get(backend)
+    if guard is not None:
+        await guard.drain()
+
+
 def forget_local_blocks(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
     """Drop the refusals cached for ``backend`` (its data was reset)."""
     guard = _guards.get(backend)

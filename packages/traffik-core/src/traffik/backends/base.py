@@ -30,7 +30,12 @@ from traffik.backends._context import (
 from traffik.backends._locking import AsyncLockContext
 from traffik.decisions import Decision
 from traffik.exceptions import BackendError, ConfigurationError, TraffikException
-from traffik.failures import DEFAULT_NETWORK_POLICY, FailurePolicy, forget_local_blocks
+from traffik.failures import (
+    DEFAULT_NETWORK_POLICY,
+    FailurePolicy,
+    drain_abandoned,
+    forget_local_blocks,
+)
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.strategies._base import Strategy, decode_state, encode_state
@@ -127,6 +132,8 @@ def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitab
         self: ThrottleBackend[typing.Any, typing.Any], *args: typing.Any, **kwargs: typing.Any
     ) -> T:
         try:
+            if name == "close":
+                await drain_abandoned(self)
             result = await func(self, *args, **kwargs)
         except TraffikException:
             raise
