@@ -10,7 +10,7 @@ How a call is judged (the rules the README states):
 
 - a call first takes an in-flight slot of its failure domain; waiting for one is
   this process's queue, never a failure of the server;
-- the call runs as a task; the caller waits for it with :func:`asyncio.wait` until
+- the call runs as a task; the caller waits for it (never through ``wait_for``) until
   the deadline (``timeout`` after the request reached the guard), so no library's
   own ``wait_for`` can swallow the deadline; at the deadline the task is cancelled
   and the caller answers at once, whether or not the task has unwound;
@@ -27,8 +27,10 @@ How a call is judged (the rules the README states):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import sys
 import typing
 
 from traffik import events
@@ -220,9 +222,7 @@ class Guard:
                 return await answer_by_policy(
                     backend, key, call, rate, cost, action, silent, breaker, name
                 ), False
-        task = asyncio.get_running_loop().create_task(
-            _attempt(backend, call, probe=change is not None)
-        )
+        task = _start(_attempt(backend, call, probe=change is not None))
         task.add_done_callback(lambda done: _finished(done, slots, breaker))
         try:
             verdict = await watch.wait(task)
@@ -307,11 +307,11 @@ class _Watch:
         """Wait for ``future``: _DONE, or _SILENT (the server) or _BEHIND (this process)."""
         deadline, timeout = self._deadline, self.timeout
         if deadline is None or timeout is None:
-            await asyncio.wait((future,))
+            await _until(future, None)
             return _DONE
         loop, breaker = self._loop, self._breaker
         while True:
-            await asyncio.wait((future,), timeout=max(0.0, deadline - loop.time()))
+            await _until(future, deadline)
             late = loop.time() - deadline > timeout / 4
             if not late and breaker.answers == self._answers:
                 # An answer already read from the socket takes a few loop turns to
@@ -333,6 +333,41 @@ class _Watch:
             # the answer comes as soon as the loop keeps time again.
             window = timeout if answered else timeout / 4
             self._deadline = deadline = min(now + window, self._give_up)
+
+
+if sys.version_info >= (3, 12):
+
+    def _start(coro: typing.Coroutine[typing.Any, typing.Any, Decision]) -> asyncio.Task[Decision]:
+        # Runs at once up to its first wait (the command is written in this loop turn).
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
+
+else:  # pragma: no cover - Python 3.10 and 3.11
+
+    def _start(coro: typing.Coroutine[typing.Any, typing.Any, Decision]) -> asyncio.Task[Decision]:
+        return asyncio.get_running_loop().create_task(coro)
+
+
+def _wake(waiter: asyncio.Future[None], *_: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _until(future: asyncio.Future[typing.Any], deadline: float | None) -> None:
+    """Wait until ``future`` is done or the loop reaches ``deadline``, whichever is first,
+    without cancelling or awaiting ``future`` (what :func:`asyncio.wait` does, lighter)."""
+    if future.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = functools.partial(_wake, waiter)
+    future.add_done_callback(wake)
+    handle = None if deadline is None else loop.call_at(deadline, wake)
+    try:
+        await waiter
+    finally:
+        future.remove_done_callback(wake)
+        if handle is not None:
+            handle.cancel()
 
 
 async def _attempt(backend: Backend, call: Call, *, probe: bool) -> Decision:
