@@ -43,9 +43,13 @@ class SwitchableBackend(InMemoryBackend):  # type: ignore[type-arg]
         self.calls += 1
         if self.slow:
             await asyncio.sleep(self.slow)
-        if self.down:
+        if self.down or self.is_down(key):
             raise ConnectionError("connection refused")
         return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+
+    def is_down(self, key: str) -> bool:
+        """Whether the part of the store holding ``key`` is down (besides ``down``)."""
+        return False
 
 
 @pytest.fixture
@@ -498,11 +502,8 @@ class TwoServerBackend(SwitchableBackend):
     def failure_domain(self, key: str) -> typing.Hashable:
         return "A" if key.startswith("a") else "B"
 
-    async def decide(
-        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
-    ) -> Decision:
-        self.down = self.failure_domain(key) in self.down_servers
-        return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+    def is_down(self, key: str) -> bool:
+        return self.failure_domain(key) in self.down_servers
 
 
 def test_the_default_failure_domain_is_the_whole_backend() -> None:

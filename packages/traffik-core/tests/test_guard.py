@@ -46,12 +46,16 @@ class Server(InMemoryBackend):  # type: ignore[type-arg]
         self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
     ) -> Decision:
         self.calls += 1
+        await self.before()
         if self.stuck:
             await self.release.wait()
         async with self._one:
             if self.service:
                 await asyncio.sleep(self.service)
             return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+
+    async def before(self) -> None:
+        """What a call does before it reaches the store (subclasses stall here)."""
 
 
 @pytest.fixture
@@ -146,20 +150,11 @@ async def test_the_deadline_holds_when_the_call_ignores_cancellation() -> None:
     # A client library whose own wait_for swallows the cancellation (Python 3.11)
     # keeps running after the deadline; the answer does not wait for it.
     class Stubborn(Server):
-        async def decide(
-            self,
-            key: str,
-            strategy: Strategy,
-            rate: Rate,
-            cost: int = 1,
-            *,
-            now_ms: int | None = None,
-        ) -> Decision:
+        async def before(self) -> None:
             try:
                 await asyncio.sleep(1.0)
             except asyncio.CancelledError:
                 await asyncio.sleep(0.5)  # unwinds late, and does not re-raise
-            return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
 
     backend = Stubborn(failure_policy=FailurePolicy(on_error="allow", timeout=0.05))
     async with backend():
@@ -265,19 +260,10 @@ async def test_a_long_decision_that_keeps_hearing_from_its_server_is_not_a_failu
     from traffik.failures import heard_from
 
     class Contended(Server):
-        async def decide(
-            self,
-            key: str,
-            strategy: Strategy,
-            rate: Rate,
-            cost: int = 1,
-            *,
-            now_ms: int | None = None,
-        ) -> Decision:
+        async def before(self) -> None:
             for _ in range(6):  # six lost races, each answered by the server
                 await asyncio.sleep(0.02)
                 heard_from(self)
-            return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
 
     backend = Contended(failure_policy=FailurePolicy(on_error="throttle", timeout=0.05))
     async with backend():

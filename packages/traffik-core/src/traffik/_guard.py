@@ -37,7 +37,7 @@ from traffik import events
 from traffik._blockcache import BlockCache, entry_key
 from traffik._circuit import CircuitBreaker
 from traffik._inflight import InFlight
-from traffik._policy_events import circuit_event, emit_decision, report
+from traffik._policy_events import circuit_event, emit_decision, emit_request_event, report
 from traffik.decisions import NEVER, Decision
 from traffik.events import _subscribers
 from traffik.exceptions import BackendError, LockTimeoutError, TraffikException
@@ -140,16 +140,8 @@ class Guard:
             cache_key = entry_key(key, strategy, rate)
             local = cache.get(cache_key, cost)
             if local is not None:
-                if events.has_subscribers():
-                    events.emit(
-                        events.ThrottleEvent(
-                            events.LOCAL_BLOCK,
-                            policy=name or local.policy,
-                            key=key,
-                            backend=repr(backend),
-                            decision=local,
-                        )
-                    )
+                if _subscribers:
+                    emit_request_event(events.LOCAL_BLOCK, key, backend, name, decision=local)
                 return local
 
         async def call(target: Backend) -> Decision:
@@ -394,17 +386,9 @@ def _overload(backend: Backend, key: str, rate: Rate, name: str, *, full: bool) 
     """The answer when this process, not the server, is behind: refuse, count nothing."""
     decision = Decision(False, rate.limit, 0, OVERLOAD_RETRY_MS, OVERLOAD_RETRY_MS, rate.expire)
     logger.debug("traffik: %r overloaded in this process; refusing %s", backend, key)
-    if events.has_subscribers():
-        events.emit(
-            events.ThrottleEvent(
-                events.OVERLOAD,
-                policy=name,
-                key=key,
-                backend=repr(backend),
-                decision=decision,
-                detail="queue full" if full else "late",
-            )
-        )
+    if _subscribers:
+        detail = "queue full" if full else "late"
+        emit_request_event(events.OVERLOAD, key, backend, name, decision=decision, detail=detail)
     return decision
 
 
