@@ -5,6 +5,10 @@ be answered by policy within the bound the README states: ``timeout`` after the
 server went silent, plus at most ``timeout / 4`` and this process's own event
 loop lag (measured here by a monitor task). The circuit opens and closes only by
 its rules: it does not flap while a master is dead.
+
+A circuit is named by the master the client's slot map shows for the key; until
+the client learns of the promotion, calls under the dead master's name may reach
+the promoted replica (MOVED), so that circuit may close once after the failover.
 """
 
 from __future__ import annotations
@@ -194,5 +198,6 @@ async def test_cluster_failover_under_load_keeps_the_bound_and_the_circuit_does_
         # through, never straight from open because an older call came back.
         for before, after in itertools.pairwise(kinds):
             assert (before, after) != ("circuit_open", "circuit_closed"), (domain, kinds)
-    # The dead master is never closed again (its slots moved to the promoted replica).
-    assert "circuit_closed" not in by_domain[victim_name], by_domain
+    # No flapping: the dead master's slots come back (to the promoted replica, which
+    # the client may still reach under the old master's name) once at most.
+    assert by_domain[victim_name].count("circuit_closed") <= 1, by_domain

@@ -170,6 +170,13 @@ class Guard:
 
     # -- the one failure path ---------------------------------------------------------
 
+    def _abandon(self, task: asyncio.Task[Decision]) -> None:
+        """Cancel a call nobody waits for any more; close() lets it unwind first."""
+        task.cancel()
+        if not task.done():
+            self.abandoned.add(task)
+            task.add_done_callback(self.abandoned.discard)
+
     async def _guarded(
         self,
         backend: Backend,
@@ -219,7 +226,7 @@ class Guard:
         try:
             verdict = await watch.wait(task)
         except asyncio.CancelledError:
-            task.cancel()
+            self._abandon(task)
             raise
         error: BaseException | None
         if verdict is _DONE and not task.cancelled():
@@ -232,9 +239,7 @@ class Guard:
             if not isinstance(error, LockTimeoutError):  # contention, not a dead server
                 circuit_event(breaker.record_failure(epoch), backend, where)
         else:
-            task.cancel()  # not awaited: the answer does not wait for it to unwind
-            self.abandoned.add(task)
-            task.add_done_callback(self.abandoned.discard)
+            self._abandon(task)  # not awaited: the answer does not wait for it to unwind
             if verdict is _BEHIND:
                 return _overload(backend, key, rate, name, full=False), False
             error = _late(backend, watch.timeout)
@@ -264,7 +269,9 @@ def decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
 
 
 #: Loop turns a silent-looking server gets before it is judged (microseconds when idle).
-_GRACE_TURNS = 4
+_GRACE_TURNS = 6
+#: A wake-up later than this (seconds) means the loop lost time.
+_PUNCTUAL = 0.005
 _DONE = "done"
 _SILENT = "silent"
 _BEHIND = "behind"
@@ -273,15 +280,19 @@ _BEHIND = "behind"
 class _Watch:
     """The clock of one request: when to stop waiting, and whose fault the wait is.
 
-    Time is judged in windows of ``timeout``. A window in which the request's
-    domain answered nothing at all, noticed on time, means the server is silent
-    (a failure). A window in which it answered other calls means this request is
-    behind this process's own backlog: it may wait on, up to ``max_wait`` in all,
-    then it is behind (the overload answer). A window noticed more than a quarter
-    of ``timeout`` late means the event loop was busy (it could not have read an
-    answer either): the server gets a quarter of ``timeout`` more, again and again
-    while the loop stays late, so a silent server is answered within ``timeout``
-    plus ``timeout / 4`` plus this process's own lag.
+    Time is judged in windows of ``timeout`` of the server's time. The request
+    wakes every ``timeout / 4`` while it waits; whatever its wake-ups come late by
+    (a busy event loop, a descheduled process: it could not have read an answer
+    either) moves the window's end by as much, so the server is never charged for
+    time this process lost. At the end of a window:
+
+    - the request's failure domain answered nothing at all: the server is silent
+      (a failure, answered by policy);
+    - it answered other calls: this request is behind this process's own backlog;
+      it gets another window, up to ``max_wait`` in all, then the overload answer.
+
+    So a silent server is answered within ``timeout`` plus the time the loop lost
+    (and a few loop turns).
     """
 
     __slots__ = ("_answers", "_breaker", "_deadline", "_give_up", "_loop", "timeout")
@@ -297,34 +308,41 @@ class _Watch:
 
     async def wait(self, future: asyncio.Future[typing.Any]) -> str:
         """Wait for ``future``: _DONE, or _SILENT (the server) or _BEHIND (this process)."""
-        deadline, timeout = self._deadline, self.timeout
-        if deadline is None or timeout is None:
+        timeout = self.timeout
+        if self._deadline is None or timeout is None:
             await _until(future, None)
             return _DONE
         loop, breaker = self._loop, self._breaker
+        step = timeout / 4
         while True:
-            await _until(future, deadline)
-            late = loop.time() - deadline > timeout / 4
-            if not late and breaker.answers == self._answers:
+            wake = min(self._deadline, loop.time() + step)
+            await _until(future, wake)
+            if future.done():
+                return _DONE
+            now = loop.time()
+            if now - wake > _PUNCTUAL:
+                self._deadline += now - wake  # time the loop lost, not the server's
+            if now < self._deadline:
+                continue
+            if breaker.answers == self._answers:
                 # An answer already read from the socket takes a few loop turns to
                 # reach its caller: let them run before calling the server silent.
                 for _ in range(_GRACE_TURNS):
                     if future.done() or breaker.answers != self._answers:
                         break
                     await asyncio.sleep(0)
-            if future.done():
-                return _DONE
-            now = loop.time()
-            answered = breaker.answers != self._answers
-            if not answered and not late:
-                return _SILENT
+                if future.done():
+                    return _DONE
+                lost = loop.time() - now
+                if lost > _PUNCTUAL:  # the loop was busy during those turns
+                    self._deadline += lost
+                    continue
+                if breaker.answers == self._answers:
+                    return _SILENT
             if now >= self._give_up:
                 return _BEHIND
             self._answers = breaker.answers
-            # Answered meanwhile: a whole new window. Noticed late: a short one, so
-            # the answer comes as soon as the loop keeps time again.
-            window = timeout if answered else timeout / 4
-            self._deadline = deadline = min(now + window, self._give_up)
+            self._deadline = min(now + timeout, self._give_up)
 
 
 if sys.version_info >= (3, 12):
