@@ -2,8 +2,8 @@
 
 A paused Redis (CLIENT PAUSE) and a Redis Cluster master killed under load must
 be answered by policy within the bound the README states: ``timeout`` after the
-server went silent, plus at most ``timeout / 4`` and this process's own event
-loop lag (measured here by a monitor task). The circuit opens and closes only by
+server went silent, plus a few loop turns and this process's own event loop lag
+(measured here by a monitor task). The circuit opens and closes only by
 its rules: it does not flap while a master is dead.
 
 A circuit is named by the master the client's slot map shows for the key; until
@@ -33,8 +33,8 @@ from traffik.throttles import HTTPThrottle
 pytestmark = pytest.mark.asyncio
 
 TIMEOUT = 0.25
-#: What the README promises beyond the timeout with a responsive loop, plus scheduling.
-MARGIN = TIMEOUT / 4 + 0.05
+#: What the README promises beyond the timeout with a responsive loop (a few loop turns).
+MARGIN = 0.1
 
 
 class LagMonitor:
@@ -74,9 +74,8 @@ class LagMonitor:
 
 
 def within_bound(took: float, lag: float) -> bool:
-    """The README's bound: timeout + timeout/4 when the loop keeps time; a loop that
-    falls behind adds its lag, and each check it made late gives the server
-    timeout/4 more (at most the lag again)."""
+    """The README's bound: timeout plus a few loop turns, plus the time the loop lost
+    (counted twice: once as the server's extra window, once as the answer's own delay)."""
     return took <= TIMEOUT + MARGIN + 2 * lag
 
 
