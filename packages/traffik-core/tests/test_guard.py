@@ -19,7 +19,7 @@ from traffik._inflight import InFlight
 from traffik.backends.base import BackendCapabilities
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.decisions import Decision
-from traffik.failures import FailurePolicy, _guards, decide_with_policy, guard_of
+from traffik.failures import FailurePolicy, decide_with_policy, guard_of, set_guard
 from traffik.rates import Rate
 from traffik.strategies import FixedWindowStrategy
 from traffik.strategies._base import Strategy
@@ -69,9 +69,7 @@ def kinds() -> typing.Iterator[Counter[str]]:
 def with_clock(backend: Server, now: list[float]) -> Guard:
     """Give ``backend`` a guard whose breakers read ``now``."""
     assert backend.failure_policy is not None
-    guard = Guard(backend.failure_policy, clock=lambda: now[0])
-    _guards[backend] = guard
-    return guard
+    return set_guard(backend, Guard(backend.failure_policy, clock=lambda: now[0]))
 
 
 async def test_a_burst_on_a_slow_but_live_server_is_never_an_outage(kinds: Counter[str]) -> None:
@@ -269,3 +267,22 @@ async def test_a_long_decision_that_keeps_hearing_from_its_server_is_not_a_failu
     async with backend():
         assert (await decide_with_policy(backend, "k", FW, Rate.parse("1/d"), 1)).allowed
     assert kinds["backend_error"] == kinds["overload"] == 0
+
+
+async def test_a_guard_goes_with_its_backend_and_needs_no_hash() -> None:
+    import gc
+
+    from traffik.failures import _guards
+
+    class Unhashable(Server):
+        __hash__ = None  # type: ignore[assignment]
+
+    backend = Unhashable(failure_policy=FailurePolicy())
+    await backend.initialize()
+    assert (await decide_with_policy(backend, "k", FW, Rate.parse("1/d"), 1)).allowed
+    await backend.close()
+    key = id(backend)
+    assert key in _guards
+    del backend
+    gc.collect()
+    assert key not in _guards

@@ -117,10 +117,18 @@ class FailurePolicy:
 #: The policy network backends (Redis, Memcached) start with.
 DEFAULT_NETWORK_POLICY = FailurePolicy()
 
-#: The guard of each backend with a policy (weakly: a dropped backend drops its guard).
-_guards: weakref.WeakKeyDictionary[ThrottleBackend[typing.Any, typing.Any], Guard] = (
-    weakref.WeakKeyDictionary()
-)
+#: The guard of each backend with a policy, by id(backend); an entry goes when its
+#: backend is collected (weakref.finalize), so a backend need not be hashable.
+_guards: dict[int, Guard] = {}
+
+
+def set_guard(backend: ThrottleBackend[typing.Any, typing.Any], guard: Guard) -> Guard:
+    """Compose ``guard`` around ``backend`` (tests use it to inject a clock)."""
+    key = id(backend)
+    if key not in _guards:
+        weakref.finalize(backend, _guards.pop, key, None)
+    _guards[key] = guard
+    return guard
 
 
 def guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> Guard | None:
@@ -132,9 +140,9 @@ def guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> Guard | None:
     policy = backend.failure_policy
     if policy is None:
         return None
-    guard = _guards.get(backend)
+    guard = _guards.get(id(backend))
     if guard is None or guard.policy is not policy:
-        guard = _guards[backend] = Guard(policy)
+        guard = set_guard(backend, Guard(policy))
     return guard
 
 
@@ -151,21 +159,21 @@ def heard_from(
     attempts) calls this after each reply, so a long contended decision is not
     mistaken for a dead server. Cheap; a no-op for backends without a policy.
     """
-    guard = _guards.get(backend)
+    guard = _guards.get(id(backend))
     if guard is not None:
         guard.breaker(domain).heard()
 
 
 async def drain_abandoned(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
     """Let calls abandoned at their deadline unwind (bounded) before ``backend`` closes."""
-    guard = _guards.get(backend)
+    guard = _guards.get(id(backend))
     if guard is not None:
         await guard.drain()
 
 
 def forget_local_blocks(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
     """Drop the refusals cached for ``backend`` (its data was reset)."""
-    guard = _guards.get(backend)
+    guard = _guards.get(id(backend))
     if guard is not None and guard.cache is not None:
         guard.cache.clear()
 
