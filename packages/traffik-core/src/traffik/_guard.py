@@ -27,10 +27,8 @@ How a call is judged (the rules the README states):
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
-import sys
 import typing
 
 from traffik import events
@@ -38,6 +36,7 @@ from traffik._blockcache import BlockCache, entry_key
 from traffik._circuit import CircuitBreaker
 from traffik._inflight import InFlight
 from traffik._policy_events import circuit_event, emit_decision, emit_request_event, report
+from traffik._watch import BEHIND, DONE, Watch, start
 from traffik.decisions import NEVER, Decision
 from traffik.events import _subscribers
 from traffik.exceptions import BackendError, LockTimeoutError, TraffikException
@@ -200,7 +199,7 @@ class Guard:
             ), False
         epoch = breaker.epoch
         policy = self.policy
-        watch = _Watch(breaker, policy.timeout if bounded else None, policy.max_wait)
+        watch = Watch(breaker, policy.timeout if bounded else None, policy.max_wait)
         slots = domain.slots
         if not slots.try_take():
             waiter = slots.enqueue()
@@ -211,9 +210,9 @@ class Guard:
             except asyncio.CancelledError:
                 slots.leave(waiter)
                 raise
-            if verdict is not _DONE:
+            if verdict is not DONE:
                 slots.leave(waiter)
-                if verdict is _BEHIND:
+                if verdict is BEHIND:
                     return _overload(backend, key, rate, name, full=False), False
                 # No slot came free while the server answered nothing for a whole
                 # timeout: the calls holding them are stuck (they report the failure).
@@ -221,7 +220,7 @@ class Guard:
                 return await answer_by_policy(
                     backend, key, call, rate, cost, action, silent, breaker, name
                 ), False
-        task = _start(_attempt(backend, call, probe=change is not None))
+        task = start(_attempt(backend, call, probe=change is not None))
         task.add_done_callback(lambda done: _finished(done, slots, breaker))
         try:
             verdict = await watch.wait(task)
@@ -229,7 +228,7 @@ class Guard:
             self._abandon(task)
             raise
         error: BaseException | None
-        if verdict is _DONE and not task.cancelled():
+        if verdict is DONE and not task.cancelled():
             error = task.exception()
             if error is None:
                 circuit_event(breaker.record_success(epoch), backend, where)
@@ -240,7 +239,7 @@ class Guard:
                 circuit_event(breaker.record_failure(epoch), backend, where)
         else:
             self._abandon(task)  # not awaited: the answer does not wait for it to unwind
-            if verdict is _BEHIND:
+            if verdict is BEHIND:
                 return _overload(backend, key, rate, name, full=False), False
             error = _late(backend, watch.timeout)
             circuit_event(breaker.record_failure(epoch), backend, where)
@@ -266,118 +265,6 @@ def decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
         return Decision(False, rate.limit, -1, rate.expire, NEVER, rate.expire)
     ms = math.ceil(wait_ms)
     return Decision(False, rate.limit, -1, ms, ms, rate.expire)
-
-
-#: Loop turns a silent-looking server gets before it is judged (microseconds when idle).
-_GRACE_TURNS = 6
-#: A wake-up later than this (seconds) means the loop lost time.
-_PUNCTUAL = 0.005
-_DONE = "done"
-_SILENT = "silent"
-_BEHIND = "behind"
-
-
-class _Watch:
-    """The clock of one request: when to stop waiting, and whose fault the wait is.
-
-    Time is judged in windows of ``timeout`` of the server's time. The request
-    wakes every ``timeout / 4`` while it waits; whatever its wake-ups come late by
-    (a busy event loop, a descheduled process: it could not have read an answer
-    either) moves the window's end by as much, so the server is never charged for
-    time this process lost. At the end of a window:
-
-    - the request's failure domain answered nothing at all: the server is silent
-      (a failure, answered by policy);
-    - it answered other calls: this request is behind this process's own backlog;
-      it gets another window, up to ``max_wait`` in all, then the overload answer.
-
-    So a silent server is answered within ``timeout`` plus the time the loop lost
-    (and a few loop turns).
-    """
-
-    __slots__ = ("_answers", "_breaker", "_deadline", "_give_up", "_loop", "timeout")
-
-    def __init__(self, breaker: CircuitBreaker, timeout: float | None, max_wait: float) -> None:
-        self._loop = loop = asyncio.get_running_loop()
-        self._breaker = breaker
-        self.timeout = timeout
-        now = loop.time()
-        self._deadline = None if timeout is None else now + timeout
-        self._give_up = now + max(max_wait, timeout or 0.0)
-        self._answers = breaker.answers
-
-    async def wait(self, future: asyncio.Future[typing.Any]) -> str:
-        """Wait for ``future``: _DONE, or _SILENT (the server) or _BEHIND (this process)."""
-        timeout = self.timeout
-        if self._deadline is None or timeout is None:
-            await _until(future, None)
-            return _DONE
-        loop, breaker = self._loop, self._breaker
-        step = timeout / 4
-        while True:
-            wake = min(self._deadline, loop.time() + step)
-            await _until(future, wake)
-            if future.done():
-                return _DONE
-            now = loop.time()
-            if now - wake > _PUNCTUAL:
-                self._deadline += now - wake  # time the loop lost, not the server's
-            if now < self._deadline:
-                continue
-            if breaker.answers == self._answers:
-                # An answer already read from the socket takes a few loop turns to
-                # reach its caller: let them run before calling the server silent.
-                for _ in range(_GRACE_TURNS):
-                    if future.done() or breaker.answers != self._answers:
-                        break
-                    await asyncio.sleep(0)
-                if future.done():
-                    return _DONE
-                lost = loop.time() - now
-                if lost > _PUNCTUAL:  # the loop was busy during those turns
-                    self._deadline += lost
-                    continue
-                if breaker.answers == self._answers:
-                    return _SILENT
-            if now >= self._give_up:
-                return _BEHIND
-            self._answers = breaker.answers
-            self._deadline = min(now + timeout, self._give_up)
-
-
-if sys.version_info >= (3, 12):
-
-    def _start(coro: typing.Coroutine[typing.Any, typing.Any, Decision]) -> asyncio.Task[Decision]:
-        # Runs at once up to its first wait (the command is written in this loop turn).
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
-
-else:  # pragma: no cover - Python 3.10 and 3.11
-
-    def _start(coro: typing.Coroutine[typing.Any, typing.Any, Decision]) -> asyncio.Task[Decision]:
-        return asyncio.get_running_loop().create_task(coro)
-
-
-def _wake(waiter: asyncio.Future[None], *_: object) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _until(future: asyncio.Future[typing.Any], deadline: float | None) -> None:
-    """Wait until ``future`` is done or the loop reaches ``deadline``, whichever is first,
-    without cancelling or awaiting ``future`` (what :func:`asyncio.wait` does, lighter)."""
-    if future.done():
-        return
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-    wake = functools.partial(_wake, waiter)
-    future.add_done_callback(wake)
-    handle = None if deadline is None else loop.call_at(deadline, wake)
-    try:
-        await waiter
-    finally:
-        future.remove_done_callback(wake)
-        if handle is not None:
-            handle.cancel()
 
 
 async def _attempt(backend: Backend, call: Call, *, probe: bool) -> Decision:
