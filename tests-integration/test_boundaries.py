@@ -46,11 +46,9 @@ SIBLINGS = ("redis", "memcached", "fastapi", "starlette")
 #: Underscore names that are public API by convention (namedtuple's methods).
 PUBLIC_UNDERSCORE = frozenset({"_asdict", "_field_defaults", "_fields", "_make", "_replace"})
 
-#: Known violations another branch is removing: (distribution, file name, name).
-#: redis-py's ``Connection._writer`` in traffik-redis's _pipeline.py is removed by
-#: issue 14 (that engineer owns the file); delete the entry when it is merged
-#: (``test_no_stale_allowance`` fails once the violation is gone, as a reminder).
-ALLOWED: frozenset[tuple[str, str, str]] = frozenset({("traffik-redis", "_pipeline.py", "_writer")})
+#: Known violations being removed: (distribution, file name, name). Empty: keep it so.
+#: (``test_no_stale_allowance`` fails when an entry outlives its violation.)
+ALLOWED: frozenset[tuple[str, str, str]] = frozenset()
 
 _ATTR_FUNCTIONS = frozenset({"getattr", "setattr", "hasattr", "delattr"})
 

@@ -67,3 +67,37 @@ def test_block_cache_bounds_and_expiry() -> None:
     cache.put("e", 1, Decision(False, 5, 0, 100, -1, 1000))
     assert cache.get("d", 1) is None
     assert cache.get("e", 1) is None
+
+
+def test_a_call_started_before_the_circuit_opened_does_not_close_it() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=2, recovery_time=1.0, clock=lambda: now[0])
+    slow = breaker.epoch  # a call goes out while the circuit is closed
+    failing = breaker.epoch
+    assert breaker.record_failure(failing) is None
+    assert breaker.record_failure(failing) == OPEN
+    assert breaker.record_success(slow) is None  # late success of the old epoch
+    assert breaker.state == OPEN
+    assert breaker.record_failure(slow) is None  # a late failure does not reopen or double
+    assert breaker.retry_after() == pytest.approx(1.0)
+    now[0] = 1.0
+    assert breaker.allow_call() == (True, HALF_OPEN)
+    probe = breaker.epoch
+    assert breaker.record_success(slow) is None  # still not the probe
+    assert breaker.state == HALF_OPEN
+    assert breaker.record_success(probe) == CLOSED
+
+
+def test_a_replaced_probe_cannot_report_for_its_successor() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=1.0, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 1.0
+    breaker.allow_call()
+    lost = breaker.epoch
+    now[0] = 2.0
+    breaker.allow_call()  # the first probe never reported: a second one goes
+    second = breaker.epoch
+    assert breaker.record_failure(lost) is None
+    assert breaker.state == HALF_OPEN
+    assert breaker.record_success(second) == CLOSED

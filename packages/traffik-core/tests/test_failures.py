@@ -43,9 +43,13 @@ class SwitchableBackend(InMemoryBackend):  # type: ignore[type-arg]
         self.calls += 1
         if self.slow:
             await asyncio.sleep(self.slow)
-        if self.down:
+        if self.down or self.is_down(key):
             raise ConnectionError("connection refused")
         return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
+
+    def is_down(self, key: str) -> bool:
+        """Whether the part of the store holding ``key`` is down (besides ``down``)."""
+        return False
 
 
 @pytest.fixture
@@ -351,7 +355,7 @@ async def test_a_throttle_with_a_custom_strategy_answers_by_policy_not_500() -> 
 async def test_a_half_open_circuit_lets_exactly_one_probe_through_a_crowd(
     recorded: list[events.ThrottleEvent],
 ) -> None:
-    from traffik.failures import _guard_of
+    from traffik.failures import guard_of as _guard_of
 
     policy = FailurePolicy(
         on_error="throttle", failure_threshold=1, recovery_time=1.0, max_recovery_time=1.0
@@ -405,7 +409,8 @@ async def test_a_refusal_under_one_strategy_configuration_never_answers_for_anot
 
 @pytest.mark.asyncio
 async def test_custom_strategies_stop_hammering_a_dead_backend_and_probe_it() -> None:
-    from traffik.failures import _guard_of, wait_with_policy
+    from traffik.failures import guard_of as _guard_of
+    from traffik.failures import wait_with_policy
 
     class Counting(LockFailsBackend):
         gets = 0
@@ -462,7 +467,12 @@ async def test_custom_strategy_failures_name_the_throttle(
     backend = LockFailsBackend(failure_policy=FailurePolicy(on_error="allow"))
     async with backend():
         await wait_with_policy(backend, "k", counting_strategy, RATE, 1, name="api")
-    assert [(e.kind, e.policy) for e in recorded] == [("backend_error", "api"), ("fallback", "api")]
+    # The same events as a built-in strategy's, emitted by the same code.
+    assert [(e.kind, e.policy) for e in recorded] == [
+        ("backend_error", "api"),
+        ("fallback", "api"),
+        ("allowed", "api"),
+    ]
 
 
 def test_any_backend_rejects_a_non_callable_identifier() -> None:
@@ -482,38 +492,47 @@ def test_any_backend_rejects_a_non_callable_identifier() -> None:
         Minimal(namespace="m", identifier=True)
 
 
-class TwoDomainBackend(SwitchableBackend):
-    """Keys starting with ``a`` and ``b`` live on two independent servers; ``dead`` is down."""
+class TwoServerBackend(SwitchableBackend):
+    """Keys starting with "a" live on server "A", others on "B"; either can be down."""
 
     def __init__(self, **kwargs: typing.Any) -> None:
         super().__init__(**kwargs)
-        self.dead = ""
-        self.calls_per_domain: dict[str, int] = {"a": 0, "b": 0}
+        self.down_servers: set[str] = set()
 
-    def failure_domain(self, key: str) -> str:
-        return key[:1]
+    def failure_domain(self, key: str) -> typing.Hashable:
+        return "A" if key.startswith("a") else "B"
 
-    async def decide(
-        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
-    ) -> Decision:
-        self.calls_per_domain[key[:1]] += 1
-        if key[:1] == self.dead:
-            raise ConnectionError("connection refused")
-        return await InMemoryBackend.decide(self, key, strategy, rate, cost, now_ms=now_ms)
+    def is_down(self, key: str) -> bool:
+        return self.failure_domain(key) in self.down_servers
+
+
+def test_the_default_failure_domain_is_the_whole_backend() -> None:
+    backend = SwitchableBackend()
+    assert backend.failure_domain("a") is None
+    assert backend.failure_domain("b") is None
 
 
 @pytest.mark.asyncio
-async def test_each_failure_domain_has_its_own_circuit() -> None:
+async def test_each_failure_domain_has_a_circuit_of_its_own(
+    recorded: list[events.ThrottleEvent],
+) -> None:
+    from traffik.failures import guard_of as _guard_of
+
     policy = FailurePolicy(
-        on_error="throttle", failure_threshold=2, recovery_time=60, max_recovery_time=60
+        on_error="throttle", failure_threshold=2, recovery_time=1.0, max_recovery_time=1.0
     )
-    backend = TwoDomainBackend(failure_policy=policy)
-    rate = Rate.parse("100/s")
+    backend = TwoServerBackend(failure_policy=policy)
     async with backend():
-        backend.dead = "a"
-        for _ in range(5):
-            assert not (await decide_with_policy(backend, "a1", FW, rate, 1)).allowed
-            assert (await decide_with_policy(backend, "b1", FW, rate, 1)).allowed
-        # a's circuit opened after 2 failures; b's never did, so every b call was asked.
-        assert backend.calls_per_domain == {"a": 2, "b": 5}
-        assert InMemoryBackend().failure_domain("anything") is None
+        guard = _guard_of(backend)
+        assert guard is not None
+        backend.down_servers = {"A"}
+        for i in range(5):
+            assert not (await decide_with_policy(backend, f"a{i}", FW, RATE, 1)).allowed
+        assert backend.calls == 2  # A's circuit opened after two failures
+        assert guard.breaker("A").state == "open"
+        # B's keys still reach B and are decided there.
+        statuses = [(await decide_with_policy(backend, "b", FW, RATE, 1)).allowed for _ in range(3)]
+        assert statuses == [True, True, False]
+        assert backend.calls == 5
+        assert guard.breaker("B").state == "closed"
+    assert [e.kind for e in recorded].count("circuit_open") == 1

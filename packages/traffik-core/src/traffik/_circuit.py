@@ -26,6 +26,13 @@ class CircuitBreaker:
     (its task was cancelled) is replaced by another after one recovery time, so the
     circuit cannot stick half-open. Thus a backend that comes back is used again
     within ``max_recovery_time`` plus one call.
+
+    Every change of state starts a new :attr:`epoch`. A caller reads it before its
+    call and reports with it: a report from an older epoch (a call started before
+    the circuit opened, or a probe that was replaced) changes nothing, so a slow
+    call that succeeds late cannot close a circuit that other calls opened, and a
+    burst of late failures cannot reopen one. :attr:`answers` counts the calls the
+    server answered (:meth:`heard`, whatever their epoch): the evidence that it is alive.
     """
 
     __slots__ = (
@@ -33,6 +40,8 @@ class CircuitBreaker:
         "_delay",
         "_failures",
         "_until",
+        "answers",
+        "epoch",
         "failure_threshold",
         "max_recovery_time",
         "recovery_time",
@@ -62,6 +71,13 @@ class CircuitBreaker:
         self._failures = 0
         self._delay = recovery_time
         self._until = 0.0
+        self.epoch = 0
+        self.answers = 0
+
+    def _enter(self, state: str) -> str:
+        self.state = state
+        self.epoch += 1
+        return state
 
     def allow_call(self) -> tuple[bool, str | None]:
         """May the backend be called now? Also returns the new state if this changed it."""
@@ -70,32 +86,38 @@ class CircuitBreaker:
         now = self._clock()
         if now < self._until:
             return False, None
-        # Let one probe through; others keep failing fast until it reports.
-        self.state = HALF_OPEN
+        # Let one probe through (a new epoch: its own); others keep failing fast
+        # until it reports.
         self._until = now + self._delay
-        return True, HALF_OPEN
+        return True, self._enter(HALF_OPEN)
 
-    def record_success(self) -> str | None:
-        """A call succeeded; returns CLOSED if that closed the circuit."""
+    def record_success(self, epoch: int | None = None) -> str | None:
+        """A call of ``epoch`` (default: the current one) succeeded; returns CLOSED if
+        that closed the circuit."""
+        if epoch is not None and epoch != self.epoch:
+            return None
         self._failures = 0
         if self.state != CLOSED:
-            self.state = CLOSED
             self._delay = self.recovery_time
-            return CLOSED
+            return self._enter(CLOSED)
         return None
 
-    def record_failure(self) -> str | None:
-        """A call failed; returns OPEN if that opened (or reopened) the circuit."""
+    def heard(self) -> None:
+        """The server answered a call (counted as soon as the answer is in)."""
+        self.answers += 1
+
+    def record_failure(self, epoch: int | None = None) -> str | None:
+        """A call of ``epoch`` (default: the current one) failed; returns OPEN if that
+        opened (or reopened) the circuit."""
+        if (epoch is not None and epoch != self.epoch) or self.state == OPEN:
+            return None
         self._failures += 1
         if self.state == HALF_OPEN:
             self._delay = min(self._delay * 2, self.max_recovery_time)
-        elif (
-            self.state == CLOSED and self._failures < self.failure_threshold
-        ) or self.state == OPEN:
+        elif self._failures < self.failure_threshold:
             return None
-        self.state = OPEN
         self._until = self._clock() + self._delay
-        return OPEN
+        return self._enter(OPEN)
 
     def retry_after(self) -> float:
         """Seconds until the next probe (0 when closed)."""

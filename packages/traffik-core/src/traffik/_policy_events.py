@@ -14,9 +14,35 @@ if typing.TYPE_CHECKING:
     from traffik.decisions import Decision
     from traffik.failures import OnError
 
-__all__ = ["circuit_event", "emit_decision", "report"]
+__all__ = ["circuit_event", "emit_decision", "emit_request_event", "report"]
 
 logger = logging.getLogger("traffik.failures")
+
+
+def emit_request_event(
+    kind: events.EventKind,
+    key: str,
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    name: str,
+    *,
+    decision: Decision | None = None,
+    error: BaseException | None = None,
+    detail: str = "",
+) -> None:
+    """Emit one event about a request of throttle ``name`` (callers check for subscribers
+    first); ``policy`` falls back to the decision's when the throttle has no name."""
+    policy = name or (decision.policy if decision is not None else "")
+    events.emit(
+        events.ThrottleEvent(
+            kind,
+            policy=policy,
+            key=key,
+            backend=repr(backend),
+            decision=decision,
+            error=error,
+            detail=detail,
+        )
+    )
 
 
 def emit_decision(
@@ -27,30 +53,30 @@ def emit_decision(
 ) -> None:
     """Emit ALLOWED or THROTTLED for ``decision`` of throttle ``name`` (callers check for
     subscribers first)."""
-    events.emit(
-        events.ThrottleEvent(
-            events.ALLOWED if decision.allowed else events.THROTTLED,
-            policy=name or decision.policy,
-            key=key,
-            backend=repr(backend),
-            decision=decision,
-        )
-    )
+    kind = events.ALLOWED if decision.allowed else events.THROTTLED
+    emit_request_event(kind, key, backend, name, decision=decision)
 
 
-def circuit_event(kind: str | None, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
-    """Log and emit a change of the circuit's state (``kind`` None: nothing changed)."""
+def circuit_event(
+    kind: str | None,
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    domain: typing.Hashable = None,
+) -> None:
+    """Log and emit a change of the circuit of failure domain ``domain`` (``kind`` None:
+    nothing changed); the event's ``detail`` names the domain if there are several."""
     if kind is None:
         return
     name = {OPEN: events.CIRCUIT_OPEN, CLOSED: events.CIRCUIT_CLOSED}.get(
         kind, events.CIRCUIT_HALF_OPEN
     )
+    where = f"{backend!r}" if domain is None else f"{backend!r} ({domain})"
     if kind == OPEN:
-        logger.warning("traffik: %r keeps failing; answering by policy until it recovers", backend)
+        logger.warning("traffik: %s keeps failing; answering by policy until it recovers", where)
     elif kind == CLOSED:
-        logger.info("traffik: %r answers again", backend)
+        logger.info("traffik: %s answers again", where)
     if events.has_subscribers():
-        events.emit(events.ThrottleEvent(name, backend=repr(backend)))
+        detail = "" if domain is None else str(domain)
+        events.emit(events.ThrottleEvent(name, backend=repr(backend), detail=detail))
 
 
 def report(
@@ -64,24 +90,7 @@ def report(
     if error is not None:
         logger.debug("traffik: %r failed on %s: %r", backend, key, error)
         if _subscribers:
-            events.emit(
-                events.ThrottleEvent(
-                    events.BACKEND_ERROR,
-                    policy=name,
-                    key=key,
-                    backend=repr(backend),
-                    error=error,
-                )
-            )
+            emit_request_event(events.BACKEND_ERROR, key, backend, name, error=error)
     if _subscribers:
         detail = action if isinstance(action, str) else repr(action)
-        events.emit(
-            events.ThrottleEvent(
-                events.FALLBACK,
-                policy=name,
-                key=key,
-                backend=repr(backend),
-                error=error,
-                detail=detail,
-            )
-        )
+        emit_request_event(events.FALLBACK, key, backend, name, error=error, detail=detail)

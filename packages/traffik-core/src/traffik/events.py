@@ -37,6 +37,7 @@ __all__ = [
     "CIRCUIT_OPEN",
     "FALLBACK",
     "LOCAL_BLOCK",
+    "OVERLOAD",
     "THROTTLED",
     "EventKind",
     "ThrottleEvent",
@@ -53,6 +54,7 @@ EventKind = typing.Literal[
     "backend_error",
     "fallback",
     "local_block",
+    "overload",
     "circuit_open",
     "circuit_half_open",
     "circuit_closed",
@@ -68,6 +70,9 @@ BACKEND_ERROR: EventKind = "backend_error"
 FALLBACK: EventKind = "fallback"
 #: A refusal answered from the local block cache, without a backend call.
 LOCAL_BLOCK: EventKind = "local_block"
+#: This process, not the backend, was behind (in-flight queue full, or a call late while
+#: the server answered others): the request was refused without counting as a failure.
+OVERLOAD: EventKind = "overload"
 #: The circuit breaker opened: the backend is skipped until a probe succeeds.
 CIRCUIT_OPEN: EventKind = "circuit_open"
 #: The circuit breaker lets one probe call through.

@@ -2,10 +2,12 @@
 
 Every throttle reaches its backend through :func:`decide_with_policy`. For a
 backend with a :class:`FailurePolicy` (network backends get
-:data:`DEFAULT_NETWORK_POLICY`), each call is bounded by ``timeout``; failures
-feed a circuit breaker that stops calling a dead server and probes it for
-recovery; refusals are remembered in a local block cache; and when the backend
-cannot answer, ``on_error`` decides:
+:data:`DEFAULT_NETWORK_POLICY`), a guard composed around the backend bounds the
+work in flight (``max_in_flight``, then a FIFO of ``max_waiting``) and each
+answer (``timeout``); failures of the server, never the waits of this process,
+feed a circuit breaker per failure domain that stops calling a dead server and
+probes it for recovery; refusals are remembered in a local block cache; and
+when the backend cannot answer, ``on_error`` decides:
 
 - ``"fallback"`` (the default for network backends): decide on a local
   :class:`~traffik.backends.inmemory.InMemoryBackend` with the same rate, so every
@@ -20,23 +22,17 @@ cannot answer, ``on_error`` decides:
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
-import sys
 import typing
+import weakref
 from dataclasses import dataclass
 
-from traffik import events
-from traffik._blockcache import BlockCache, entry_key
 from traffik._circuit import CircuitBreaker
-from traffik._policy_events import circuit_event, emit_decision, report
-from traffik.decisions import NEVER, Decision
-from traffik.events import _subscribers
-from traffik.exceptions import BackendError, ConfigurationError, LockTimeoutError
+from traffik._guard import FAILURES, Guard, answer_by_policy, custom_call, emit_answer
+from traffik.exceptions import ConfigurationError
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.decisions import Decision
     from traffik.rates import Rate
     from traffik.strategies._base import Strategy
 
@@ -46,11 +42,10 @@ __all__ = [
     "FailurePolicy",
     "OnError",
     "decide_with_policy",
+    "heard_from",
     "local_fallback_backend",
     "wait_with_policy",
 ]
-
-logger = logging.getLogger("traffik.failures")
 
 #: The named actions; a ThrottleBackend instance is accepted too (fall back to it).
 ON_ERROR_ACTIONS = ("fallback", "allow", "throttle", "raise")
@@ -75,10 +70,17 @@ def check_on_error(value: object) -> None:
 class FailurePolicy:
     """How a backend's failures are handled (set as ``backend.failure_policy``).
 
-    ``timeout`` bounds each decision (seconds; None: unbounded). After
-    ``failure_threshold`` consecutive failures the circuit opens for
-    ``recovery_time`` seconds, doubling on each failed probe up to
-    ``max_recovery_time``. ``block_cache_size`` refusals are kept locally (0: off).
+    ``timeout`` (seconds; None: unbounded) is how long the server may stay silent:
+    a request whose server answered nothing at all for ``timeout`` while it waited
+    is a failure, answered by ``on_error``. At most ``max_in_flight`` calls per
+    failure domain are out at once; up to ``max_waiting`` more wait their turn in
+    order. A request that is behind this process's own backlog while the server
+    keeps answering waits up to ``max_wait`` seconds; beyond that, or with the line
+    full, it gets the overload answer: refused (429, Retry-After 1 s), never
+    counted as a failure of the server. After ``failure_threshold`` consecutive
+    failures the circuit opens for ``recovery_time`` seconds, doubling on each
+    failed probe up to ``max_recovery_time``. ``block_cache_size`` refusals are
+    kept locally (0: off).
     """
 
     on_error: OnError = "fallback"
@@ -87,6 +89,9 @@ class FailurePolicy:
     recovery_time: float = 0.5
     max_recovery_time: float = 5.0
     block_cache_size: int = 10_000
+    max_in_flight: int = 256
+    max_waiting: int = 10_000
+    max_wait: float = 2.0
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error)
@@ -94,10 +99,14 @@ class FailurePolicy:
             raise ConfigurationError(
                 f"timeout must be a positive number of seconds or None, got {self.timeout!r}."
             )
-        if self.block_cache_size < 0:
+        if not self.max_wait > 0:
             raise ConfigurationError(
-                f"block_cache_size must be 0 (off) or more, got {self.block_cache_size}."
+                f"max_wait must be a positive number of seconds, got {self.max_wait!r}."
             )
+        for name, low in (("block_cache_size", 0), ("max_in_flight", 1), ("max_waiting", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigurationError(f"{name} must be an int of at least {low}, got {value!r}.")
         # Validates thresholds and times with a clear message.
         try:
             CircuitBreaker(self.failure_threshold, self.recovery_time, self.max_recovery_time)
@@ -108,43 +117,65 @@ class FailurePolicy:
 #: The policy network backends (Redis, Memcached) start with.
 DEFAULT_NETWORK_POLICY = FailurePolicy()
 
+#: The guard of each backend with a policy, by id(backend); an entry goes when its
+#: backend is collected (weakref.finalize), so a backend need not be hashable.
+_guards: dict[int, Guard] = {}
 
-class _Guard:
-    """The runtime state behind a backend's policy: a breaker per failure domain, a block cache.
 
-    Each :meth:`~traffik.backends.base.ThrottleBackend.failure_domain` of the backend
-    (one server of a pool, say) has a circuit breaker of its own, so one dead server
-    does not send the keys of the live ones to the action.
+def set_guard(backend: ThrottleBackend[typing.Any, typing.Any], guard: Guard) -> Guard:
+    """Compose ``guard`` around ``backend`` (tests use it to inject a clock)."""
+    key = id(backend)
+    if key not in _guards:
+        weakref.finalize(backend, _guards.pop, key, None)
+    _guards[key] = guard
+    return guard
+
+
+def guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> Guard | None:
+    """The guard composed around ``backend`` (None without a failure policy).
+
+    A new guard (fresh breakers and cache) replaces the old one when
+    ``backend.failure_policy`` is replaced.
     """
-
-    __slots__ = ("breakers", "cache", "policy")
-
-    def __init__(self, policy: FailurePolicy) -> None:
-        self.policy = policy
-        self.breakers: dict[typing.Hashable, CircuitBreaker] = {}
-        self.cache = BlockCache(policy.block_cache_size) if policy.block_cache_size else None
-
-    def breaker(self, domain: typing.Hashable = None) -> CircuitBreaker:
-        """The circuit breaker of failure domain ``domain`` (made on first use)."""
-        breaker = self.breakers.get(domain)
-        if breaker is None:
-            policy = self.policy
-            breaker = CircuitBreaker(
-                policy.failure_threshold, policy.recovery_time, policy.max_recovery_time
-            )
-            self.breakers[domain] = breaker
-        return breaker
-
-
-def _guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> _Guard | None:
     policy = backend.failure_policy
     if policy is None:
         return None
-    guard: _Guard | None = backend.__dict__.get("_traffik_guard")
+    guard = _guards.get(id(backend))
     if guard is None or guard.policy is not policy:
-        guard = _Guard(policy)
-        backend.__dict__["_traffik_guard"] = guard
+        guard = set_guard(backend, Guard(policy))
     return guard
+
+
+def heard_from(
+    backend: ThrottleBackend[typing.Any, typing.Any], domain: typing.Hashable = None
+) -> None:
+    """Tell the failure guard that failure domain ``domain`` of ``backend`` (what
+    :meth:`~traffik.backends.base.ThrottleBackend.failure_domain` returns for the
+    key) just answered a round trip.
+
+    The guard judges a server silent when no call of its failure domain finished
+    for a whole ``timeout``. A backend whose one decision may take many round trips
+    (a compare-and-swap loop losing races to other processes, with pauses between
+    attempts) calls this after each reply, so a long contended decision is not
+    mistaken for a dead server. Cheap; a no-op for backends without a policy.
+    """
+    guard = _guards.get(id(backend))
+    if guard is not None:
+        guard.breaker(domain).heard()
+
+
+async def drain_abandoned(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    """Let calls abandoned at their deadline unwind (bounded) before ``backend`` closes."""
+    guard = _guards.get(id(backend))
+    if guard is not None:
+        await guard.drain()
+
+
+def forget_local_blocks(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
+    """Drop the refusals cached for ``backend`` (its data was reset)."""
+    guard = _guards.get(id(backend))
+    if guard is not None and guard.cache is not None:
+        guard.cache.clear()
 
 
 _fallback: ThrottleBackend[typing.Any, typing.Any] | None = None
@@ -164,35 +195,20 @@ async def local_fallback_backend() -> ThrottleBackend[typing.Any, typing.Any]:
     return _fallback
 
 
-async def _fallback_of(action: OnError) -> ThrottleBackend[typing.Any, typing.Any]:
+async def fallback_of(action: OnError) -> ThrottleBackend[typing.Any, typing.Any]:
     """The backend a ``"fallback"`` action (or a backend given as the action) decides on."""
     if action == "fallback":
         return await local_fallback_backend()
     return typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
 
 
-_T = typing.TypeVar("_T")
-
-if sys.version_info >= (3, 11):
-
-    async def _bounded(awaitable: typing.Awaitable[_T], timeout: float | None) -> _T:
-        if timeout is None:
-            return await awaitable
-        async with asyncio.timeout(timeout):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _bounded(awaitable: typing.Awaitable[_T], timeout: float | None) -> _T:
-        if timeout is None:
-            return await awaitable
-        return await asyncio.wait_for(awaitable, timeout)
+CustomStrategy = typing.Callable[..., typing.Awaitable[float]]
 
 
 async def decide_with_policy(
     backend: ThrottleBackend[typing.Any, typing.Any],
     key: str,
-    strategy: Strategy,
+    strategy: Strategy | CustomStrategy,
     rate: Rate,
     cost: int,
     *,
@@ -201,214 +217,84 @@ async def decide_with_policy(
 ) -> Decision:
     """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action).
 
-    ``name`` (the throttle's uid) is the ``policy`` of the events emitted.
+    ``strategy`` is a built-in :class:`~traffik.strategies.Strategy` or a custom
+    one (``async (key, rate, backend, cost) -> wait_ms``, its wait turned into a
+    decision with ``remaining=-1``, unknown); both take the same path. ``name``
+    (the throttle's uid) is the ``policy`` of the events emitted, and every answer,
+    whoever gave it, is emitted once as ``allowed`` or ``throttled``.
     """
-    if backend.failure_policy is None:
-        # The local fast path (in-memory backends): nothing to guard.
+    from traffik.strategies._base import Strategy
+
+    if isinstance(strategy, Strategy) and cost > strategy.capacity(rate):
+        # Can never fit: no need to ask anyone.
+        decision = strategy.decide(None, 0, rate, cost).decision
+    else:
+        decision = await _decide(backend, key, strategy, rate, cost, policy, name)
+    emit_answer(decision, key, backend, name)
+    return decision
+
+
+async def _decide(
+    backend: ThrottleBackend[typing.Any, typing.Any],
+    key: str,
+    strategy: Strategy | CustomStrategy,
+    rate: Rate,
+    cost: int,
+    policy: OnError | None,
+    name: str,
+) -> Decision:
+    from traffik.strategies._base import Strategy
+
+    guard = guard_of(backend)
+    if guard is None:
+        # No failure policy (in-memory backends): errors propagate unless the
+        # throttle names an action of its own.
+        call = _call_of(key, strategy, rate, cost)
         try:
-            decision = await backend.decide(key, strategy, rate, cost)
-        except BackendError as exc:
+            return await call(backend)
+        except FAILURES as exc:
             if policy is None or policy == "raise":
                 raise
-            return await _on_error(backend, key, strategy, rate, cost, policy, exc, None, name)
-        if _subscribers:
-            emit_decision(decision, key, backend, name)
-        return decision
-    guard = typing.cast(_Guard, _guard_of(backend))
-
-    if cost > strategy.capacity(rate):
-        # Can never fit: no need to ask anyone.
-        never = strategy.decide(None, 0, rate, cost).decision
-        if _subscribers:
-            emit_decision(never, key, backend, name)
-        return never
-
+            return await answer_by_policy(backend, key, call, rate, cost, policy, exc, None, name)
     action = guard.policy.on_error if policy is None else policy
-    cache = guard.cache
-    cache_key = ""
-    if cache is not None:
-        cache_key = entry_key(key, strategy, rate)
-        local = cache.get(cache_key, cost)
-        if local is not None:
-            if events.has_subscribers():
-                events.emit(
-                    events.ThrottleEvent(
-                        events.LOCAL_BLOCK,
-                        policy=name or local.policy,
-                        key=key,
-                        backend=repr(backend),
-                        decision=local,
-                    )
-                )
-            return local
-
-    breaker = guard.breaker(backend.failure_domain(key))
-    allowed, change = breaker.allow_call()
-    circuit_event(change, backend)
-    if not allowed:
-        return await _on_error(backend, key, strategy, rate, cost, action, None, breaker, name)
-    try:
-        if change is not None:
-            # A recovery probe: the backend may never have connected (app started while it was down).
-            await _bounded(backend.initialize(), guard.policy.timeout)
-        decision = await _bounded(backend.decide(key, strategy, rate, cost), guard.policy.timeout)
-    except (BackendError, TimeoutError, asyncio.TimeoutError, OSError) as exc:
-        circuit_event(breaker.record_failure(), backend)
-        if action == "raise":
-            if isinstance(exc, BackendError):
-                raise
-            raise BackendError(
-                f"{backend!r} did not answer within {guard.policy.timeout} s: {exc!r}"
-            ) from exc
-        return await _on_error(backend, key, strategy, rate, cost, action, exc, breaker, name)
-    circuit_event(breaker.record_success(), backend)
-    if cache is not None and not decision.allowed:
-        cache.put(cache_key, cost, decision)
-    if events.has_subscribers():
-        emit_decision(decision, key, backend, name)
-    return decision
+    if isinstance(strategy, Strategy):
+        return await guard.decide(backend, key, strategy, rate, cost, action, name)
+    return await guard.decide_custom(backend, key, strategy, rate, cost, action, name)
 
 
-async def _on_error(
-    backend: ThrottleBackend[typing.Any, typing.Any],
-    key: str,
-    strategy: Strategy,
-    rate: Rate,
-    cost: int,
-    action: OnError,
-    error: BaseException | None,
-    breaker: CircuitBreaker | None,
-    name: str = "",
-) -> Decision:
-    """Answer without the backend, as ``action`` says (and emit the answer's event)."""
-    report(backend, key, action, error, name)
-    decision = await _answer(backend, key, strategy, rate, cost, action, error, breaker)
-    if _subscribers:
-        emit_decision(decision, key, backend, name)
-    return decision
+def _call_of(
+    key: str, strategy: Strategy | CustomStrategy, rate: Rate, cost: int
+) -> typing.Callable[[ThrottleBackend[typing.Any, typing.Any]], typing.Awaitable[Decision]]:
+    from traffik.strategies._base import Strategy
 
+    if not isinstance(strategy, Strategy):
+        return custom_call(key, strategy, rate, cost)
+    builtin = strategy
 
-async def _answer(
-    backend: ThrottleBackend[typing.Any, typing.Any],
-    key: str,
-    strategy: Strategy,
-    rate: Rate,
-    cost: int,
-    action: OnError,
-    error: BaseException | None,
-    breaker: CircuitBreaker | None,
-) -> Decision:
-    if action == "allow":
-        return Decision(True, rate.limit, max(0, rate.limit - cost), 0, 0, rate.expire)
-    if action == "throttle":
-        wait = breaker.retry_after() if breaker is not None else 0.0
-        retry = max(1, math.ceil(wait * 1000)) if wait else 1000
-        return Decision(False, rate.limit, 0, retry, retry, rate.expire)
-    if action == "raise":
-        if isinstance(error, BackendError):
-            raise error
-        raise BackendError(
-            f"{backend!r} is unavailable (its circuit is open); on_error='raise'."
-        ) from error
-    fallback = await _fallback_of(action)
-    try:
-        return await fallback.decide(key, strategy, rate, cost)
-    except BackendError:
-        logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
-        retry = rate.expire if strategy.capacity(rate) >= cost else NEVER
-        return Decision(False, rate.limit, 0, rate.expire, retry, rate.expire)
+    async def call(target: ThrottleBackend[typing.Any, typing.Any]) -> Decision:
+        return await target.decide(key, builtin, rate, cost)
 
-
-def _decision_from_wait(wait_ms: float, rate: Rate) -> Decision:
-    """A custom strategy's wait as a Decision; ``remaining=-1`` means unknown."""
-    if not wait_ms > 0:  # 0, negative or NaN: admitted
-        return Decision(True, rate.limit, -1, 0, 0, rate.expire)
-    if math.isinf(wait_ms):
-        return Decision(False, rate.limit, -1, rate.expire, NEVER, rate.expire)
-    ms = math.ceil(wait_ms)
-    return Decision(False, rate.limit, -1, ms, ms, rate.expire)
-
-
-#: Errors of a custom strategy that mean "the backend could not answer".
-_CUSTOM_FAILURES = (BackendError, TimeoutError, asyncio.TimeoutError, OSError)
+    return call
 
 
 async def wait_with_policy(
     backend: ThrottleBackend[typing.Any, typing.Any],
     key: str,
-    strategy: typing.Callable[..., typing.Awaitable[float]],
+    strategy: CustomStrategy,
     rate: Rate,
     cost: int,
     *,
     policy: OnError | None = None,
     name: str = "",
 ) -> float:
-    """Run a custom strategy (``async (key, rate, backend, cost) -> wait_ms``) under the policy.
+    """Run a custom strategy under the policy and return its wait in milliseconds.
 
-    When it fails because the backend did (a :class:`BackendError`, a lock or call
-    timeout, a socket error), the action of ``policy`` or of the backend's
-    ``failure_policy`` answers: ``"allow"`` -> 0, ``"throttle"`` -> one second,
-    ``"fallback"`` or a backend -> the same strategy on that backend. With neither
-    (in-memory backends), or with ``"raise"``, the error propagates. A backend with a
-    failure policy also has its circuit breaker here: while it is open the strategy
-    is not run and the action answers at once. Custom strategies are not cut off by
-    the policy's ``timeout`` (they may wait for a lock on purpose), and a lock
-    timeout does not count as a backend failure.
+    The same path as :func:`decide_with_policy` (which throttles use), for callers
+    that want the seed protocol's ``wait_ms``: 0 when admitted.
     """
-    configured = backend.failure_policy
-    action = policy if policy is not None else (configured.on_error if configured else "raise")
-    guard = _guard_of(backend) if configured is not None else None
-    error: BaseException | None = None
-    if guard is not None:
-        breaker = guard.breaker(backend.failure_domain(key))
-        allowed, change = breaker.allow_call()
-        circuit_event(change, backend)
-        if not allowed:
-            if action == "raise":
-                raise BackendError(
-                    f"{backend!r} is unavailable (its circuit is open); on_error='raise'."
-                )
-            return await _custom_on_error(backend, key, strategy, rate, cost, action, None, name)
-        try:
-            if change is not None:  # a recovery probe: the backend may never have connected
-                await _bounded(backend.initialize(), guard.policy.timeout)
-            wait = await strategy(key, rate, backend, cost)
-        except _CUSTOM_FAILURES as exc:
-            if not isinstance(exc, LockTimeoutError):  # contention, not a dead server
-                circuit_event(breaker.record_failure(), backend)
-            error = exc
-        else:
-            circuit_event(breaker.record_success(), backend)
-            return wait
-    else:
-        try:
-            return await strategy(key, rate, backend, cost)
-        except _CUSTOM_FAILURES as exc:
-            error = exc
-    if action == "raise":
-        raise error
-    return await _custom_on_error(backend, key, strategy, rate, cost, action, error, name)
-
-
-async def _custom_on_error(
-    backend: ThrottleBackend[typing.Any, typing.Any],
-    key: str,
-    strategy: typing.Callable[..., typing.Awaitable[float]],
-    rate: Rate,
-    cost: int,
-    action: OnError,
-    error: BaseException | None,
-    name: str,
-) -> float:
-    """A custom strategy's answer without the backend, as ``action`` says."""
-    report(backend, key, action, error, name)
-    if action == "allow":
+    decision = await decide_with_policy(
+        backend, key, strategy, rate, cost, policy=policy, name=name
+    )
+    if decision.allowed:
         return 0.0
-    if action == "throttle":
-        return 1000.0
-    fallback = await _fallback_of(action)
-    try:
-        return await strategy(key, rate, fallback, cost)
-    except _CUSTOM_FAILURES:
-        logger.warning("traffik: fallback %r failed too; refusing %s", fallback, key)
-        return float(rate.expire)
+    return float("inf") if decision.never else float(decision.retry_after_ms)

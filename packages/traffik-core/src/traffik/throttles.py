@@ -28,14 +28,8 @@ from traffik._keys import RouteKeys, memo_identity_part, route_part
 from traffik._policy_events import emit_decision
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
 from traffik.decisions import NEVER
-from traffik.events import _subscribers
 from traffik.exceptions import AnonymousConnection, ConfigurationError
-from traffik.failures import (
-    _decision_from_wait,
-    check_on_error,
-    decide_with_policy,
-    wait_with_policy,
-)
+from traffik.failures import check_on_error, decide_with_policy
 from traffik.headers import (
     LEGACY_STATE_KEY,
     get_decisions,
@@ -173,7 +167,6 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.on_backend_error = on_backend_error
         self.legacy_headers = legacy_headers
         self.key_by = key_by
-        self._builtin = isinstance(strategy, Strategy)
         self._prefix = f"{route_part(uid)}:"
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         self._routes = RouteKeys(by_template=key_by == "route")
@@ -279,24 +272,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         else:
             route = self._routes.route_key(connection.scope, context_key)
             key = f"{self._prefix}{route}:{memo_identity_part(identity)}"
-        strategy = self.strategy
-        if self._builtin:
-            decision = await decide_with_policy(
-                backend,
-                key,
-                typing.cast("Strategy", strategy),
-                rate,
-                cost,
-                policy=self.on_backend_error,
-                name=self.uid,
-            )
-        else:
-            wait_ms = await wait_with_policy(
-                backend, key, strategy, rate, cost, policy=self.on_backend_error, name=self.uid
-            )
-            decision = _decision_from_wait(wait_ms, rate)
-            if _subscribers:
-                emit_decision(decision, key, backend, self.uid)
+        # Built-in and custom strategies take the same failure path (traffik.failures).
+        decision = await decide_with_policy(
+            backend, key, self.strategy, rate, cost, policy=self.on_backend_error, name=self.uid
+        )
         record_decision(connection, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:

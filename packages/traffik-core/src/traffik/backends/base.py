@@ -31,7 +31,12 @@ from traffik.backends._context import (
 from traffik.backends._locking import AsyncLockContext
 from traffik.decisions import Decision
 from traffik.exceptions import BackendError, ConfigurationError, TraffikException
-from traffik.failures import DEFAULT_NETWORK_POLICY, FailurePolicy
+from traffik.failures import (
+    DEFAULT_NETWORK_POLICY,
+    FailurePolicy,
+    drain_abandoned,
+    forget_local_blocks,
+)
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.strategies._base import Strategy, decode_state, encode_state
@@ -129,13 +134,13 @@ def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitab
         self: ThrottleBackend[typing.Any, typing.Any], *args: typing.Any, **kwargs: typing.Any
     ) -> T:
         try:
+            if name == "close":
+                await drain_abandoned(self)
             result = await func(self, *args, **kwargs)
         except TraffikException:
             raise
         except Exception as exc:
-            raise BackendError(
-                f"{type(self).__name__}.{name}() failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self.wrap_error(name, exc) from exc
         if name in _RESETS:
             self._forget_local_blocks()
         return result
@@ -218,6 +223,18 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         """Where ``strategy`` keeps the state of throttle key ``key``."""
         return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
 
+    def wrap_error(self, operation: str, error: Exception) -> BackendError:
+        """The :class:`~traffik.exceptions.BackendError` raised for client error ``error``
+        of method ``operation``: the one place a backend's errors are translated.
+
+        Override it to say more (which server, whether it was unreachable:
+        :class:`~traffik.exceptions.BackendConnectionError`); it is called by the
+        wrapper every backend method gets, never twice for one error.
+        """
+        return BackendError(
+            f"{type(self).__name__}.{operation}() failed: {type(error).__name__}: {error}"
+        )
+
     def failure_domain(self, key: str) -> typing.Hashable:
         """Which part of the storage answers throttle key ``key``, for the failure policy.
 
@@ -231,9 +248,7 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         return None
 
     def _forget_local_blocks(self) -> None:
-        guard = self.__dict__.get("_traffik_guard")
-        if guard is not None and guard.cache is not None:
-            guard.cache.clear()
+        forget_local_blocks(self)
 
     def now_ms(self) -> int:
         """The backend's current time in milliseconds (its ``clock``)."""

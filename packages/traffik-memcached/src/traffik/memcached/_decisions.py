@@ -7,6 +7,7 @@ import random
 import typing
 
 from traffik.exceptions import BackendError
+from traffik.failures import heard_from
 from traffik.memcached._keys import (
     decode_counter,
     decode_value,
@@ -158,6 +159,8 @@ async def decide_cas(
                 return step.decision
             if line not in (b"EXISTS", b"NOT_FOUND", b"NOT_STORED"):
                 raise BackendError(f"memcached answered the write of {skey!r} with {line!r}.")
+            # A lost race is an answer: the server is alive, however long this takes.
+            heard_from(backend, server.address)
         raise BackendError(
             f"Gave up deciding {skey!r} after {backend.max_retries + 1} attempts: other requests "
             f"kept changing it (CAS contention). Raise max_retries, or spread the load over more keys."

@@ -9,12 +9,12 @@ import typing
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from traffik.exceptions import BackendConnectionError, BackendError, TraffikException
+from traffik.exceptions import BackendConnectionError, BackendError
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["backend_error", "guarded"]
+__all__ = ["backend_error", "gated"]
 
 P = typing.ParamSpec("P")
 R = typing.TypeVar("R")
@@ -28,14 +28,12 @@ _CONNECTION_ERRORS = (
 )
 
 
-class _Reporting(typing.Protocol):
-    def _error(self, op: str, exc: BaseException) -> BackendError: ...
-
+class _Gated(typing.Protocol):
     @property
     def _gate(self) -> asyncio.Semaphore | None: ...
 
 
-S = typing.TypeVar("S", bound=_Reporting)
+S = typing.TypeVar("S", bound=_Gated)
 
 
 def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
@@ -49,26 +47,21 @@ def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
     return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
 
 
-def guarded(
+def gated(
     func: Callable[typing.Concatenate[S, P], Coroutine[typing.Any, typing.Any, R]],
 ) -> Callable[typing.Concatenate[S, P], Coroutine[typing.Any, typing.Any, R]]:
-    """Raise client errors as BackendConnectionError (unreachable) or BackendError (anything else).
+    """With a gate (a client whose pool raises when exhausted), the call waits for a slot.
 
-    With a gate (a client whose pool raises when exhausted), the call waits for a slot.
+    Errors are not translated here: ThrottleBackend wraps every backend method
+    once, through :meth:`RedisBackend.wrap_error`.
     """
 
     @functools.wraps(func)
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            gate = self._gate
-            if gate is None:
-                return await func(self, *args, **kwargs)
-            async with gate:
-                return await func(self, *args, **kwargs)
-        except TraffikException:
-            raise
-        except Exception as exc:
-            raise self._error(func.__name__, exc) from exc
+        gate = self._gate
+        if gate is None:
+            return await func(self, *args, **kwargs)
+        async with gate:
+            return await func(self, *args, **kwargs)
 
-    wrapper.__traffik_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper

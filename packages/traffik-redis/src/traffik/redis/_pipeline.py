@@ -3,7 +3,15 @@
 The pipeline holds up to ``lanes`` connections taken from the client's pool (taken
 once, given back on close), so a decision costs one write and one read on a
 connection already in hand: no pool round, no redis-py command wrapper, and the
-``EVALSHA`` packed in one step.
+``EVALSHA`` packed in one step. Only public Connection methods and attributes are
+used (``send_packed_command``, ``read_response``, ``pack_command``,
+``disconnect``, ``socket_timeout``). While a lane holds a connection, its
+``socket_timeout`` moves from writes to reads: ``send_packed_command`` with a
+timeout runs each write under ``asyncio.wait_for`` (a task and two loop turns per
+write on Python 3.11, about half the throughput under load), so lanes write
+without one and pass the timeout to every ``read_response`` instead (a write only
+waits when the socket buffer is full; the failure guard bounds every answer).
+The timeout is restored when the connection goes back to the pool.
 
 An idle backend sends a decision straight away (no added latency). While every
 lane has a round trip out, new decisions wait in a queue; as soon as one returns,
@@ -57,6 +65,7 @@ class AutoPipeline:
         "_pool",
         "_queue",
         "_tasks",
+        "_timeouts",
     )
 
     def __init__(
@@ -72,6 +81,8 @@ class AutoPipeline:
         self._flushing = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # The socket_timeout of each connection held, restored on release.
+        self._timeouts: dict[int, float | None] = {}
 
     @classmethod
     def for_client(cls, client: typing.Any, gate: asyncio.Semaphore | None) -> AutoPipeline | None:
@@ -108,7 +119,8 @@ class AutoPipeline:
                 try:
                     packed = pack_evalsha(script, self._encode(key), args)
                     return await conn.retry.call_with_retry(
-                        lambda: _one(conn, packed, script), lambda error: conn.disconnect()
+                        lambda: _one(conn, packed, script, self._read_timeout(conn)),
+                        lambda error: conn.disconnect(),
                     )
                 finally:
                     if self._closed:
@@ -143,9 +155,15 @@ class AutoPipeline:
             if gate is not None:
                 gate.release()
             raise
+        self._timeouts[id(conn)] = conn.socket_timeout
+        conn.socket_timeout = None  # reads get it explicitly (see the module docstring)
         return conn
 
+    def _read_timeout(self, conn: typing.Any) -> float | None:
+        return self._timeouts.get(id(conn))
+
     async def _release(self, conn: typing.Any) -> None:
+        conn.socket_timeout = self._timeouts.pop(id(conn), conn.socket_timeout)
         try:
             await self._pool.release(conn)
         finally:
@@ -156,12 +174,11 @@ class AutoPipeline:
         """One round trip of ``calls`` on ``conn``: each reply, or the ResponseError it gave."""
         encode = self._encode
         packed = [pack_evalsha(script, encode(key), args) for script, key, args in calls]
+        timeout = self._read_timeout(conn)
 
         async def attempt() -> list[typing.Any]:
-            rest = _write_now(conn, packed)
-            if rest is not None:
-                await conn.send_packed_command(rest)
-            replies = [await _read(conn) for _ in packed]
+            await conn.send_packed_command(packed)
+            replies = [await _read(conn, timeout) for _ in packed]
             lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if lost:
                 # The server lost its scripts (a restart, SCRIPT FLUSH): load each one
@@ -173,9 +190,9 @@ class AutoPipeline:
                 commands.extend(packed[i] for i in lost)
                 await conn.send_packed_command(commands)
                 for _ in scripts:
-                    await _read(conn)  # a SHA1, or an error the calls sent again repeat
+                    await _read(conn, timeout)  # a SHA1, or an error the calls sent again repeat
                 for i in lost:
-                    replies[i] = await _read(conn)
+                    replies[i] = await _read(conn, timeout)
             return replies
 
         result: list[typing.Any] = await conn.retry.call_with_retry(
@@ -236,49 +253,25 @@ class AutoPipeline:
             self._kick()
 
 
-def _write_now(conn: typing.Any, packed: list[bytes]) -> list[bytes] | None:
-    """Write ``packed`` straight into the transport of ``conn`` if that cannot block.
-
-    Returns None when done, else what to pass to ``send_packed_command``: ``packed``
-    (not written), or ``[]`` (written, but the socket did not take it all: drain).
-    redis-py's ``send_packed_command`` runs every write under ``asyncio.wait_for``,
-    which costs a task and two loop turns. A command that the socket takes at once
-    needs no timeout; anything left buffered (or a connection to open, a health
-    check due, a closing transport) goes through ``send_packed_command`` as usual,
-    with its timeout and its error handling.
-    """
-    writer = getattr(conn, "_writer", None)
-    if (
-        writer is None
-        or not conn.is_connected
-        or conn.health_check_interval
-        or writer.transport.is_closing()
-        or writer.transport.get_write_buffer_size()
-    ):
-        return packed
-    writer.writelines(packed)
-    return [] if writer.transport.get_write_buffer_size() else None
-
-
-async def _one(conn: typing.Any, packed: bytes, script: LuaScript) -> typing.Any:
+async def _one(
+    conn: typing.Any, packed: bytes, script: LuaScript, timeout: float | None
+) -> typing.Any:
     """The reply of one packed ``EVALSHA`` on ``conn``; on ``NOSCRIPT``, load and send it again."""
-    rest = _write_now(conn, [packed])
-    if rest is not None:
-        await conn.send_packed_command(rest)
+    await conn.send_packed_command(packed)
     try:
-        return await conn.read_response()
+        return await conn.read_response(timeout=timeout)
     except NoScriptError:
         pass
     # The server lost its scripts (a restart, SCRIPT FLUSH): load it on this
     # connection and send the call again, in one more round trip.
     await conn.send_packed_command([*conn.pack_command("SCRIPT", "LOAD", script.source), packed])
-    await _read(conn)  # the SHA1, or an error the call sent again repeats
-    return await conn.read_response()
+    await _read(conn, timeout)  # the SHA1, or an error the call sent again repeats
+    return await conn.read_response(timeout=timeout)
 
 
-async def _read(conn: typing.Any) -> typing.Any:
+async def _read(conn: typing.Any, timeout: float | None) -> typing.Any:
     """The next reply on ``conn``; an error reply is returned, not raised (the stream stays in step)."""
     try:
-        return await conn.read_response()
+        return await conn.read_response(timeout=timeout)
     except ResponseError as exc:
         return exc

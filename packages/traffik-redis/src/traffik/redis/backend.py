@@ -12,10 +12,9 @@ from traffik.exceptions import (
     BackendConnectionError,
     BackendError,
     ConfigurationError,
-    TraffikException,
 )
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
-from traffik.redis._errors import backend_error, guarded
+from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
@@ -84,7 +83,6 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         negative_counters=True,
         server_clock=True,
     )
-    unwrapped_methods = frozenset({"decide", "peek"})
 
     def __init__(
         self,
@@ -167,8 +165,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
 
     # -- errors -----------------------------------------------------------------
 
-    def _error(self, op: str, exc: BaseException) -> BackendError:
-        return backend_error(self._where, op, exc)
+    def wrap_error(self, operation: str, error: Exception) -> BackendError:
+        """A client error as BackendConnectionError (unreachable) or BackendError, naming the server."""
+        return backend_error(self._where, operation, error)
 
     def _not_open(self) -> BackendConnectionError:
         return BackendConnectionError(
@@ -212,12 +211,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             self._where = opened.where
             scripts = ScriptSet()
             await asyncio.wait_for(self._prepare(opened.client, scripts), timeout)
-        except TraffikException:
+        except BaseException:
             await self._discard(opened)
             raise
-        except Exception as exc:
-            await self._discard(opened)
-            raise self._error("initialize", exc) from exc
         if self._opened is not None:  # another task initialised meanwhile
             await self._discard(opened)
             return
@@ -242,7 +238,6 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             except Exception:  # the connection is being dropped anyway
                 pass
 
-    @guarded
     async def close(self) -> None:
         """Close the client if this backend created it (from a URL or a factory)."""
         opened, self._opened, self._scripts = self._opened, None, None
@@ -255,20 +250,17 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             if opened is not None and opened.owned:
                 await opened.client.aclose()
 
-    @guarded
     async def reset(self) -> None:
         """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
         await delete_namespace(self._client(), self.namespace)
-        # _guarded stands in for the base class's wrapper, which does this too.
-        self._forget_local_blocks()
 
     # -- primitives -----------------------------------------------------------------
 
-    @guarded
+    @gated
     async def get(self, key: str) -> str | None:
         return _text(await self._client().get(key))
 
-    @guarded
+    @gated
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         if expire is None:
             await self._client().set(key, str(value))
@@ -277,19 +269,19 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             raise ValueError(f"expire must be a positive number of seconds, got {expire}.")
         await self._client().set(key, str(value), px=max(1, math.ceil(expire * 1000)))
 
-    @guarded
+    @gated
     async def delete(self, key: str) -> bool:
         return bool(await self._client().delete(key))
 
-    @guarded
+    @gated
     async def increment(self, key: str, amount: int = 1) -> int:
         return int(await self._client().incrby(key, amount))
 
-    @guarded
+    @gated
     async def decrement(self, key: str, amount: int = 1) -> int:
         return int(await self._client().decrby(key, amount))
 
-    @guarded
+    @gated
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: int = 60) -> int:
         if ttl <= 0:
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl}.")
@@ -297,11 +289,11 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         ttl_ms = max(1, math.ceil(ttl * 1000))
         return int(await run_script(opened.client, scripts["incr_ttl"], key, (amount, ttl_ms)))
 
-    @guarded
+    @gated
     async def expire(self, key: str, seconds: float) -> bool:
         return bool(await self._client().pexpire(key, max(1, math.ceil(seconds * 1000))))
 
-    @guarded
+    @gated
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
             return []
@@ -313,9 +305,26 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             values = await client.mget(list(keys))
         return [_text(value) for value in values]
 
-    @guarded
+    @gated
     async def get_lock(self, name: str) -> AsyncRedisLock:
         return AsyncRedisLock(self._client(), name, timeout=self.lock_timeout, gate=self._gate)
+
+    def failure_domain(self, key: str) -> typing.Hashable:
+        """The master serving ``key``'s slot on a Redis Cluster (``"host:port"``); None
+        on a single Redis (one domain).
+
+        Each master has its own circuit breaker and in-flight bound, so a master that
+        dies opens its circuit only: the keys of the other masters keep their exact
+        decisions, and after a failover the slot's new master starts closed.
+        """
+        client = self.connection
+        if not isinstance(client, RedisCluster):
+            return None
+        try:
+            node = client.get_node_from_key(tagged_key(self.namespace, key, ""))
+        except Exception:  # no slot map yet (the cluster is being reshaped)
+            return None
+        return None if node is None else node.name
 
     # -- decisions --------------------------------------------------------------------
 
@@ -333,14 +342,10 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             if plan is not None:
                 # The strategy, rate and cost were checked when the plan was made.
                 skey = f"{self.namespace}:{{{escape_tag(key)}}}:{plan.suffix}"
-                try:
-                    reply = await pipeline.call(plan.script, skey, plan.args)
-                except Exception as exc:
-                    raise self._error("decide", exc) from exc
-                return to_decision(reply)
+                return to_decision(await pipeline.call(plan.script, skey, plan.args))
         name = SCRIPT_OF.get(type(strategy))
         if name is None:
-            return await self._generic_decide(key, strategy, rate, cost, now_ms=now_ms)
+            return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
         check_cost(cost)
         if rate.unlimited:
             return UNLIMITED_DECISION
@@ -351,32 +356,17 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         script, suffix = scripts[name], strategy.storage_suffix()
         skey = tagged_key(self.namespace, key, suffix)
         pipeline = self._pipeline
-        try:
-            if pipeline is not None:
-                packed = pack_args(args)
-                if now_ms is None:  # the server's clock: the same ARGV every time
-                    keep_plan(
-                        self._plans, DecisionPlan(strategy, rate, script, suffix, packed), cost
-                    )
-                reply = await pipeline.call(script, skey, packed)
-            elif opened.gate is None:
+        if pipeline is not None:
+            packed = pack_args(args)
+            if now_ms is None:  # the server's clock: the same ARGV every time
+                keep_plan(self._plans, DecisionPlan(strategy, rate, script, suffix, packed), cost)
+            reply = await pipeline.call(script, skey, packed)
+        elif opened.gate is None:
+            reply = await run_script(opened.client, script, skey, args)
+        else:
+            async with opened.gate:
                 reply = await run_script(opened.client, script, skey, args)
-            else:
-                async with opened.gate:
-                    reply = await run_script(opened.client, script, skey, args)
-        except Exception as exc:
-            raise self._error("decide", exc) from exc
         return to_decision(reply)
-
-    async def _generic_decide(
-        self, key: str, strategy: Strategy, rate: Rate, cost: int, *, now_ms: int | None
-    ) -> Decision:
-        try:
-            return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
-        except (TraffikException, ValueError):
-            raise
-        except Exception as exc:
-            raise self._error("decide", exc) from exc
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
@@ -392,16 +382,13 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         skey = self.state_key(key, strategy)
         args = ("" if now_ms is None else now_ms,)
         pipeline, script = self._pipeline, scripts["peek"]
-        try:
-            if pipeline is not None:
-                now, raw = await pipeline.call(script, skey, pack_args(args))
-            elif opened.gate is None:
+        if pipeline is not None:
+            now, raw = await pipeline.call(script, skey, pack_args(args))
+        elif opened.gate is None:
+            now, raw = await run_script(opened.client, script, skey, args)
+        else:
+            async with opened.gate:
                 now, raw = await run_script(opened.client, script, skey, args)
-            else:
-                async with opened.gate:
-                    now, raw = await run_script(opened.client, script, skey, args)
-        except Exception as exc:
-            raise self._error("peek", exc) from exc
         return strategy.peek(decode_state(raw), int(now), rate)
 
 
