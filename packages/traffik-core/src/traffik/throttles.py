@@ -25,7 +25,6 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik._keys import RouteKeys, memo_identity_part, route_part
-from traffik._policy_events import emit_decision
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
 from traffik.decisions import NEVER
 from traffik.exceptions import AnonymousConnection, ConfigurationError
