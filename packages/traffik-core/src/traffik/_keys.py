@@ -27,10 +27,13 @@ __all__ = [
 #: Longest literal part; longer ones are digested.
 MAX_PART = 100
 
-#: HTTP methods kept in keys as they are; any other method is keyed as "OTHER".
-_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
+#: The method part of keys. HEAD is keyed as GET: Starlette answers HEAD with the GET
+#: endpoint of a route, so a HEAD request spends the GET budget (a client alternating
+#: GET and HEAD must not get two budgets). Any other method is keyed as "OTHER".
+_METHODS = {
+    **{m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")},
+    "HEAD": "GET",
+}
 _ROUTE_CACHE_SIZE = 1024
 _IDENTITY_CACHE_SIZE = 8192
 
@@ -96,7 +99,7 @@ class RouteKeys:
 
     ``{METHOD}{template}`` when the route is known and ``by_template`` (so every
     path of a route shares it), else ``{METHOD}{path}``; WebSockets use ``ws``
-    as the method. A ``context_key`` is appended after ``|``.
+    as the method, and HEAD is keyed as GET (it runs the GET endpoint). A ``context_key`` is appended after ``|``.
     """
 
     __slots__ = ("_cache", "by_template")
@@ -121,9 +124,7 @@ class RouteKeys:
                 area_part = f"{area_part}|{route_part(str(context_key))}"
             return area_part
         if scope["type"] == "http":
-            method = scope.get("method", "GET")
-            if method not in _METHODS:
-                method = "OTHER"
+            method = _METHODS.get(scope.get("method", "GET"), "OTHER")
         else:
             method = "ws"
         route = scope.get("route") if self.by_template else None

@@ -34,12 +34,19 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "DECISIONS_STATE_KEY",
     "LEGACY_STATE_KEY",
+    "MANAGED_FIELDS",
     "RateLimitHeadersMiddleware",
     "get_decisions",
+    "merge_fields",
+    "message_with_fields",
+    "rate_limit_fields",
     "rate_limit_headers",
     "record_decision",
+    "record_in_state",
+    "recorded_fields",
     "set_response_headers",
     "sf_string",
+    "write_recorded_fields",
 ]
 
 #: Key of ``scope["state"]`` (so ``request.state.traffik_decisions``): uid -> Decision.
@@ -57,6 +64,8 @@ MANAGED_FIELDS = frozenset(
         "x-ratelimit-reset",
     }
 )
+
+_MANAGED_RAW = frozenset(name.encode("latin-1") for name in MANAGED_FIELDS)
 
 _HUGE = 1 << 62
 
@@ -93,14 +102,21 @@ def record_decision(
 
     A later decision of the same throttle replaces the earlier one.
     """
-    state = _state(connection)
-    decisions = state.get(DECISIONS_STATE_KEY)
+    record_in_state(_state(connection), uid, decision, legacy)
+
+
+def record_in_state(
+    state: dict[str, typing.Any], uid: str, decision: Decision, legacy: bool = False
+) -> dict[str, Decision]:
+    """:func:`record_decision` on ``scope["state"]`` itself; returns the recorded decisions."""
+    decisions: dict[str, Decision] | None = state.get(DECISIONS_STATE_KEY)
     if decisions is None:
-        state[DECISIONS_STATE_KEY] = {uid: decision}
+        decisions = state[DECISIONS_STATE_KEY] = {uid: decision}
     else:
         decisions[uid] = decision
     if legacy:
         state[LEGACY_STATE_KEY] = True
+    return decisions
 
 
 def get_decisions(connection: typing.Any) -> dict[str, Decision]:
@@ -118,14 +134,21 @@ def _policy_item(uid: str, limit: int, window_ms: int) -> str:
     return f"{sf_string(uid)};q={limit};w={max(1, -(-window_ms // 1000))}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _policy_raw(uid: str, limit: int, window_ms: int) -> bytes:
+    # The whole RateLimit-Policy value of a request with one decision, encoded once.
+    return _policy_item(uid, limit, window_ms).encode("latin-1")
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_raw(uid: str) -> bytes:
+    return sf_string(uid).encode("latin-1")
+
+
 def set_response_headers(response: typing.Any, fields: Iterable[tuple[str, str]]) -> None:
     """Put ``fields`` on a Starlette ``response``, replacing fields of the same names."""
-    raw: list[tuple[bytes, bytes]] = response.raw_headers
     encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-    if raw:
-        names = {name for name, _ in encoded}
-        raw[:] = [item for item in raw if item[0].lower() not in names]
-    raw.extend(encoded)
+    _write(response, encoded, frozenset(name for name, _ in encoded))
 
 
 def _t(decision: Decision) -> int:
@@ -181,6 +204,101 @@ def rate_limit_headers(
     return headers
 
 
+def rate_limit_fields(
+    decisions: Mapping[str, Decision], legacy: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_limit_headers` as raw ASGI header pairs (lower-case names, latin-1 bytes).
+
+    The request path renders through here: one decision (the usual case) costs a
+    cached policy value and one formatted ``RateLimit`` value, several go through
+    :func:`rate_limit_headers`.
+    """
+    if len(decisions) == 1 and not legacy:
+        for uid, d in decisions.items():
+            policy = _policy_raw(uid, d.limit, d.window_ms)
+            if d.remaining < 0:
+                return [(b"ratelimit-policy", policy)]
+            return [
+                (b"ratelimit-policy", policy),
+                (b"ratelimit", b"%s;r=%d;t=%d" % (_name_raw(uid), d.remaining, _t(d))),
+            ]
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in rate_limit_headers(decisions, legacy=legacy)
+    ]
+
+
+def merge_fields(
+    raw: Iterable[tuple[bytes, bytes]],
+    fields: list[tuple[bytes, bytes]],
+    replace: frozenset[bytes] = _MANAGED_RAW,
+) -> list[tuple[bytes, bytes]]:
+    """``raw`` (ASGI header pairs) without the fields named in ``replace``, then ``fields``.
+
+    The one place where RateLimit fields are merged into a response: every
+    integration (dependency, decorators, middleware) goes through it, so fields a
+    throttle already wrote (for instance on a 429) are replaced, never duplicated.
+    ``replace`` defaults to every RateLimit field (:data:`MANAGED_FIELDS`).
+    """
+    kept = [item for item in raw if item[0].lower() not in replace]
+    kept.extend(fields)
+    return kept
+
+
+def _write(
+    response: typing.Any, fields: list[tuple[bytes, bytes]], replace: frozenset[bytes]
+) -> None:
+    raw: list[tuple[bytes, bytes]] = response.raw_headers
+    if raw:
+        # In place: ``response.headers`` shares this list.
+        raw[:] = merge_fields(raw, fields, replace)
+    else:
+        raw.extend(fields)
+
+
+def recorded_fields(
+    state: Mapping[str, typing.Any] | None, legacy: bool = False
+) -> list[tuple[bytes, bytes]] | None:
+    """The raw RateLimit fields for the decisions recorded in ``state`` (``scope["state"]``).
+
+    None when no decision was recorded. The legacy fields are included when
+    ``legacy`` or when a throttle of the request asked for them.
+    """
+    if not state:
+        return None
+    decisions = state.get(DECISIONS_STATE_KEY)
+    if not decisions:
+        return None
+    return rate_limit_fields(decisions, legacy or bool(state.get(LEGACY_STATE_KEY)))
+
+
+def write_recorded_fields(
+    state: Mapping[str, typing.Any] | None, response: typing.Any, legacy: bool = False
+) -> None:
+    """Put the RateLimit fields of the decisions in ``state`` on a Starlette ``response``.
+
+    Fields of the same names already on the response are replaced (applying this
+    twice never duplicates a field). Nothing happens when no decision was recorded.
+    """
+    fields = recorded_fields(state, legacy)
+    if fields is not None:
+        _write(response, fields, _MANAGED_RAW)
+
+
+def message_with_fields(
+    message: Message, state: Mapping[str, typing.Any] | None, legacy: bool = False
+) -> Message:
+    """An ASGI response-start ``message`` with the RateLimit fields of ``state`` merged in.
+
+    The message itself is left alone (its header list may be a response's own):
+    a new message is returned when there are fields to add, else ``message``.
+    """
+    fields = recorded_fields(state, legacy)
+    if fields is None:
+        return message
+    return {**message, "headers": merge_fields(message.get("headers", ()), fields)}
+
+
 class RateLimitHeadersMiddleware:
     """Pure ASGI middleware: writes the RateLimit fields of the recorded decisions on the response.
 
@@ -204,19 +322,11 @@ class RateLimitHeadersMiddleware:
             # Created here so inner apps that copy the scope still share this dict.
             state = scope["state"] = {}
 
+        legacy = self.legacy
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                decisions = state.get(DECISIONS_STATE_KEY)
-                if decisions:
-                    legacy = self.legacy or bool(state.get(LEGACY_STATE_KEY))
-                    raw = [
-                        (name, value)
-                        for name, value in message.get("headers", ())
-                        if name.lower().decode("latin-1") not in MANAGED_FIELDS
-                    ]
-                    for name, value in rate_limit_headers(decisions, legacy=legacy):
-                        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-                    message = {**message, "headers": raw}
+                message = message_with_fields(message, state, legacy)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -38,10 +38,9 @@ from traffik.failures import (
 )
 from traffik.headers import (
     LEGACY_STATE_KEY,
-    get_decisions,
     rate_limit_headers,
-    record_decision,
-    set_response_headers,
+    record_in_state,
+    write_recorded_fields,
 )
 from traffik.identifiers import (
     ANONYMOUS,
@@ -74,6 +73,15 @@ _HTTP_SIGNATURE = inspect.Signature(
 _WS_SIGNATURE = inspect.Signature(
     [inspect.Parameter("websocket", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=WebSocket)]
 )
+
+
+def _default_identity(connection: HTTPConnection) -> str:
+    """What :func:`~traffik.identifiers.connection_identifier` returns, called synchronously."""
+    try:
+        return _identify(connection, _app_config(connection))
+    except AnonymousConnection:
+        _warn_anonymous()
+        return ANONYMOUS
 
 
 class BaseThrottle(typing.Generic[HTTPConnectionT]):
@@ -228,19 +236,15 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self, connection: HTTPConnection, backend: ThrottleBackend[typing.Any, typing.Any]
     ) -> typing.Any:
         identifier = self.identifier or backend.identifier
+        if identifier is connection_identifier:
+            return _default_identity(connection)
         try:
-            if identifier is connection_identifier:  # the default, without a second coroutine
-                return _identify(connection, _app_config(connection))
             return await identifier(connection)
         except AnonymousConnection:
             _warn_anonymous()
             return ANONYMOUS
 
     # -- the call ------------------------------------------------------------------
-
-    def _legacy(self, connection: HTTPConnection) -> bool:
-        # Any throttle of the request asking for the legacy fields turns them on.
-        return self.legacy_headers or bool(connection.scope["state"].get(LEGACY_STATE_KEY))
 
     async def _throttle(
         self,
@@ -251,19 +255,30 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         args: tuple[typing.Any, ...],
         kwargs: dict[str, typing.Any],
     ) -> HTTPConnectionT:
+        # The request path. Everything constant per throttle (key prefix, strategy
+        # kind, rate) was settled in __init__ and route parts are cached per route
+        # (RouteKeys), so per request there is: the backend lookup, the identity
+        # (cached per peer address), one f-string key, one decision, one record on
+        # scope["state"] and, with a response, one header merge (traffik.headers).
         rate = self.rate
         if rate.unlimited:
             return connection
         cost = self.cost if cost is None else check_cost(cost)
-        backend = self._resolve_backend(connection)
-        identity = await self._identity(connection, backend)
-        if identity is UNLIMITED:
-            return connection
+        backend = self.backend
+        if backend is None:
+            backend = self._resolve_backend(connection)
+        if (self.identifier or backend.identifier) is connection_identifier:
+            # The default identifier, without a coroutine of its own.
+            identity = _default_identity(connection)
+        else:
+            identity = await self._identity(connection, backend)
+            if identity is UNLIMITED:
+                return connection
+        scope = connection.scope
         if self._custom_key:
             key = await self._key(connection, identity, context_key)
         else:
-            route = self._routes.route_key(connection.scope, context_key)
-            key = f"{self._prefix}{route}:{memo_identity_part(identity)}"
+            key = f"{self._prefix}{self._routes.route_key(scope, context_key)}:{memo_identity_part(identity)}"
         strategy = self.strategy
         if self._builtin:
             decision = await decide_with_policy(
@@ -282,13 +297,13 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             decision = _decision_from_wait(wait_ms, rate)
             if _subscribers:
                 emit_decision(decision, key, backend, self.uid)
-        record_decision(connection, self.uid, decision, self.legacy_headers)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        decisions = record_in_state(state, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:
-                fields = rate_limit_headers(
-                    get_decisions(connection), legacy=self._legacy(connection)
-                )
-                set_response_headers(response, fields)
+                write_recorded_fields(state, response)
             return connection
 
         # Whole milliseconds (an int) for a finite wait, inf when it can never be admitted.
@@ -297,9 +312,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             wait = math.ceil(self.min_wait_period)
         if "headers" not in kwargs:
             headers = dict(self.headers)
-            headers.update(
-                rate_limit_headers(get_decisions(connection), legacy=self._legacy(connection))
-            )
+            legacy = self.legacy_headers or bool(state.get(LEGACY_STATE_KEY))
+            headers.update(rate_limit_headers(decisions, legacy=legacy))
             kwargs["headers"] = headers
         if context_key is not None:
             kwargs.setdefault("context_key", context_key)
