@@ -290,6 +290,13 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 policy=self.on_backend_error,
                 name=self.uid,
             )
+            if decision.limit != rate.limit:
+                # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
+                # queue_size=) decide with their capacity as the limit. The recorded
+                # decision, and so RateLimit-Policy's q, carries the configured rate
+                # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
+                # second"). r still counts the units available now (up to the burst).
+                decision = decision._replace(limit=rate.limit)
         else:
             wait_ms = await wait_with_policy(
                 backend, key, strategy, rate, cost, policy=self.on_backend_error, name=self.uid
