@@ -18,6 +18,16 @@ never points later than ``Retry-After``.
 FastAPI dependencies put the fields on the injected response. For routes that
 call ``await throttle(request)`` directly, add :class:`RateLimitHeadersMiddleware`,
 which writes them on every response of a request that recorded decisions.
+
+For maintainers: the fields are merged into a response in one place.
+:func:`rate_limit_fields` renders raw ASGI pairs (one decision, the usual case,
+costs a cached ``RateLimit-Policy`` value and one formatted ``RateLimit`` value);
+:func:`merge_fields` drops every RateLimit field already present and appends the
+new ones. Everything that writes fields goes through them: the throttle on
+FastAPI's injected response and :func:`write_recorded_fields` (``traffik.fastapi``,
+the Starlette decorator), :func:`message_with_fields` on an ASGI response start
+(:class:`RateLimitHeadersMiddleware`, ``traffik.starlette``'s middleware), and
+:func:`set_response_headers`. Do not add another copy of the loop.
 """
 
 from __future__ import annotations
@@ -134,15 +144,24 @@ def _policy_item(uid: str, limit: int, window_ms: int) -> str:
     return f"{sf_string(uid)};q={limit};w={max(1, -(-window_ms // 1000))}"
 
 
-@functools.lru_cache(maxsize=4096)
-def _policy_raw(uid: str, limit: int, window_ms: int) -> bytes:
-    # The whole RateLimit-Policy value of a request with one decision, encoded once.
-    return _policy_item(uid, limit, window_ms).encode("latin-1")
+#: (uid, limit, window_ms) -> the encoded RateLimit-Policy value of a request with
+#: that one decision, and the encoded policy name: constant per throttle, so built
+#: once (a plain dict: one lookup per request, bounded like the other caches).
+_single: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
+_SINGLE_MAX = 4096
 
 
-@functools.lru_cache(maxsize=1024)
-def _name_raw(uid: str) -> bytes:
-    return sf_string(uid).encode("latin-1")
+def _single_raw(uid: str, limit: int, window_ms: int) -> tuple[bytes, bytes]:
+    key = (uid, limit, window_ms)
+    found = _single.get(key)
+    if found is None:
+        if len(_single) >= _SINGLE_MAX:
+            _single.clear()
+        found = _single[key] = (
+            _policy_item(uid, limit, window_ms).encode("latin-1"),
+            sf_string(uid).encode("latin-1"),
+        )
+    return found
 
 
 def set_response_headers(response: typing.Any, fields: Iterable[tuple[str, str]]) -> None:
@@ -215,12 +234,12 @@ def rate_limit_fields(
     """
     if len(decisions) == 1 and not legacy:
         for uid, d in decisions.items():
-            policy = _policy_raw(uid, d.limit, d.window_ms)
+            policy, name = _single_raw(uid, d.limit, d.window_ms)
             if d.remaining < 0:
                 return [(b"ratelimit-policy", policy)]
             return [
                 (b"ratelimit-policy", policy),
-                (b"ratelimit", b"%s;r=%d;t=%d" % (_name_raw(uid), d.remaining, _t(d))),
+                (b"ratelimit", b"%s;r=%d;t=%d" % (name, d.remaining, _t(d))),
             ]
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1"))

@@ -7,6 +7,16 @@ connection for the RateLimit headers, and calls the throttled handler (by
 default: raise :class:`~traffik.exceptions.ConnectionThrottled`, a 429) when the
 request is refused.
 
+What is built once and what per request (for maintainers): the key prefix, the
+strategy kind and the policy rendering are fixed per throttle (``__init__``); the
+route part of the key is cached per route (:class:`traffik._keys.RouteKeys`); the
+proxy configuration is read once per app and identities are cached per peer
+address (:mod:`traffik.identifiers`). Per request there is one backend lookup
+(the context variable, then ``app.state``), one key f-string, one decision, one
+record on ``scope["state"]`` and, when there is a response, one header merge
+(:mod:`traffik.headers`). The default identifier is called synchronously.
+HEAD requests are keyed as GET: they run the GET endpoint, so they spend its budget.
+
 As a FastAPI dependency (``Depends(throttle)``) a throttle shows FastAPI only a
 ``request``/``response`` (HTTP) or ``websocket`` (WebSocket) parameter: ``cost``
 and ``context_key`` are for code (``await throttle(request, cost=5)``) and never

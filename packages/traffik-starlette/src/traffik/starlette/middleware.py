@@ -47,6 +47,12 @@ class ThrottleMiddleware:
     server closing a handshake that was never accepted shows the client an HTTP 403).
     ``websocket="pass"`` lets every WebSocket through untouched, as traffik 1.0.0b2 did.
     Lifespan and other scopes always pass through.
+
+    Per request the middleware builds at most one ``Request`` (or ``WebSocket``),
+    only when a rule matches, and shares it with every matching throttle; the rules
+    are checked on the scope. With ``headers=True`` the ``send`` wrapper checks the
+    message type and merges the fields on the response start
+    (:func:`traffik.headers.message_with_fields`).
     """
 
     def __init__(

@@ -190,8 +190,10 @@ class MiddlewareThrottle:
         (``scope["traffik.route_key"]``) while the throttle runs, so every path and
         method the rules match shares one budget per client. The key is set on the
         connection's own scope and restored afterwards: no scope copy and no second
-        ``Request`` per request. ``receive`` and ``send`` are not used (kept for
-        callers of the 1.0 signature).
+        ``Request`` per request. So rules on one connection run one after the other
+        (as the middleware and FastAPI's dependencies run them), not gathered
+        concurrently. ``receive`` and ``send`` are not used (kept for callers of
+        the 1.0 signature).
         """
         if self.per_path:
             await self.throttle(connection)
