@@ -90,6 +90,9 @@ def memo_identity_part(identity: typing.Any) -> str:
     return part
 
 
+#: area -> its route part ("*" + the bounded area), for middleware rules.
+_area_parts: dict[str, str] = {}
+
 #: Scope key naming the route part explicitly (used by middleware for whole areas).
 ROUTE_KEY_SCOPE = "traffik.route_key"
 
@@ -99,7 +102,8 @@ class RouteKeys:
 
     ``{METHOD}{template}`` when the route is known and ``by_template`` (so every
     path of a route shares it), else ``{METHOD}{path}``; WebSockets use ``ws``
-    as the method, and HEAD is keyed as GET (it runs the GET endpoint). A ``context_key`` is appended after ``|``.
+    as the method, and HEAD is keyed as GET (it runs the GET endpoint). A
+    ``context_key`` is appended after ``|``.
     """
 
     __slots__ = ("_cache", "by_template")
@@ -119,27 +123,33 @@ class RouteKeys:
         area = scope.get(ROUTE_KEY_SCOPE)
         if area is not None:
             # "*" starts no method name, so an area never shares a key with a route.
-            area_part = "*" + route_part(str(area))
-            if context_key is not None:
-                area_part = f"{area_part}|{route_part(str(context_key))}"
-            return area_part
-        if scope["type"] == "http":
-            method = _METHODS.get(scope.get("method", "GET"), "OTHER")
-        else:
-            method = "ws"
-        route = scope.get("route") if self.by_template else None
-        template = getattr(route, "path_format", None) if route is not None else None
-        if isinstance(template, str):
-            root = scope.get("root_path", "")
-            cache_key = (id(route), template, root, method)
-            part = self._cache.get(cache_key)
+            # Areas are constant per middleware rule: their part is built once.
+            part = _area_parts.get(area) if type(area) is str else None
             if part is None:
-                part = method + template_part(root + template)
-                if len(self._cache) >= _ROUTE_CACHE_SIZE:
-                    self._cache.clear()
-                self._cache[cache_key] = part
+                part = "*" + route_part(str(area))
+                if type(area) is str:
+                    if len(_area_parts) >= _ROUTE_CACHE_SIZE:
+                        _area_parts.clear()
+                    _area_parts[area] = part
         else:
-            part = method + route_part(scope.get("path", ""))
+            route = scope.get("route") if self.by_template else None
+            template = getattr(route, "path_format", None) if route is not None else None
+            method = (
+                _METHODS.get(scope.get("method", "GET"), "OTHER")
+                if scope["type"] == "http"
+                else "ws"
+            )
+            if type(template) is str:
+                root = scope.get("root_path", "")
+                cache_key = (id(route), template, root, method)
+                part = self._cache.get(cache_key)
+                if part is None:
+                    part = method + template_part(root + template)
+                    if len(self._cache) >= _ROUTE_CACHE_SIZE:
+                        self._cache.clear()
+                    self._cache[cache_key] = part
+            else:
+                part = method + route_part(scope.get("path", ""))
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
         return part
