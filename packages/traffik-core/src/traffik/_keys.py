@@ -110,7 +110,13 @@ class RouteKeys:
 
     def __init__(self, by_template: bool = True) -> None:
         self.by_template = by_template
-        self._cache: dict[tuple[int, str, str, str], str] = {}
+        self._cache: dict[tuple[int, str, str | None, str], str] = {}
+
+    @staticmethod
+    def _method(scope: typing.MutableMapping[str, typing.Any]) -> str:
+        if scope["type"] == "http":
+            return _METHODS.get(scope.get("method", "GET"), "OTHER")
+        return "ws"
 
     def route_key(
         self, scope: typing.MutableMapping[str, typing.Any], context_key: typing.Any = None
@@ -134,22 +140,18 @@ class RouteKeys:
         else:
             route = scope.get("route") if self.by_template else None
             template = getattr(route, "path_format", None) if route is not None else None
-            method = (
-                _METHODS.get(scope.get("method", "GET"), "OTHER")
-                if scope["type"] == "http"
-                else "ws"
-            )
             if type(template) is str:
-                root = scope.get("root_path", "")
-                cache_key = (id(route), template, root, method)
+                # Cached per (route, template, raw method, root path): one lookup per
+                # request. The template guards against a reused id of a freed route.
+                cache_key = (id(route), template, scope.get("method"), scope.get("root_path", ""))
                 part = self._cache.get(cache_key)
                 if part is None:
-                    part = method + template_part(root + template)
+                    part = self._method(scope) + template_part(cache_key[3] + template)
                     if len(self._cache) >= _ROUTE_CACHE_SIZE:
                         self._cache.clear()
                     self._cache[cache_key] = part
             else:
-                part = method + route_part(scope.get("path", ""))
+                part = self._method(scope) + route_part(scope.get("path", ""))
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
         return part

@@ -198,6 +198,15 @@ def rate_limit_headers(
         return []
     if len(items) > 1:
         items.sort(key=_severity)
+    elif not legacy:
+        # One decision (a refusal's usual case): no lists to join.
+        uid, d = items[0]
+        single = [("RateLimit-Policy", _policy_item(uid, d.limit, d.window_ms))]
+        if d.remaining >= 0:
+            single.append(("RateLimit", f"{sf_string(uid)};r={d.remaining};t={_t(d)}"))
+        if retry_after and not d.allowed and d.retry_after_ms != NEVER:
+            single.append(("Retry-After", str(-(-d.retry_after_ms // 1000))))
+        return single
     policy = []
     current = []
     first: tuple[int, int, int] | None = None

@@ -375,6 +375,26 @@ def _identify(connection: HTTPConnection, config: ProxyConfig) -> str:
     return config.group(address)
 
 
+def _identity_of(connection: HTTPConnection) -> str:
+    """What :func:`connection_identifier` returns, computed synchronously (the hot path).
+
+    Two dict lookups when the app trusts no proxy and the peer was seen before:
+    the app's configuration by id, then the peer's cached identity.
+    """
+    scope = connection.scope
+    app = scope.get("app")
+    config = _app_configs.get(id(app)) if app is not None else _DEFAULT
+    if config is None:
+        config = _app_config(connection)
+    if not config.trusted_proxies:
+        client = scope.get("client")
+        if client:
+            identity = config._cache.get(client[0])
+            if identity is not None:
+                return identity
+    return _identify(connection, config)
+
+
 async def connection_identifier(
     connection: HTTPConnection, *args: typing.Any, **kwargs: typing.Any
 ) -> str:
@@ -382,7 +402,7 @@ async def connection_identifier(
 
     Raises :class:`~traffik.exceptions.AnonymousConnection` when there is no client address.
     """
-    return _identify(connection, _app_config(connection))
+    return _identity_of(connection)
 
 
 def ip_identifier(

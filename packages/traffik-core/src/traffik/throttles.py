@@ -7,15 +7,11 @@ connection for the RateLimit headers, and calls the throttled handler (by
 default: raise :class:`~traffik.exceptions.ConnectionThrottled`, a 429) when the
 request is refused.
 
-What is built once and what per request (for maintainers): the key prefix, the
-strategy kind and the policy rendering are fixed per throttle (``__init__``); the
-route part of the key is cached per route (:class:`traffik._keys.RouteKeys`); the
-proxy configuration is read once per app and identities are cached per peer
-address (:mod:`traffik.identifiers`). Per request there is one backend lookup
-(the context variable, then ``app.state``), one key f-string, one decision, one
-record on ``scope["state"]`` and, when there is a response, one header merge
-(:mod:`traffik.headers`). The default identifier is called synchronously.
-HEAD requests are keyed as GET: they run the GET endpoint, so they spend its budget.
+For maintainers, the request path: the key prefix and strategy kind are fixed per
+throttle, route parts cached per route (``RouteKeys``), proxy settings read once per
+app and identities cached per peer (:mod:`traffik.identifiers`). Per request: one
+backend lookup, one key f-string, one decision, one record on ``scope["state"]``,
+and with a response one header merge (:mod:`traffik.headers`). HEAD is keyed as GET.
 
 As a FastAPI dependency (``Depends(throttle)``) a throttle shows FastAPI only a
 ``request``/``response`` (HTTP) or ``websocket`` (WebSocket) parameter: ``cost``
@@ -54,8 +50,7 @@ from traffik.headers import (
 )
 from traffik.identifiers import (
     ANONYMOUS,
-    _app_config,
-    _identify,
+    _identity_of,
     _warn_anonymous,
     connection_identifier,
 )
@@ -88,7 +83,7 @@ _WS_SIGNATURE = inspect.Signature(
 def _default_identity(connection: HTTPConnection) -> str:
     """What :func:`~traffik.identifiers.connection_identifier` returns, called synchronously."""
     try:
-        return _identify(connection, _app_config(connection))
+        return _identity_of(connection)
     except AnonymousConnection:
         _warn_anonymous()
         return ANONYMOUS
