@@ -82,7 +82,9 @@ def test_serve_answers_curl_like_requests() -> None:
         assert first is not None, "the demo server did not answer within 30 s"
         second = httpx.get(url, timeout=2)
         assert first.status_code == 200
-        assert first.headers["ratelimit-policy"] == '"gcra";q=1;w=1'
+        # The configured 5/s, not the burst of 1 (issue 17: q=1;w=1 read as one per second).
+        assert first.headers["ratelimit-policy"] == '"gcra";q=5;w=1'
+        assert first.headers["ratelimit"] == '"gcra";r=0;t=1'
         assert second.status_code == 429
         assert int(second.headers["retry-after"]) >= 1
     finally:

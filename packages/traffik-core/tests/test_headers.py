@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -12,6 +14,7 @@ from starlette.routing import Route
 
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.decisions import NEVER, Decision
+from traffik.exceptions import ConnectionThrottled
 from traffik.headers import (
     DECISIONS_STATE_KEY,
     RateLimitHeadersMiddleware,
@@ -20,6 +23,7 @@ from traffik.headers import (
     record_decision,
     sf_string,
 )
+from traffik.strategies import GCRAStrategy, TokenBucketStrategy
 from traffik.throttles import HTTPThrottle
 
 ALLOWED = Decision(True, 100, 50, 30_000, 0, 60_000)
@@ -211,3 +215,106 @@ def test_set_response_headers_replaces_same_named_fields_only() -> None:
     assert response.headers["ratelimit-policy"] == '"a";q=100;w=60'
     assert response.headers["x-other"] == "keep"
     assert response.headers["content-length"] == "1"
+
+
+# -- the one merge, in raw ASGI form -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("decisions", "legacy"),
+    [
+        ({"a": ALLOWED}, False),
+        ({"a": REFUSED}, False),
+        ({"a": Decision(True, 5, -1, 0, 0, 1_000)}, False),
+        ({"a": ALLOWED}, True),
+        ({"a": ALLOWED, "b": REFUSED}, False),
+        ({'we\u00efrd "name"': ALLOWED}, False),
+    ],
+)
+def test_raw_fields_are_the_encoded_rendering(decisions: dict[str, Decision], legacy: bool) -> None:
+    from traffik.headers import rate_limit_fields
+
+    expected = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in rate_limit_headers(decisions, legacy=legacy)
+    ]
+    assert rate_limit_fields(decisions, legacy) == expected
+
+
+def test_merge_replaces_every_ratelimit_field_and_keeps_the_rest() -> None:
+    from traffik.headers import merge_fields, message_with_fields, write_recorded_fields
+
+    state = {DECISIONS_STATE_KEY: {"a": ALLOWED}}
+    raw = [(b"ratelimit", b"stale"), (b"X-RateLimit-Limit", b"1"), (b"x-other", b"keep")]
+    merged = merge_fields(raw, [(b"ratelimit", b"new")])
+    assert merged == [(b"x-other", b"keep"), (b"ratelimit", b"new")]
+
+    message = {"type": "http.response.start", "status": 200, "headers": raw}
+    sent = message_with_fields(message, state)
+    assert message["headers"] is raw  # the response's own list is left alone
+    assert sent["headers"] == [
+        (b"x-other", b"keep"),
+        (b"ratelimit-policy", b'"a";q=100;w=60'),
+        (b"ratelimit", b'"a";r=50;t=30'),
+    ]
+    assert message_with_fields(message, {}) is message
+
+    from starlette.responses import Response
+
+    response = Response("x", headers={"RateLimit": "old"})
+    for _ in range(2):  # applying twice never duplicates a field
+        write_recorded_fields(state, response)
+    assert response.headers.getlist("ratelimit") == ['"a";r=50;t=30']
+    assert response.headers.getlist("ratelimit-policy") == ['"a";q=100;w=60']
+
+
+# -- burst strategies: the quota is the configured rate ------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("strategy", "first", "second"),
+    [
+        # 5/s with a burst of 1: one unit now, the next 200 ms later.
+        (GCRAStrategy(burst=1), '"b";r=0;t=1', '"b";r=0;t=1'),
+        # 10/m with a bucket of 20: 20 units now, refilled at 10 per minute.
+        (TokenBucketStrategy(burst_size=20), '"b";r=19;t=6', '"b";r=18;t=12'),
+    ],
+)
+async def test_burst_strategies_report_the_configured_rate_as_quota(
+    strategy: typing.Any, first: str, second: str
+) -> None:
+    from starlette.responses import Response
+
+    rate = "5/s" if isinstance(strategy, GCRAStrategy) else "10/m"
+    backend = InMemoryBackend(namespace="hdr-burst", clock=frozen_clock)
+    throttle = HTTPThrottle("b", rate, strategy=strategy)
+    app = Starlette()
+    scope = {"type": "http", "method": "GET", "path": "/", "client": ("1.2.3.4", 1), "app": app}
+    answers = []
+    async with backend(app):
+        for _ in range(2):
+            response = Response()
+            try:
+                await throttle(request=Request(dict(scope)), response=response)
+            except ConnectionThrottled as exc:
+                answers.append((429, dict(exc.headers or {})))
+            else:
+                answers.append((200, dict(response.headers)))
+    quota = '"b";q=5;w=1' if rate == "5/s" else '"b";q=10;w=60'
+    assert [
+        headers["ratelimit-policy" if code == 200 else "RateLimit-Policy"]
+        for code, headers in answers
+    ] == [quota, quota]
+    assert answers[0] == (
+        200,
+        {"content-length": "0", "ratelimit-policy": quota, "ratelimit": first},
+    )
+    if rate == "5/s":
+        assert answers[1][0] == 429  # the burst of 1 is spent: one unit per 200 ms
+        assert answers[1][1]["RateLimit"] == second
+    else:
+        assert answers[1] == (
+            200,
+            {"content-length": "0", "ratelimit-policy": quota, "ratelimit": second},
+        )

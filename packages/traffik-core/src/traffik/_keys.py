@@ -27,10 +27,13 @@ __all__ = [
 #: Longest literal part; longer ones are digested.
 MAX_PART = 100
 
-#: HTTP methods kept in keys as they are; any other method is keyed as "OTHER".
-_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
+#: The method part of keys. HEAD is keyed as GET: Starlette answers HEAD with the GET
+#: endpoint of a route, so a HEAD request spends the GET budget (a client alternating
+#: GET and HEAD must not get two budgets). Any other method is keyed as "OTHER".
+_METHODS = {
+    **{m: m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")},
+    "HEAD": "GET",
+}
 _ROUTE_CACHE_SIZE = 1024
 _IDENTITY_CACHE_SIZE = 8192
 
@@ -87,6 +90,9 @@ def memo_identity_part(identity: typing.Any) -> str:
     return part
 
 
+#: area -> its route part ("*" + the bounded area), for middleware rules.
+_area_parts: dict[str, str] = {}
+
 #: Scope key naming the route part explicitly (used by middleware for whole areas).
 ROUTE_KEY_SCOPE = "traffik.route_key"
 
@@ -96,14 +102,21 @@ class RouteKeys:
 
     ``{METHOD}{template}`` when the route is known and ``by_template`` (so every
     path of a route shares it), else ``{METHOD}{path}``; WebSockets use ``ws``
-    as the method. A ``context_key`` is appended after ``|``.
+    as the method, and HEAD is keyed as GET (it runs the GET endpoint). A
+    ``context_key`` is appended after ``|``.
     """
 
     __slots__ = ("_cache", "by_template")
 
     def __init__(self, by_template: bool = True) -> None:
         self.by_template = by_template
-        self._cache: dict[tuple[int, str, str, str], str] = {}
+        self._cache: dict[tuple[int, str, str | None, str], str] = {}
+
+    @staticmethod
+    def _method(scope: typing.MutableMapping[str, typing.Any]) -> str:
+        if scope["type"] == "http":
+            return _METHODS.get(scope.get("method", "GET"), "OTHER")
+        return "ws"
 
     def route_key(
         self, scope: typing.MutableMapping[str, typing.Any], context_key: typing.Any = None
@@ -116,29 +129,29 @@ class RouteKeys:
         area = scope.get(ROUTE_KEY_SCOPE)
         if area is not None:
             # "*" starts no method name, so an area never shares a key with a route.
-            area_part = "*" + route_part(str(area))
-            if context_key is not None:
-                area_part = f"{area_part}|{route_part(str(context_key))}"
-            return area_part
-        if scope["type"] == "http":
-            method = scope.get("method", "GET")
-            if method not in _METHODS:
-                method = "OTHER"
-        else:
-            method = "ws"
-        route = scope.get("route") if self.by_template else None
-        template = getattr(route, "path_format", None) if route is not None else None
-        if isinstance(template, str):
-            root = scope.get("root_path", "")
-            cache_key = (id(route), template, root, method)
-            part = self._cache.get(cache_key)
+            # Areas are constant per middleware rule: their part is built once.
+            part = _area_parts.get(area) if type(area) is str else None
             if part is None:
-                part = method + template_part(root + template)
-                if len(self._cache) >= _ROUTE_CACHE_SIZE:
-                    self._cache.clear()
-                self._cache[cache_key] = part
+                part = "*" + route_part(str(area))
+                if type(area) is str:
+                    if len(_area_parts) >= _ROUTE_CACHE_SIZE:
+                        _area_parts.clear()
+                    _area_parts[area] = part
         else:
-            part = method + route_part(scope.get("path", ""))
+            route = scope.get("route") if self.by_template else None
+            template = getattr(route, "path_format", None) if route is not None else None
+            if type(template) is str:
+                # Cached per (route, template, raw method, root path): one lookup per
+                # request. The template guards against a reused id of a freed route.
+                cache_key = (id(route), template, scope.get("method"), scope.get("root_path", ""))
+                part = self._cache.get(cache_key)
+                if part is None:
+                    part = self._method(scope) + template_part(cache_key[3] + template)
+                    if len(self._cache) >= _ROUTE_CACHE_SIZE:
+                        self._cache.clear()
+                    self._cache[cache_key] = part
+            else:
+                part = self._method(scope) + route_part(scope.get("path", ""))
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
         return part

@@ -18,6 +18,16 @@ never points later than ``Retry-After``.
 FastAPI dependencies put the fields on the injected response. For routes that
 call ``await throttle(request)`` directly, add :class:`RateLimitHeadersMiddleware`,
 which writes them on every response of a request that recorded decisions.
+
+For maintainers: the fields are merged into a response in one place.
+:func:`rate_limit_fields` renders raw ASGI pairs (one decision, the usual case,
+costs a cached ``RateLimit-Policy`` value and one formatted ``RateLimit`` value);
+:func:`merge_fields` drops every RateLimit field already present and appends the
+new ones. Everything that writes fields goes through them: the throttle on
+FastAPI's injected response and :func:`write_recorded_fields` (``traffik.fastapi``,
+the Starlette decorator), :func:`message_with_fields` on an ASGI response start
+(:class:`RateLimitHeadersMiddleware`, ``traffik.starlette``'s middleware), and
+:func:`set_response_headers`. Do not add another copy of the loop.
 """
 
 from __future__ import annotations
@@ -37,10 +47,16 @@ __all__ = [
     "MANAGED_FIELDS",
     "RateLimitHeadersMiddleware",
     "get_decisions",
+    "merge_fields",
+    "message_with_fields",
+    "rate_limit_fields",
     "rate_limit_headers",
     "record_decision",
+    "record_in_state",
+    "recorded_fields",
     "set_response_headers",
     "sf_string",
+    "write_recorded_fields",
 ]
 
 #: Key of ``scope["state"]`` (so ``request.state.traffik_decisions``): uid -> Decision.
@@ -58,6 +74,8 @@ MANAGED_FIELDS = frozenset(
         "x-ratelimit-reset",
     }
 )
+
+_MANAGED_RAW = frozenset(name.encode("latin-1") for name in MANAGED_FIELDS)
 
 _HUGE = 1 << 62
 
@@ -94,14 +112,21 @@ def record_decision(
 
     A later decision of the same throttle replaces the earlier one.
     """
-    state = _state(connection)
-    decisions = state.get(DECISIONS_STATE_KEY)
+    record_in_state(_state(connection), uid, decision, legacy)
+
+
+def record_in_state(
+    state: dict[str, typing.Any], uid: str, decision: Decision, legacy: bool = False
+) -> dict[str, Decision]:
+    """:func:`record_decision` on ``scope["state"]`` itself; returns the recorded decisions."""
+    decisions: dict[str, Decision] | None = state.get(DECISIONS_STATE_KEY)
     if decisions is None:
-        state[DECISIONS_STATE_KEY] = {uid: decision}
+        decisions = state[DECISIONS_STATE_KEY] = {uid: decision}
     else:
         decisions[uid] = decision
     if legacy:
         state[LEGACY_STATE_KEY] = True
+    return decisions
 
 
 def get_decisions(connection: typing.Any) -> dict[str, Decision]:
@@ -119,14 +144,30 @@ def _policy_item(uid: str, limit: int, window_ms: int) -> str:
     return f"{sf_string(uid)};q={limit};w={max(1, -(-window_ms // 1000))}"
 
 
+#: (uid, limit, window_ms) -> the encoded RateLimit-Policy value of a request with
+#: that one decision, and the encoded policy name: constant per throttle, so built
+#: once (a plain dict: one lookup per request, bounded like the other caches).
+_single: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
+_SINGLE_MAX = 4096
+
+
+def _single_raw(uid: str, limit: int, window_ms: int) -> tuple[bytes, bytes]:
+    key = (uid, limit, window_ms)
+    found = _single.get(key)
+    if found is None:
+        if len(_single) >= _SINGLE_MAX:
+            _single.clear()
+        found = _single[key] = (
+            _policy_item(uid, limit, window_ms).encode("latin-1"),
+            sf_string(uid).encode("latin-1"),
+        )
+    return found
+
+
 def set_response_headers(response: typing.Any, fields: Iterable[tuple[str, str]]) -> None:
     """Put ``fields`` on a Starlette ``response``, replacing fields of the same names."""
-    raw: list[tuple[bytes, bytes]] = response.raw_headers
     encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in fields]
-    if raw:
-        names = {name for name, _ in encoded}
-        raw[:] = [item for item in raw if item[0].lower() not in names]
-    raw.extend(encoded)
+    _write(response, encoded, frozenset(name for name, _ in encoded))
 
 
 def _t(decision: Decision) -> int:
@@ -157,6 +198,15 @@ def rate_limit_headers(
         return []
     if len(items) > 1:
         items.sort(key=_severity)
+    elif not legacy:
+        # One decision (a refusal's usual case): no lists to join.
+        uid, d = items[0]
+        single = [("RateLimit-Policy", _policy_item(uid, d.limit, d.window_ms))]
+        if d.remaining >= 0:
+            single.append(("RateLimit", f"{sf_string(uid)};r={d.remaining};t={_t(d)}"))
+        if retry_after and not d.allowed and d.retry_after_ms != NEVER:
+            single.append(("Retry-After", str(-(-d.retry_after_ms // 1000))))
+        return single
     policy = []
     current = []
     first: tuple[int, int, int] | None = None
@@ -182,6 +232,101 @@ def rate_limit_headers(
     return headers
 
 
+def rate_limit_fields(
+    decisions: Mapping[str, Decision], legacy: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_limit_headers` as raw ASGI header pairs (lower-case names, latin-1 bytes).
+
+    The request path renders through here: one decision (the usual case) costs a
+    cached policy value and one formatted ``RateLimit`` value, several go through
+    :func:`rate_limit_headers`.
+    """
+    if len(decisions) == 1 and not legacy:
+        for uid, d in decisions.items():
+            policy, name = _single_raw(uid, d.limit, d.window_ms)
+            if d.remaining < 0:
+                return [(b"ratelimit-policy", policy)]
+            return [
+                (b"ratelimit-policy", policy),
+                (b"ratelimit", b"%s;r=%d;t=%d" % (name, d.remaining, _t(d))),
+            ]
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in rate_limit_headers(decisions, legacy=legacy)
+    ]
+
+
+def merge_fields(
+    raw: Iterable[tuple[bytes, bytes]],
+    fields: list[tuple[bytes, bytes]],
+    replace: frozenset[bytes] = _MANAGED_RAW,
+) -> list[tuple[bytes, bytes]]:
+    """``raw`` (ASGI header pairs) without the fields named in ``replace``, then ``fields``.
+
+    The one place where RateLimit fields are merged into a response: every
+    integration (dependency, decorators, middleware) goes through it, so fields a
+    throttle already wrote (for instance on a 429) are replaced, never duplicated.
+    ``replace`` defaults to every RateLimit field (:data:`MANAGED_FIELDS`).
+    """
+    kept = [item for item in raw if item[0].lower() not in replace]
+    kept.extend(fields)
+    return kept
+
+
+def _write(
+    response: typing.Any, fields: list[tuple[bytes, bytes]], replace: frozenset[bytes]
+) -> None:
+    raw: list[tuple[bytes, bytes]] = response.raw_headers
+    if raw:
+        # In place: ``response.headers`` shares this list.
+        raw[:] = merge_fields(raw, fields, replace)
+    else:
+        raw.extend(fields)
+
+
+def recorded_fields(
+    state: Mapping[str, typing.Any] | None, legacy: bool = False
+) -> list[tuple[bytes, bytes]] | None:
+    """The raw RateLimit fields for the decisions recorded in ``state`` (``scope["state"]``).
+
+    None when no decision was recorded. The legacy fields are included when
+    ``legacy`` or when a throttle of the request asked for them.
+    """
+    if not state:
+        return None
+    decisions = state.get(DECISIONS_STATE_KEY)
+    if not decisions:
+        return None
+    return rate_limit_fields(decisions, legacy or bool(state.get(LEGACY_STATE_KEY)))
+
+
+def write_recorded_fields(
+    state: Mapping[str, typing.Any] | None, response: typing.Any, legacy: bool = False
+) -> None:
+    """Put the RateLimit fields of the decisions in ``state`` on a Starlette ``response``.
+
+    Fields of the same names already on the response are replaced (applying this
+    twice never duplicates a field). Nothing happens when no decision was recorded.
+    """
+    fields = recorded_fields(state, legacy)
+    if fields is not None:
+        _write(response, fields, _MANAGED_RAW)
+
+
+def message_with_fields(
+    message: Message, state: Mapping[str, typing.Any] | None, legacy: bool = False
+) -> Message:
+    """An ASGI response-start ``message`` with the RateLimit fields of ``state`` merged in.
+
+    The message itself is left alone (its header list may be a response's own):
+    a new message is returned when there are fields to add, else ``message``.
+    """
+    fields = recorded_fields(state, legacy)
+    if fields is None:
+        return message
+    return {**message, "headers": merge_fields(message.get("headers", ()), fields)}
+
+
 class RateLimitHeadersMiddleware:
     """Pure ASGI middleware: writes the RateLimit fields of the recorded decisions on the response.
 
@@ -205,19 +350,11 @@ class RateLimitHeadersMiddleware:
             # Created here so inner apps that copy the scope still share this dict.
             state = scope["state"] = {}
 
+        legacy = self.legacy
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                decisions = state.get(DECISIONS_STATE_KEY)
-                if decisions:
-                    legacy = self.legacy or bool(state.get(LEGACY_STATE_KEY))
-                    raw = [
-                        (name, value)
-                        for name, value in message.get("headers", ())
-                        if name.lower().decode("latin-1") not in MANAGED_FIELDS
-                    ]
-                    for name, value in rate_limit_headers(decisions, legacy=legacy):
-                        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-                    message = {**message, "headers": raw}
+                message = message_with_fields(message, state, legacy)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import typing
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -58,7 +59,9 @@ logger = logging.getLogger("traffik.throttles")
 #: The identity throttles give connections that have no client address.
 ANONYMOUS = "anonymous"
 
-#: Attribute of ``app.state`` holding the app's :class:`ProxyConfig`.
+#: Attribute of ``app.state`` holding the app's :class:`ProxyConfig`. Set it with
+#: :func:`configure_trusted_proxies`: a value assigned directly is read once, at the
+#: app's first throttled request, and not looked up again.
 PROXY_CONFIG_STATE_KEY = "traffik_proxy_config"
 
 #: Forwarding headers understood.
@@ -172,6 +175,7 @@ def configure_trusted_proxies(
         trusted_proxies, headers=headers, ipv6_prefix=ipv6_prefix, ipv4_prefix=ipv4_prefix
     )
     setattr(app.state, PROXY_CONFIG_STATE_KEY, config)
+    _remember(app, config)
     return config
 
 
@@ -290,23 +294,45 @@ def client_address(
     return found if found is not None else peer
 
 
+#: id(app) -> its ProxyConfig, read from ``app.state`` once per app; configure_trusted_proxies()
+#: updates it. Keyed by id (a dict lookup, where a WeakKeyDictionary builds a weak
+#: reference per call), with the entry dropped when the app is collected, so an id is
+#: never reused while its entry is here.
+_app_configs: dict[int, ProxyConfig] = {}
+
+
+def _read_app_config(app: typing.Any) -> ProxyConfig:
+    state = getattr(app, "state", None)
+    config = getattr(state, PROXY_CONFIG_STATE_KEY, None) if state is not None else None
+    return config if isinstance(config, ProxyConfig) else _DEFAULT
+
+
+def _remember(app: typing.Any, config: ProxyConfig) -> None:
+    key = id(app)
+    if key not in _app_configs:
+        try:
+            weakref.finalize(app, _app_configs.pop, key, None)
+        except TypeError:  # an app that cannot be weakly referenced is read every time
+            return
+    _app_configs[key] = config
+
+
 def _app_config(connection: HTTPConnection) -> ProxyConfig:
+    """The proxy configuration of the connection's app (the default when it has none).
+
+    Built once per app, not per request: ``app.state`` is read at the app's first
+    throttled request (a missing attribute costs Starlette an exception each time)
+    and :func:`configure_trusted_proxies` replaces it at once.
+    """
     app = connection.scope.get("app")
     if app is None:
         return _DEFAULT
-    state = getattr(app, "state", None)
-    if state is None:
-        return _DEFAULT
-    # Starlette's State is a mapping (``in``, ``[]``): testing membership avoids the
-    # AttributeError (about 1 us) a missing attribute raises on every request of an
-    # unconfigured app, without reading State's private dict.
-    config = None
-    try:
-        if PROXY_CONFIG_STATE_KEY in state:  # State has no .get()
-            config = state[PROXY_CONFIG_STATE_KEY]
-    except TypeError:  # an app.state that is no mapping: plain attribute access
-        config = getattr(state, PROXY_CONFIG_STATE_KEY, None)
-    return config if isinstance(config, ProxyConfig) else _DEFAULT
+    config = _app_configs.get(id(app))
+    if config is not None:
+        return config
+    config = _read_app_config(app)
+    _remember(app, config)
+    return config
 
 
 _anonymous_warned = False
@@ -349,6 +375,26 @@ def _identify(connection: HTTPConnection, config: ProxyConfig) -> str:
     return config.group(address)
 
 
+def _identity_of(connection: HTTPConnection) -> str:
+    """What :func:`connection_identifier` returns, computed synchronously (the hot path).
+
+    Two dict lookups when the app trusts no proxy and the peer was seen before:
+    the app's configuration by id, then the peer's cached identity.
+    """
+    scope = connection.scope
+    app = scope.get("app")
+    config = _app_configs.get(id(app)) if app is not None else _DEFAULT
+    if config is None:
+        config = _app_config(connection)
+    if not config.trusted_proxies:
+        client = scope.get("client")
+        if client:
+            identity = config._cache.get(client[0])
+            if identity is not None:
+                return identity
+    return _identify(connection, config)
+
+
 async def connection_identifier(
     connection: HTTPConnection, *args: typing.Any, **kwargs: typing.Any
 ) -> str:
@@ -356,7 +402,7 @@ async def connection_identifier(
 
     Raises :class:`~traffik.exceptions.AnonymousConnection` when there is no client address.
     """
-    return _identify(connection, _app_config(connection))
+    return _identity_of(connection)
 
 
 def ip_identifier(

@@ -7,6 +7,12 @@ connection for the RateLimit headers, and calls the throttled handler (by
 default: raise :class:`~traffik.exceptions.ConnectionThrottled`, a 429) when the
 request is refused.
 
+For maintainers, the request path: the key prefix and strategy kind are fixed per
+throttle, route parts cached per route (``RouteKeys``), proxy settings read once per
+app and identities cached per peer (:mod:`traffik.identifiers`). Per request: one
+backend lookup, one key f-string, one decision, one record on ``scope["state"]``,
+and with a response one header merge (:mod:`traffik.headers`). HEAD is keyed as GET.
+
 As a FastAPI dependency (``Depends(throttle)``) a throttle shows FastAPI only a
 ``request``/``response`` (HTTP) or ``websocket`` (WebSocket) parameter: ``cost``
 and ``context_key`` are for code (``await throttle(request, cost=5)``) and never
@@ -31,15 +37,13 @@ from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import check_on_error, decide_with_policy
 from traffik.headers import (
     LEGACY_STATE_KEY,
-    get_decisions,
     rate_limit_headers,
-    record_decision,
-    set_response_headers,
+    record_in_state,
+    write_recorded_fields,
 )
 from traffik.identifiers import (
     ANONYMOUS,
-    _app_config,
-    _identify,
+    _identity_of,
     _warn_anonymous,
     connection_identifier,
 )
@@ -67,6 +71,15 @@ _HTTP_SIGNATURE = inspect.Signature(
 _WS_SIGNATURE = inspect.Signature(
     [inspect.Parameter("websocket", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=WebSocket)]
 )
+
+
+def _default_identity(connection: HTTPConnection) -> str:
+    """What :func:`~traffik.identifiers.connection_identifier` returns, called synchronously."""
+    try:
+        return _identity_of(connection)
+    except AnonymousConnection:
+        _warn_anonymous()
+        return ANONYMOUS
 
 
 class BaseThrottle(typing.Generic[HTTPConnectionT]):
@@ -235,19 +248,15 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self, connection: HTTPConnection, backend: ThrottleBackend[typing.Any, typing.Any]
     ) -> typing.Any:
         identifier = self.identifier or backend.identifier
+        if identifier is connection_identifier:
+            return _default_identity(connection)
         try:
-            if identifier is connection_identifier:  # the default, without a second coroutine
-                return _identify(connection, _app_config(connection))
             return await identifier(connection)
         except AnonymousConnection:
             _warn_anonymous()
             return ANONYMOUS
 
     # -- the call ------------------------------------------------------------------
-
-    def _legacy(self, connection: HTTPConnection) -> bool:
-        # Any throttle of the request asking for the legacy fields turns them on.
-        return self.legacy_headers or bool(connection.scope["state"].get(LEGACY_STATE_KEY))
 
     async def _throttle(
         self,
@@ -258,30 +267,48 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         args: tuple[typing.Any, ...],
         kwargs: dict[str, typing.Any],
     ) -> HTTPConnectionT:
+        # The request path. Everything constant per throttle (key prefix, strategy
+        # kind, rate) was settled in __init__ and route parts are cached per route
+        # (RouteKeys), so per request there is: the backend lookup, the identity
+        # (cached per peer address), one f-string key, one decision, one record on
+        # scope["state"] and, with a response, one header merge (traffik.headers).
         rate = self.rate
         if rate.unlimited:
             return connection
         cost = self.cost if cost is None else check_cost(cost)
-        backend = self._resolve_backend(connection)
-        identity = await self._identity(connection, backend)
-        if identity is UNLIMITED:
-            return connection
+        backend = self.backend
+        if backend is None:
+            backend = self._resolve_backend(connection)
+        if (self.identifier or backend.identifier) is connection_identifier:
+            # The default identifier, without a coroutine of its own.
+            identity = _default_identity(connection)
+        else:
+            identity = await self._identity(connection, backend)
+            if identity is UNLIMITED:
+                return connection
+        scope = connection.scope
         if self._custom_key:
             key = await self._key(connection, identity, context_key)
         else:
-            route = self._routes.route_key(connection.scope, context_key)
-            key = f"{self._prefix}{route}:{memo_identity_part(identity)}"
+            key = f"{self._prefix}{self._routes.route_key(scope, context_key)}:{memo_identity_part(identity)}"
         # Built-in and custom strategies take the same failure path (traffik.failures).
         decision = await decide_with_policy(
             backend, key, self.strategy, rate, cost, policy=self.on_backend_error, name=self.uid
         )
-        record_decision(connection, self.uid, decision, self.legacy_headers)
+        if decision.limit != rate.limit:
+            # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
+            # queue_size=) decide with their capacity as the limit. The recorded
+            # decision, and so RateLimit-Policy's q, carries the configured rate
+            # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
+            # second"). r still counts the units available now (up to the burst).
+            decision = decision._replace(limit=rate.limit)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        decisions = record_in_state(state, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:
-                fields = rate_limit_headers(
-                    get_decisions(connection), legacy=self._legacy(connection)
-                )
-                set_response_headers(response, fields)
+                write_recorded_fields(state, response)
             return connection
 
         # Whole milliseconds (an int) for a finite wait, inf when it can never be admitted.
@@ -290,9 +317,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             wait = math.ceil(self.min_wait_period)
         if "headers" not in kwargs:
             headers = dict(self.headers)
-            headers.update(
-                rate_limit_headers(get_decisions(connection), legacy=self._legacy(connection))
-            )
+            legacy = self.legacy_headers or bool(state.get(LEGACY_STATE_KEY))
+            headers.update(rate_limit_headers(decisions, legacy=legacy))
             kwargs["headers"] = headers
         if context_key is not None:
             kwargs.setdefault("context_key", context_key)

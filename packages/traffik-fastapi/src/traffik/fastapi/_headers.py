@@ -1,15 +1,10 @@
-"""Reading the decisions throttles recorded on a connection and rendering their fields."""
+"""Writing the RateLimit fields of the decisions recorded on a connection on a response."""
 
 from __future__ import annotations
 
 import typing
 
-from traffik.headers import (
-    DECISIONS_STATE_KEY,
-    LEGACY_STATE_KEY,
-    MANAGED_FIELDS,
-    rate_limit_headers,
-)
+from traffik.headers import write_recorded_fields
 
 if typing.TYPE_CHECKING:
     from starlette.requests import HTTPConnection
@@ -22,18 +17,7 @@ def set_rate_limit_headers(connection: HTTPConnection, response: Response) -> No
     """Put the RateLimit fields of every decision recorded on ``connection`` on ``response``.
 
     Fields already on the response with the same names are replaced, so applying
-    this twice (or after a throttle set them) never duplicates a field.
+    this twice (or after a throttle set them) never duplicates a field. The merge
+    itself is :func:`traffik.headers.write_recorded_fields` (written once, in core).
     """
-    state = connection.scope.get("state") or {}
-    decisions = state.get(DECISIONS_STATE_KEY)
-    if not decisions:
-        return
-    legacy = bool(state.get(LEGACY_STATE_KEY))
-    raw = [
-        (name, value)
-        for name, value in response.headers.raw
-        if name.lower().decode("latin-1") not in MANAGED_FIELDS
-    ]
-    for name, value in rate_limit_headers(decisions, legacy=legacy):
-        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    response.headers.raw[:] = raw
+    write_recorded_fields(connection.scope.get("state"), response)

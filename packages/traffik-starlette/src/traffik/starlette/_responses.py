@@ -8,12 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from traffik.exceptions import build_exception_handler_getter
-from traffik.headers import (
-    DECISIONS_STATE_KEY,
-    LEGACY_STATE_KEY,
-    MANAGED_FIELDS,
-    rate_limit_headers,
-)
+from traffik.headers import message_with_fields
 from traffik.utils import is_async_callable
 
 if typing.TYPE_CHECKING:
@@ -107,18 +102,9 @@ def rate_limit_sender(scope: Scope, send: Send, *, legacy: bool = False) -> Send
     state: dict[str, typing.Any] = scope["state"]
 
     async def sender(message: Message) -> None:
+        # One set lookup for the body messages; the merge is core's (traffik.headers).
         if message["type"] in _START_TYPES:
-            decisions = state.get(DECISIONS_STATE_KEY)
-            if decisions:
-                use_legacy = legacy or bool(state.get(LEGACY_STATE_KEY))
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower().decode("latin-1") not in MANAGED_FIELDS
-                ]
-                for name, value in rate_limit_headers(decisions, legacy=use_legacy):
-                    headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-                message = {**message, "headers": headers}
+            message = message_with_fields(message, state, legacy)
         await send(message)
 
     return sender

@@ -24,12 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
-from traffik.headers import (
-    DECISIONS_STATE_KEY,
-    LEGACY_STATE_KEY,
-    MANAGED_FIELDS,
-    rate_limit_headers,
-)
+from traffik.headers import write_recorded_fields
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception
 from traffik.throttles import BaseThrottle
 from traffik.utils import is_async_callable
@@ -50,21 +45,6 @@ def _find_connection(args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]
         "A @throttled Starlette endpoint must receive the request or websocket "
         "(async def endpoint(request): ...)."
     )
-
-
-def _set_headers(connection: HTTPConnection, response: Response) -> None:
-    state = connection.scope.get("state") or {}
-    decisions = state.get(DECISIONS_STATE_KEY)
-    if not decisions:
-        return
-    raw = [
-        (name, value)
-        for name, value in response.headers.raw
-        if name.lower().decode("latin-1") not in MANAGED_FIELDS
-    ]
-    for name, value in rate_limit_headers(decisions, legacy=bool(state.get(LEGACY_STATE_KEY))):
-        raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    response.headers.raw[:] = raw
 
 
 def throttled(
@@ -117,7 +97,7 @@ def throttled(
             else:
                 result = await run_in_threadpool(endpoint, *args, **kwargs)
             if isinstance(result, Response):
-                _set_headers(connection, result)
+                write_recorded_fields(connection.scope.get("state"), result)
             return result
 
         return typing.cast("F", wrapper)

@@ -46,6 +46,12 @@ class ThrottleMiddleware:
     server closing a handshake that was never accepted shows the client an HTTP 403).
     ``websocket="pass"`` lets every WebSocket through untouched, as traffik 1.0.0b2 did.
     Lifespan and other scopes always pass through.
+
+    Per request the middleware builds at most one ``Request`` (or ``WebSocket``),
+    only when a rule matches, and shares it with every matching throttle; the rules
+    are checked on the scope. With ``headers=True`` the ``send`` wrapper checks the
+    message type and merges the fields on the response start
+    (:func:`traffik.headers.message_with_fields`).
     """
 
     def __init__(
@@ -81,35 +87,37 @@ class ThrottleMiddleware:
         self.websocket_close_code = websocket_close_code
         self.headers = headers
         self.legacy_headers = legacy_headers
-        self._by_type = {
-            "http": tuple(t for t in throttles if t.applies_to("http")),
-            "websocket": tuple(t for t in throttles if t.applies_to("websocket"))
-            if websocket == "throttle"
-            else (),
+        # Per scope type, the throttles that can apply (built once); a type missing
+        # here (lifespan, or websocket="pass") passes through untouched.
+        self._by_type: dict[str, tuple[MiddlewareThrottle, ...]] = {
+            "http": tuple(t for t in throttles if t.applies_to("http"))
         }
+        if websocket == "throttle":
+            self._by_type["websocket"] = tuple(t for t in throttles if t.applies_to("websocket"))
         self._initialized = backend is None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope["type"]
-        if scope_type not in ("http", "websocket") or (
-            scope_type == "websocket" and self.websocket == "pass"
-        ):
+        # Per request: one state dict, one cheap send wrapper (headers=True), the rules
+        # checked on the scope, and one Request/WebSocket only when a rule matches.
+        candidates = self._by_type.get(scope["type"])
+        if candidates is None:
             await self.app(scope, receive, send)
             return
         # The same state dict for every layer below, so decisions recorded by route
         # throttles are visible here even if a layer copies the scope.
-        scope.setdefault("state", {})
+        if "state" not in scope:
+            scope["state"] = {}
         if self.headers:
             send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
-        matching = [t for t in self._by_type[scope_type] if t.matches(scope)]
+        matching = [t for t in candidates if t.matches(scope)]
         if matching:
             connection: HTTPConnection = (
                 Request(scope, receive, send)
-                if scope_type == "http"
+                if scope["type"] == "http"
                 else WebSocket(scope, receive, send)
             )
             try:
-                await self._apply(matching, connection, receive, send)
+                await self._apply(matching, connection)
             except Exception as exc:
                 await handle_exception(
                     connection, exc, scope, receive, send, close_code=self.websocket_close_code
@@ -117,27 +125,21 @@ class ThrottleMiddleware:
                 return
         await self.app(scope, receive, send)
 
-    async def _apply(
-        self,
-        matching: list[MiddlewareThrottle],
-        connection: HTTPConnection,
-        receive: Receive,
-        send: Send,
-    ) -> None:
+    async def _apply(self, matching: list[MiddlewareThrottle], connection: HTTPConnection) -> None:
         backend = self.backend
         if backend is None:
             # Throttles resolve the app's backend themselves (connection.app.state).
             for throttle in matching:
-                if await throttle.hook_allows(connection):
-                    await throttle.hit(connection, receive, send)
+                if throttle.hook is None or await throttle.hook_allows(connection):
+                    await throttle.hit(connection)
             return
         if not self._initialized:
             await self._initialize(backend)
         token = throttle_backend_ctx.set(backend)
         try:
             for throttle in matching:
-                if await throttle.hook_allows(connection):
-                    await throttle.hit(connection, receive, send)
+                if throttle.hook is None or await throttle.hook_allows(connection):
+                    await throttle.hit(connection)
         finally:
             throttle_backend_ctx.reset(token)
 

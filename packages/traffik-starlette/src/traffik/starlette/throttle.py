@@ -6,15 +6,14 @@ import inspect
 import re
 import typing
 
-from starlette.requests import HTTPConnection, Request
-from starlette.websockets import WebSocket
+from starlette.requests import HTTPConnection
 from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 
 if typing.TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
 
-    from starlette.types import Message, Receive, Scope, Send
+    from starlette.types import Receive, Scope, Send
 
 __all__ = ["MiddlewareThrottle", "ThrottleHook"]
 
@@ -56,15 +55,13 @@ def _normalise_methods(methods: typing.Any) -> frozenset[str] | None:
                 f"({type(method).__name__})."
             )
         result.add(method.upper())
+    if "GET" in result:
+        # Starlette answers HEAD with the GET endpoint: a rule for GET covers HEAD too.
+        result.add("HEAD")
     return frozenset(result)
 
 
-async def _no_receive() -> Message:
-    raise RuntimeError("This connection has no receive channel.")
-
-
-async def _no_send(message: Message) -> None:
-    raise RuntimeError("This connection has no send channel.")
+_UNSET: typing.Any = object()
 
 
 class MiddlewareThrottle:
@@ -76,8 +73,9 @@ class MiddlewareThrottle:
       ``r"/items/\\d+"`` also matches ``"/items/12abc"``). Anchor the end with ``$``
       when needed. A compiled pattern is used as is.
     - ``prefix``: a literal path prefix (no regex), the plain alternative to ``path``.
-    - ``methods``: HTTP methods, case-insensitive. A throttle with ``methods`` never
-      applies to WebSocket connections (they have no method).
+    - ``methods``: HTTP methods, case-insensitive. ``GET`` includes ``HEAD`` (Starlette
+      answers HEAD with the GET endpoint, and both spend one budget). A throttle
+      with ``methods`` never applies to WebSocket connections (they have no method).
     - ``hook``: ``(connection) -> bool``, sync or async, checked last.
 
     ``HTTPThrottle`` applies to HTTP requests, ``WebSocketThrottle`` to WebSocket
@@ -177,31 +175,36 @@ class MiddlewareThrottle:
         if not await self.hook_allows(connection):
             return connection
         scope.setdefault("state", {})
-        # The connection's public channels: a WebSocket's receive()/send() (its own
-        # state machine stays in step); a Request's receive (throttling an HTTP request
-        # never sends: a refusal raises).
-        receive: Receive = _no_receive
-        send: Send = _no_send
-        if isinstance(connection, WebSocket):
-            receive, send = connection.receive, connection.send
-        elif isinstance(connection, Request):
-            receive = connection.receive
-        await self.hit(connection, receive, send)
+        await self.hit(connection)
         return connection
 
-    async def hit(self, connection: HTTPConnection, receive: Receive, send: Send) -> None:
+    async def hit(
+        self,
+        connection: HTTPConnection,
+        receive: Receive | None = None,
+        send: Send | None = None,
+    ) -> None:
         """Charge the throttle for ``connection`` (rules already checked).
 
-        Unless ``per_path``, the throttle sees a copy of the scope that names this
-        rule's area as its route key (``scope["traffik.route_key"]``; the copy shares
-        ``scope["state"]``, where decisions are recorded), so every path and method
-        the rules match shares one budget per client.
+        Unless ``per_path``, the scope names this rule's area as its route key
+        (``scope["traffik.route_key"]``) while the throttle runs, so every path and
+        method the rules match shares one budget per client. The key is set on the
+        connection's own scope and restored afterwards: no scope copy and no second
+        ``Request`` per request. So rules on one connection run one after the other
+        (as the middleware and FastAPI's dependencies run them), not gathered
+        concurrently. ``receive`` and ``send`` are not used (kept for callers of
+        the 1.0 signature).
         """
         if self.per_path:
             await self.throttle(connection)
             return
-        scope = {**connection.scope, ROUTE_KEY_SCOPE: self._area}
-        if scope["type"] == "http":
-            await self.throttle(Request(scope, receive, send))
-        else:
-            await self.throttle(WebSocket(scope, receive, send))
+        scope = connection.scope
+        previous = scope.get(ROUTE_KEY_SCOPE, _UNSET)
+        scope[ROUTE_KEY_SCOPE] = self._area
+        try:
+            await self.throttle(connection)
+        finally:
+            if previous is _UNSET:
+                scope.pop(ROUTE_KEY_SCOPE, None)
+            else:
+                scope[ROUTE_KEY_SCOPE] = previous
