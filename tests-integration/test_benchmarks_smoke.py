@@ -2,13 +2,17 @@
 
 It runs ``python -m benchmarks --quick`` without peers (no network, no PyPI) and
 without servers (memory backend only), then checks the report's rows, not numbers.
+The http section runs one round of one cell per backend and path under uvicorn,
+loaded by the harness's count-bounded client, so it needs neither wrk nor timing.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -81,3 +85,93 @@ def test_end_to_end_section_compares_with_the_bare_app(
     assert "## C. End-to-end overhead" in text
     assert "| traffik (dev) | starlette-bare |" in text
     assert "| traffik (dev) | fastapi-bare |" in text
+
+
+# --- --section http: apps under uvicorn, loaded over real sockets -----------------------------
+
+HTTP_REQUESTS = 100
+
+
+@pytest.fixture(scope="module")
+def http_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, typing.Any]]:
+    """One round of two cells per backend, loaded by the count-bounded client (no wrk)."""
+    out = tmp_path_factory.mktemp("bench") / "http.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--section", "http", "--load", "python",
+         "--requests", str(HTTP_REQUESTS), "--reps", "1", "--no-peers",
+         "--backends", "memory,redis", "--cells", "fastapi-depends", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert text in proc.stdout
+    return text, json.loads(out.with_suffix(".json").read_text())
+
+
+def test_http_section_serves_every_cell_and_counts_every_request(
+    http_report: tuple[str, dict[str, typing.Any]],
+) -> None:
+    _, raw = http_report
+    assert raw["errors"] == []
+    cells = {(r["impl"], r["app"], r["backend"], r["path"]): r for r in raw["rows"]}
+    for backend in ("memory", "redis"):
+        admit = cells["traffik (dev)", "fastapi-depends", backend, "admit"]
+        refuse = cells["traffik (dev)", "fastapi-depends", backend, "refuse"]
+        assert (admit["status"], refuse["status"]) == (200, 429)
+        assert admit["requests"] == refuse["requests"] == HTTP_REQUESTS
+        assert (admit["non2xx"], refuse["non2xx"]) == (0, HTTP_REQUESTS)
+        assert admit["errors"] == refuse["errors"] == 0
+        assert admit["rps"] > 0
+        assert 0 < admit["p50_ms"] <= admit["p99_ms"]
+    # Every cell runs right after its framework's app without a limiter; both close the round.
+    bare = [r for r in raw["rows"] if r["impl"] == "no limiter"]
+    assert len(bare) == 4 + 2
+    assert all(r["status"] == 200 and r["non2xx"] == 0 for r in bare)
+
+
+def test_http_report_has_both_paths_ratios_and_targets(
+    http_report: tuple[str, dict[str, typing.Any]],
+) -> None:
+    text, _ = http_report
+    assert "## Admit path" in text
+    assert "## Refuse path" in text
+    assert "| no limiter | — | fastapi | — | 1 (baseline) |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| traffik (dev) | Depends |")]
+    assert len(rows) == 4
+    assert all(re.search(r"\| \d+\.\d\d× \|", line) for line in rows), rows
+    assert "| in memory, `Depends` ≥ 0.88× no limiter | **" in text
+    assert "| Redis, `Depends`: p99 ≤ 2× no limiter | **" in text
+
+
+WRK_OUTPUT = """\
+Running 5s test @ http://127.0.0.1:8000/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.21ms  820.10us  21.30ms   91.20%
+    Req/Sec    10.02k   400.11    10.60k    72.00%
+  Latency Distribution
+     50%    3.08ms
+     75%    3.30ms
+     90%    3.61ms
+     99%    1.02s
+  49875 requests in 5.00s, 7.23MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 49870
+Requests/sec:   9974.21
+Transfer/sec:      1.45MB
+"""
+
+
+def test_wrk_output_is_parsed_with_units() -> None:
+    from benchmarks._load import parse_wrk
+
+    assert parse_wrk(WRK_OUTPUT) == {
+        "requests": 49875, "seconds": 5.0, "rps": 9974.21, "p50_ms": 3.08, "p99_ms": 1020.0,
+        "errors": 3, "non2xx": 49870,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="wrk printed no result"):
+        parse_wrk("unable to connect to 127.0.0.1:8000 Connection refused\n")
