@@ -23,26 +23,30 @@ STRATEGIES = ("fw", "swl", "swc", "tb", "tbd", "lb", "lbq", "gcra")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, object]]:
-    out = tmp_path_factory.mktemp("bench") / "latest.md"
+def _bench(out: Path, *args: str) -> tuple[str, dict[str, typing.Any]]:
+    """Run ``python -m benchmarks ARGS --out OUT``; the report and its raw JSON."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "A,C,D", "--no-peers",
-         "--backends", "memory", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", *args, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     assert text in proc.stdout  # the report is printed as well as written
     return text, json.loads(out.with_suffix(".json").read_text())
 
 
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, typing.Any]]:
+    out = tmp_path_factory.mktemp("bench") / "latest.md"
+    return _bench(out, "--quick", "--only", "A,C,D", "--no-peers", "--backends", "memory")
+
+
 def test_section_a_has_a_row_per_strategy_and_keyspace(
-    report: tuple[str, dict[str, object]],
+    report: tuple[str, dict[str, typing.Any]],
 ) -> None:
     text, _ = report
     assert "## A. Decisions per second" in text
@@ -53,7 +57,7 @@ def test_section_a_has_a_row_per_strategy_and_keyspace(
 
 
 def test_rates_are_positive_and_every_decision_counted(
-    report: tuple[str, dict[str, object]],
+    report: tuple[str, dict[str, typing.Any]],
 ) -> None:
     _, raw = report
     rows = raw["a"]
@@ -68,7 +72,7 @@ def test_rates_are_positive_and_every_decision_counted(
             assert row["allowed"] <= 2 * 100 + 20
 
 
-def test_race_check_admits_exactly_the_limit(report: tuple[str, dict[str, object]]) -> None:
+def test_race_check_admits_exactly_the_limit(report: tuple[str, dict[str, typing.Any]]) -> None:
     text, raw = report
     assert "## D. Race check" in text
     races = raw["d"]
@@ -79,7 +83,7 @@ def test_race_check_admits_exactly_the_limit(report: tuple[str, dict[str, object
 
 
 def test_end_to_end_section_compares_with_the_bare_app(
-    report: tuple[str, dict[str, object]],
+    report: tuple[str, dict[str, typing.Any]],
 ) -> None:
     text, _ = report
     assert "## C. End-to-end overhead" in text
@@ -96,20 +100,9 @@ HTTP_REQUESTS = 100
 def http_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, typing.Any]]:
     """One round of two cells per backend, loaded by the count-bounded client (no wrk)."""
     out = tmp_path_factory.mktemp("bench") / "http.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--section", "http", "--load", "python",
-         "--requests", str(HTTP_REQUESTS), "--reps", "1", "--no-peers",
-         "--backends", "memory,redis", "--cells", "fastapi-depends", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    text = out.read_text()
-    assert text in proc.stdout
-    return text, json.loads(out.with_suffix(".json").read_text())
+    return _bench(out, "--section", "http", "--load", "python", "--requests", str(HTTP_REQUESTS),
+                  "--reps", "1", "--no-peers", "--backends", "memory,redis",
+                  "--cells", "fastapi-depends")  # fmt: skip
 
 
 def test_http_section_serves_every_cell_and_counts_every_request(
