@@ -75,7 +75,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--duration",
         type=float,
         default=None,
-        help="seconds of wrk per cell and round (default 5, 1 with --quick)",
+        help="seconds of one wrk burst (default 2, 1 with --quick)",
+    )
+    http.add_argument(
+        "--bursts",
+        type=int,
+        default=None,
+        help="bursts per app and cell, alternating with its baseline (default 2, 1 with --quick)",
     )
     http.add_argument("--paths", default="admit,refuse", help="comma-separated: admit,refuse")
     http.add_argument(
@@ -99,11 +105,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.out is None:
         args.out = _peers.ROOT / "results" / ("http.md" if args.section == "http" else "latest.md")
     if args.duration is None:
-        args.duration = 1.0 if args.quick else 5.0
+        args.duration = 1.0 if args.quick else 2.0
+    if args.bursts is None:
+        args.bursts = 1 if args.quick else 2
     args.paths = [p for p in ("admit", "refuse") if p in args.paths.split(",")]
     args.cells = args.cells.split(",") if args.cells else None
-    if args.duration < 1 or args.requests < 1:
-        parser.error("--duration must be at least 1 (second) and --requests at least 1.")
+    if args.duration < 1 or args.requests < 1 or args.bursts < 1:
+        parser.error("--duration must be at least 1 (second), --requests and --bursts at least 1.")
     args.sections = [s for s in SECTIONS if s in args.only.upper()]
     args.backends = [b for b in BACKENDS if b in args.backends.split(",")]
     if args.reps is None:
@@ -206,24 +214,26 @@ def main_http(args: argparse.Namespace, argv: list[str]) -> int:
             ("traffik", "slowapi", "fastapi-limiter")))  # fmt: skip
     top = header(args, argv, "traffik through a real server (--section http)",
                  "round(s)", time.perf_counter() - started, load_before, versions)  # fmt: skip
-    load = (f"wrk, 1 thread, {_http.CONNECTIONS} connections, {args.duration:g} s per cell "
-            f"after a {_http.WARM_S:g} s warm-up" if args.load == "wrk" else
-            f"a count-bounded Python client, {_http.CONNECTIONS} connections, "
-            f"{args.requests} requests per cell")  # fmt: skip
+    load = (f"wrk, 1 thread, {_http.CONNECTIONS} connections, a {_http.WARM_S:g} s warm-up, "
+            f"then {args.bursts} burst(s) of {args.duration:g} s per app" if args.load == "wrk"
+            else f"a count-bounded Python client, {_http.CONNECTIONS} connections, "
+            f"{args.bursts} burst(s) of {args.requests} requests per app")  # fmt: skip
     top.append(
         f"Setup: each app in its own uvicorn process (uvloop, httptools, 1 worker, no access "
-        f"log), {state.pinning}; load: {load}, one client address (so one rate-limit key). "
-        "×no limiter: the cell's requests/s over the mean of the app without a limiter (same "
-        "framework) measured just before and just after its backend's block in the same round; "
-        "p99 ×no limiter likewise. Peers are FastAPI apps, compared with FastAPI without a "
-        "limiter. Admit path: a limit never reached; refuse path: 1 per hour, spent in the "
-        "warm-up, so every measured request gets a 429 (non-2xx = requests).\n"
+        f"log), {state.pinning}; load: {load}; one client address (so one rate-limit key). "
+        "Each cell is served beside its framework's app without a limiter and the load "
+        "alternates between the two (ABBA): *×no limiter* is the cell's requests/s over that "
+        "baseline's in the same pair, *p99 ×no limiter* likewise; medians over rounds (the "
+        "baseline rows: medians over every pair). Peers are FastAPI apps, compared with FastAPI "
+        "without a limiter. Admit path: a limit never reached; refuse path: 1 per hour, spent "
+        "in the warm-up, so every measured request gets a 429 (non-2xx = requests).\n"
     )
     if args.quick or args.load == "python":
         top.append("**Smoke run: not a measurement.**\n")
     report = _http_report.render(state.rows, state.errors, top)
     _http.write(state, report, args.out, {"versions": versions, "argv": argv,
-                                          "duration_s": args.duration, "load": args.load})  # fmt: skip
+                                          "duration_s": args.duration, "bursts": args.bursts,
+                                          "load": args.load})  # fmt: skip
     print(report)
     log(f"wrote {args.out}")
     return 0

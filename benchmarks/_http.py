@@ -2,11 +2,12 @@
 
 Every app runs in its own uvicorn process (uvloop, httptools, one worker) pinned to one
 core; the load generator (wrk, one thread, 32 connections, one client address) runs
-pinned to the other core. A *round* measures every cell once, backend by backend, each
-right after a run of the same framework's app without a limiter (FastAPI or Starlette),
-and both apps without a limiter once more at the end: a cell's ratio is its requests/s
-over the mean of the nearest baseline runs before and after it in the same round. The
-report takes the median over rounds.
+pinned to the other core. Each cell is served together with the same
+framework's app without a limiter (FastAPI or Starlette), both on the app core, and wrk
+loads them in alternating bursts (ABBA order, so that a machine load drifting during the
+pair weighs on both alike): the cell's ratio is its requests/s over the baseline's, taken
+seconds apart. A *round* measures every cell once; the report takes the median over
+rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,38 +144,72 @@ def _tail(log: typing.IO[str]) -> str:
 
 
 @contextlib.contextmanager
-def served(cell: Cell, servers: dict[str, typing.Any], pin: list[str]) -> typing.Iterator[int]:
-    """Start the cell's app, wait until it answers, yield its port; always stop it."""
-    port = _free_port()
+def served(
+    cells: list[Cell], servers: dict[str, typing.Any], pin: list[str]
+) -> typing.Iterator[list[int]]:
+    """Start the cells' apps together, wait until each answers, yield their ports.
+
+    Every process started here is stopped on the way out (SIGTERM, then SIGKILL).
+    """
     script = str(_peers.PEERS_DIR / "http_serve.py")
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [*pin, cell.python, script, json.dumps(cell.args(servers, port))],
-            cwd=str(_peers.PEERS_DIR), env=_peers.clean_env(), stdout=log, stderr=log,
-        )  # fmt: skip
+    procs: list[tuple[subprocess.Popen[bytes], int, typing.IO[str]]] = []
+    with contextlib.ExitStack() as stack:
+        for cell in cells:
+            port = _free_port()
+            log = stack.enter_context(tempfile.TemporaryFile("w+"))
+            proc = subprocess.Popen(
+                [*pin, cell.python, script, json.dumps(cell.args(servers, port))],
+                cwd=str(_peers.PEERS_DIR), env=_peers.clean_env(), stdout=log, stderr=log,
+            )  # fmt: skip
+            stack.callback(_stop, proc)
+            procs.append((proc, port, log))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for proc, port, log in procs:
+            _wait_ready(proc, port, log, deadline)
+        yield [port for _, port, _ in procs]
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], port: int, log: typing.IO[str], deadline: float
+) -> None:
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}: {_tail(log)}")
         try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"app exited with {proc.returncode}: {_tail(log)}")
-                try:
-                    _get(port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"no answer {START_TIMEOUT_S:.0f} s after start: {_tail(log)}"
-                        ) from None
-                    time.sleep(0.05)
-            yield port
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(STOP_TIMEOUT_S)
+            _get(port)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"no answer {START_TIMEOUT_S:.0f} s after start: {_tail(log)}"
+                ) from None
+            time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+
+
+def combine(bursts: list[_load.Result]) -> _load.Result:
+    """Bursts of one app: requests/s over all of them, median p50 and p99, summed counts."""
+    requests = sum(b["requests"] for b in bursts)
+    seconds = sum(b["seconds"] for b in bursts)
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "rps": requests / seconds,
+        "p50_ms": statistics.median(b["p50_ms"] for b in bursts),
+        "p99_ms": statistics.median(b["p99_ms"] for b in bursts),
+        "errors": sum(b["errors"] for b in bursts),
+        "non2xx": sum(b["non2xx"] for b in bursts),
+        "bursts": len(bursts),
+    }
 
 
 class HttpRun:
@@ -184,6 +220,7 @@ class HttpRun:
         self.servers = servers
         self.log = log
         self.server_pin, self.load_pin, self.pinning = pins()
+        self.base = {b.framework: b for b in baselines()}
         self.rows: list[dict[str, typing.Any]] = []
         self.errors: list[str] = []
 
@@ -195,49 +232,58 @@ class HttpRun:
         url = f"http://127.0.0.1:{port}/"
         return _load.wrk(url, CONNECTIONS, seconds, self.load_pin, seconds + 30.0)
 
-    def measure(self, cell: Cell, rnd: int, seq: int) -> None:
-        """Serve ``cell``, warm it up, check its status, load it; append one row."""
-        row: dict[str, typing.Any] = {**asdict(cell), "round": rnd, "seq": seq}
-        del row["python"]
-        expected = 429 if cell.path == "refuse" else 200
+    def bursts(self, ports: list[int]) -> list[list[_load.Result]]:
+        """Alternate load bursts between the apps, ABBA order, ``--bursts`` each."""
+        out: list[list[_load.Result]] = [[] for _ in ports]
+        for k in range(self.args.bursts):
+            order = range(len(ports)) if k % 2 == 0 else reversed(range(len(ports)))
+            for i in order:
+                out[i].append(self.load(ports[i], warm=False))
+        return out
+
+    def measure(self, cell: Cell, rnd: int) -> None:
+        """Serve ``cell`` and its framework's app without a limiter side by side; load them
+        in alternating bursts; append a row for each, the cell's with its ratios."""
+        base = self.base[cell.framework]
+        where = f"{cell.impl} {cell.app} {cell.backend}/{cell.path}"
+        rows: list[dict[str, typing.Any]] = []
         try:
             if cell.backend in ("redis", "memcached"):
                 flush(cell.backend, self.servers)
-            with served(cell, self.servers, self.server_pin) as port:
-                self.load(port, warm=True)
-                row["status"] = _get(port)
-                row.update(self.load(port, warm=False))
+            with served([base, cell], self.servers, self.server_pin) as ports:
+                for port in ports:
+                    self.load(port, warm=True)
+                statuses = [_get(port) for port in ports]
+                results = self.bursts(ports)
         except Exception as exc:
-            message = (
-                f"{cell.impl} {cell.app} {cell.backend}/{cell.path}: {type(exc).__name__}: {exc}"
-            )
+            message = f"{where}: {type(exc).__name__}: {exc}"
             self.errors.append(f"round {rnd + 1}: {message}")
             self.log(f"    error: {message}")
             return
-        if row["status"] != expected:
-            self.errors.append(f"round {rnd + 1}: {cell.impl} {cell.app} {cell.backend}/"
-                               f"{cell.path}: answered {row['status']}, expected {expected}")  # fmt: skip
-        self.rows.append(row)
+        for c, status, bursts in zip((base, cell), statuses, results, strict=True):
+            row: dict[str, typing.Any] = {**asdict(c), "round": rnd, "status": status,
+                                          **combine(bursts)}  # fmt: skip
+            del row["python"]
+            rows.append(row)
+        b, r = rows
+        r["ratio"] = r["rps"] / b["rps"]
+        r["p99_ratio"] = r["p99_ms"] / b["p99_ms"]
+        b["baseline_of"] = cell.app
+        self.rows += rows
+        expected = 429 if cell.path == "refuse" else 200
+        if statuses != [200, expected]:
+            self.errors.append(f"round {rnd + 1}: {where}: answered {statuses[1]} (expected "
+                               f"{expected}), its baseline {statuses[0]}")  # fmt: skip
         self.log(f"    {cell.impl:<20} {cell.app:<21} {cell.backend:<9} {cell.path:<6} "
-                 f"{row['rps']:8.0f} req/s  p99 {row['p99_ms']:.2f} ms  status {row['status']}")  # fmt: skip
+                 f"{r['rps']:7.0f} req/s {r['ratio']:5.2f}× (no limiter {b['rps']:5.0f})  "
+                 f"p99 {r['p99_ms']:.2f} ms  status {statuses[1]}")  # fmt: skip
 
     def round(self, rnd: int, blocks: dict[str, list[Cell]]) -> None:
-        """Every cell right after a run of its framework's app without a limiter.
-
-        Cells go backend by backend, rotated by round; both baselines close the round,
-        so every cell has a baseline run just before and one after it.
-        """
-        base = {b.framework: b for b in baselines()}
-        seq = 0
+        """Every cell once, backend by backend, each rotated by the round's number."""
         for block in blocks.values():
             shift = rnd % len(block)
             for cell in block[shift:] + block[:shift]:
-                self.measure(base[cell.framework], rnd, seq)
-                self.measure(cell, rnd, seq + 1)
-                seq += 2
-        for b in base.values():
-            self.measure(b, rnd, seq)
-            seq += 1
+                self.measure(cell, rnd)
 
 
 def versions() -> dict[str, str]:

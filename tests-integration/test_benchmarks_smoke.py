@@ -94,6 +94,7 @@ def test_end_to_end_section_compares_with_the_bare_app(
 # --- --section http: apps under uvicorn, loaded over real sockets -----------------------------
 
 HTTP_REQUESTS = 100
+HTTP_BURSTS = 2  # per app and cell, alternating with its baseline
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,7 @@ def http_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str
     """One round of two cells per backend, loaded by the count-bounded client (no wrk)."""
     out = tmp_path_factory.mktemp("bench") / "http.md"
     return _bench(out, "--section", "http", "--load", "python", "--requests", str(HTTP_REQUESTS),
+                  "--bursts", str(HTTP_BURSTS),
                   "--reps", "1", "--no-peers", "--backends", "memory,redis",
                   "--cells", "fastapi-depends")  # fmt: skip
 
@@ -115,15 +117,24 @@ def test_http_section_serves_every_cell_and_counts_every_request(
         admit = cells["traffik (dev)", "fastapi-depends", backend, "admit"]
         refuse = cells["traffik (dev)", "fastapi-depends", backend, "refuse"]
         assert (admit["status"], refuse["status"]) == (200, 429)
-        assert admit["requests"] == refuse["requests"] == HTTP_REQUESTS
-        assert (admit["non2xx"], refuse["non2xx"]) == (0, HTTP_REQUESTS)
+        sent = HTTP_REQUESTS * HTTP_BURSTS
+        assert admit["requests"] == refuse["requests"] == sent
+        assert (admit["non2xx"], refuse["non2xx"]) == (0, sent)
         assert admit["errors"] == refuse["errors"] == 0
         assert admit["rps"] > 0
         assert 0 < admit["p50_ms"] <= admit["p99_ms"]
-    # Every cell runs right after its framework's app without a limiter; both close the round.
+    # Every cell is loaded beside its framework's app without a limiter, one burst each.
     bare = [r for r in raw["rows"] if r["impl"] == "no limiter"]
-    assert len(bare) == 4 + 2
+    assert len(bare) == 4
     assert all(r["status"] == 200 and r["non2xx"] == 0 for r in bare)
+    assert all(r["requests"] == HTTP_REQUESTS * HTTP_BURSTS for r in bare)
+    rows = raw["rows"]
+    for base, cell in zip(
+        rows[::2], rows[1::2], strict=True
+    ):  # each pair: the baseline, then the cell
+        assert (base["impl"], base["framework"]) == ("no limiter", cell["framework"])
+        assert cell["ratio"] == pytest.approx(cell["rps"] / base["rps"])
+        assert cell["p99_ratio"] == pytest.approx(cell["p99_ms"] / base["p99_ms"])
 
 
 def test_http_report_has_both_paths_ratios_and_targets(
