@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import _load, _peers
+from benchmarks._sections import OWN
 from benchmarks.peers._stats import flush
 
 CONNECTIONS = 32
@@ -37,9 +38,7 @@ START_TIMEOUT_S = 30.0
 #: Seconds an app gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
 WARM_S = 1.0
-OWN = "traffik (dev)"
 BASELINE = "no limiter"
-PATHS = ("admit", "refuse")
 Log = typing.Callable[[str], None]
 
 #: traffik (dev) apps: (framework, app name in traffik_dev.http_apps, how the throttle is applied).

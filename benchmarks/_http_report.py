@@ -6,7 +6,8 @@ import statistics
 import typing
 from collections import defaultdict
 
-from benchmarks._http import BASELINE, OWN
+from benchmarks._http import BASELINE
+from benchmarks._sections import OWN
 
 Row = dict[str, typing.Any]
 Key = tuple[str, str, str, str, str, str]  # impl, through, framework, backend, path, app
