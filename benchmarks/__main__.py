@@ -41,6 +41,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
+        "--section",
+        choices=("micro", "http"),
+        default="micro",
+        help="micro: sections A to E (default); http: apps under uvicorn loaded by wrk "
+        "(results/http.md)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run of a few seconds (1 repetition, tiny loops)",
@@ -61,9 +68,50 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--backends", default=",".join(BACKENDS), help="comma-separated: memory,redis,memcached"
     )
     parser.add_argument(
-        "--out", type=Path, default=_peers.ROOT / "results" / "latest.md", help="report path"
+        "--out", type=Path, default=None, help="report path (default results/latest.md or http.md)"
+    )
+    http = parser.add_argument_group("--section http")
+    http.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of one wrk burst (default 2, 1 with --quick)",
+    )
+    http.add_argument(
+        "--bursts",
+        type=int,
+        default=None,
+        help="bursts per app and cell, alternating with its baseline (default 2, 1 with --quick)",
+    )
+    http.add_argument("--paths", default="admit,refuse", help="comma-separated: admit,refuse")
+    http.add_argument(
+        "--cells",
+        default=None,
+        help="comma-separated parts of app names to keep, e.g. depends,middleware",
+    )
+    http.add_argument(
+        "--load",
+        choices=("wrk", "python"),
+        default="wrk",
+        help="wrk (default), or a count-bounded Python client (smoke runs)",
+    )
+    http.add_argument(
+        "--requests",
+        type=int,
+        default=2000,
+        help="requests per cell with --load python (default 2000)",
     )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = _peers.ROOT / "results" / ("http.md" if args.section == "http" else "latest.md")
+    if args.duration is None:
+        args.duration = 1.0 if args.quick else 2.0
+    if args.bursts is None:
+        args.bursts = 1 if args.quick else 2
+    args.paths = [p for p in ("admit", "refuse") if p in args.paths.split(",")]
+    args.cells = args.cells.split(",") if args.cells else None
+    if args.duration < 1 or args.requests < 1 or args.bursts < 1:
+        parser.error("--duration must be at least 1 (second), --requests and --bursts at least 1.")
     args.sections = [s for s in SECTIONS if s in args.only.upper()]
     args.backends = [b for b in BACKENDS if b in args.backends.split(",")]
     if args.reps is None:
@@ -110,8 +158,92 @@ def servers(backends: list[str], sections: list[str]) -> typing.Iterator[dict[st
         yield info
 
 
+def ready_peers(args: argparse.Namespace, log: typing.Callable[[str], None],
+                only: typing.Container[str] | None = None) -> list[_peers.Peer]:  # fmt: skip
+    """The peers asked for (and in ``only``, if given), their environments built."""
+    peers: list[_peers.Peer] = []
+    keep = args.peers.split(",") if args.peers else None
+    for peer in _peers.peers():
+        if (keep is not None and peer.venv not in keep) or (only and peer.venv not in only):
+            continue
+        why = _peers.ensure_venv(peer, log)
+        if why is None:
+            peers.append(peer)
+        else:
+            log(f"skipping {peer.name}: {why}")
+    return peers
+
+
+def header(args: argparse.Namespace, argv: list[str], title: str, what: str, elapsed: float,
+           load_before: str, versions: dict[str, str]) -> list[str]:  # fmt: skip
+    """The report's title, command, machine, versions and bounds."""
+    lines = [
+        f"# {title}\n",
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python -m benchmarks "
+        f"{' '.join(argv)}`, {args.reps} {what}, medians shown; {elapsed:.0f} s in all.\n",
+        f"Machine: {os.cpu_count()} cores shared with other workloads (load average {load_before} "
+        f"before, {_load()} after), so absolute numbers are noisy: compare the ratios, taken side "
+        f"by side in the same {what.split('(')[0].rstrip()}. Python {platform.python_version()} "
+        f"on {platform.system()}.\n",
+        "Versions: " + "; ".join(f"{k}: {v}" for k, v in sorted(versions.items())) + ".\n",
+    ]
+    return lines
+
+
+def main_http(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--section http``: apps under uvicorn, loaded by wrk; results/http.md and .json."""
+    from benchmarks import _http, _http_report
+
+    started, load_before = time.perf_counter(), _load()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    peers = [] if args.no_peers else ready_peers(args, log, _http.PEER_APPS)
+    with servers(args.backends, []) as info:
+        state = _http.run(args, info, peers, log)
+    versions = _http.versions()
+    for backend, cmd in (
+        ("redis", ["redis-server", "--version"]),
+        ("memcached", ["memcached", "-V"]),
+    ):
+        if backend in args.backends:
+            versions[backend] = _tool_version(cmd)
+    for peer in peers:
+        versions[peer.name] = " ".join(r for r in peer.requirements if r.startswith(
+            ("traffik", "slowapi", "fastapi-limiter")))  # fmt: skip
+    top = header(args, argv, "traffik through a real server (--section http)",
+                 "round(s)", time.perf_counter() - started, load_before, versions)  # fmt: skip
+    load = (f"wrk, 1 thread, {_http.CONNECTIONS} connections, a {_http.WARM_S:g} s warm-up, "
+            f"then {args.bursts} burst(s) of {args.duration:g} s per app" if args.load == "wrk"
+            else f"a count-bounded Python client, {_http.CONNECTIONS} connections, "
+            f"{args.bursts} burst(s) of {args.requests} requests per app")  # fmt: skip
+    top.append(
+        f"Setup: each app in its own uvicorn process (uvloop, httptools, 1 worker, no access "
+        f"log), {state.pinning}; load: {load}; one client address (so one rate-limit key). "
+        "Each cell is served beside its framework's app without a limiter and the load "
+        "alternates between the two (ABBA): *×no limiter* is the cell's requests/s over that "
+        "baseline's in the same pair, *p99 ×no limiter* likewise; medians over rounds (the "
+        "baseline rows: medians over every pair). Peers are FastAPI apps, compared with FastAPI "
+        "without a limiter. Admit path: a limit never reached; refuse path: 1 per hour, spent "
+        "in the warm-up, so every measured request gets a 429 (non-2xx = requests).\n"
+    )
+    if args.quick or args.load == "python":
+        top.append("**Smoke run: not a measurement.**\n")
+    report = _http_report.render(state.rows, state.errors, top)
+    _http.write(state, report, args.out, {"versions": versions, "argv": argv,
+                                          "duration_s": args.duration, "bursts": args.bursts,
+                                          "load": args.load})  # fmt: skip
+    print(report)
+    log(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.section == "http":
+        return main_http(args, argv)
     cfg = dict(QUICK if args.quick else FULL)
     started = time.perf_counter()
     load_before = _load()
@@ -121,15 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     peers: list[_peers.Peer] = []
     if not args.no_peers and set(args.sections) & set("ACDE"):
-        keep = args.peers.split(",") if args.peers else None
-        for peer in _peers.peers():
-            if keep is not None and peer.venv not in keep:
-                continue
-            why = _peers.ensure_venv(peer, log)
-            if why is None:
-                peers.append(peer)
-            else:
-                log(f"skipping {peer.name}: {why}")
+        peers = ready_peers(args, log)
 
     with servers(args.backends, args.sections) as info:
         run = Run(cfg, info, args.backends, log)
@@ -155,20 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     for dist in ("starlette", "fastapi", "redis", "aiomcache"):
         run.versions.setdefault(dist, _version(dist))
     elapsed = time.perf_counter() - started
-    header = [
-        "# traffik benchmarks\n",
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python -m benchmarks "
-        f"{' '.join(sys.argv[1:] if argv is None else argv)}`, {args.reps} repetition(s), medians "
-        f"shown; {elapsed:.0f} s in all.\n",
-        f"Machine: {os.cpu_count()} cores shared with other workloads (load average {load_before} "
-        f"before, {_load()} after), so absolute numbers are noisy: compare the ratios, taken side "
-        f"by side in the same repetition. Python {platform.python_version()} on {platform.system()}.\n",
-        "Versions: " + "; ".join(f"{k}: {v}" for k, v in sorted(run.versions.items())) + ".\n",
-        f"Loop bounds: {json.dumps(cfg)}.\n",
-    ]
+    top = header(args, argv, "traffik benchmarks", "repetition(s)", elapsed, load_before,
+                 run.versions)  # fmt: skip
+    top.append(f"Loop bounds: {json.dumps(cfg)}.\n")
     if args.quick:
-        header.append("**Quick run: smoke-test numbers, not measurements.**\n")
-    report = render(run, header)
+        top.append("**Quick run: smoke-test numbers, not measurements.**\n")
+    report = render(run, top)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")
     raw = {"a": run.a, "b": run.b, "c": run.c, "d": run.d, "e": run.e, "notes": run.notes,

@@ -47,15 +47,18 @@ class Peer:
 def peers() -> list[Peer]:
     """Every peer, in table order."""
     fastapi, redis = _pin("fastapi"), _pin("redis")
+    # The peers of ``--section http`` are served like traffik: uvicorn, uvloop, httptools.
+    served = (_pin("uvicorn"), _pin("uvloop"), _pin("httptools"))
     return [
         Peer("traffik 1.0.0b2", "traffik_b2", "traffik_old.py",
              ("traffik[redis,memcached]==1.0.0b2", fastapi, redis)),
         Peer("traffik 1.2.2", "traffik_122", "traffik_old.py",
-             ("traffik[redis,memcached]==1.2.2", fastapi, redis)),
+             ("traffik[redis,memcached]==1.2.2", fastapi, redis, *served)),
         Peer("limits 5.8", "limits", "limits_peer.py", ("limits[async-redis,async-memcached]==5.8.0",)),
-        Peer("slowapi 0.1.10", "slowapi", "slowapi_peer.py", ("slowapi==0.1.10", fastapi, redis)),
+        Peer("slowapi 0.1.10", "slowapi", "slowapi_peer.py",
+             ("slowapi==0.1.10", fastapi, redis, *served)),
         Peer("fastapi-limiter 0.2", "fastapi_limiter", "fastapi_limiter_peer.py",
-             ("fastapi-limiter==0.2.0", fastapi, redis)),
+             ("fastapi-limiter==0.2.0", fastapi, redis, *served)),
         Peer("pyrate-limiter 4.5", "pyrate", "pyrate_peer.py", ("pyrate-limiter==4.5.1", redis)),
     ]  # fmt: skip
 
@@ -76,7 +79,7 @@ def ensure_venv(peer: Peer, log: typing.Callable[[str], None]) -> str | None:
             subprocess.run(
                 [uv, "venv", "-q", "--python", sys.executable, str(path)], check=True, timeout=300
             )
-        env = {**_clean_env(), "VIRTUAL_ENV": str(path)}
+        env = {**clean_env(), "VIRTUAL_ENV": str(path)}
         subprocess.run(
             [uv, "pip", "install", "-q", *peer.requirements], check=True, env=env, timeout=900
         )
@@ -86,7 +89,7 @@ def ensure_venv(peer: Peer, log: typing.Callable[[str], None]) -> str | None:
     return None
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     # The peer must not see this environment's packages (traffik from the repository).
     env = dict(os.environ)
     for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONSTARTUP"):
@@ -105,7 +108,7 @@ def run_script(
             capture_output=True,
             text=True,
             timeout=SCRIPT_TIMEOUT_S,
-            env=_clean_env(),
+            env=clean_env(),
             cwd=str(PEERS_DIR),
             check=False,
         )

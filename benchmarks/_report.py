@@ -10,7 +10,8 @@ from benchmarks._sections import FLOOR, OWN, Run
 
 Row = dict[str, typing.Any]
 STRATEGY_ORDER = ("fw", "fw-seed", "swl", "swc", "tb", "tbd", "lb", "lbq", "gcra")
-METRICS_A = ("rate", "p50_us", "p99_us", "rtt", "commands", "rate64", "keys", "floor_ratio")
+METRICS_A = ("rate", "p50_us", "p99_us", "rtt", "commands", "server_us", "rate64", "keys",
+             "floor_ratio")  # fmt: skip
 
 
 def _median(rows: list[Row], key: str) -> float | None:
@@ -90,7 +91,9 @@ def section_a(run: Run, lines: list[str]) -> None:
         "offering the same strategy. traffik's ×floor is the median of per-repetition ratios to a "
         "floor case measured just before it. Redis *RTT* is round trips per decision (server "
         "`total_reads_processed`), *cmds* the commands the server ran per decision (commands "
-        "called inside a script included; INFO `commandstats`); Memcached *cmds* is storage "
+        "called inside a script included; INFO `commandstats`) and *script µs* the time the "
+        "server spent in EVAL/EVALSHA per decision (`commandstats` usec, the commands a script "
+        "calls included; — without scripts); Memcached *cmds* is storage "
         "operations per decision (`stats`). *@64*: throughput with 64 concurrent coroutines.\n"
     )
     for backend in run.backends:
@@ -101,7 +104,7 @@ def section_a(run: Run, lines: list[str]) -> None:
         lines.append(f"### {backend}\n")
         head = "| impl | strategy | keys | ops/s | ×floor | best peer | ×best peer |"
         if remote:
-            head += " p50 µs | p99 µs | RTT | cmds | @64 ops/s | @64 ×best peer |"
+            head += " p50 µs | p99 µs | RTT | cmds | script µs | @64 ops/s | @64 ×best peer |"
         lines.append(head)
         lines.append("|" + "---|" * (head.count("|") - 1))
         own = sorted(
@@ -122,7 +125,7 @@ def section_a(run: Run, lines: list[str]) -> None:
             if remote:
                 _, peer64 = best_peer(meds, backend, strategy, keyspace, "rate64")
                 cells += [_fmt(m["p50_us"]), _fmt(m["p99_us"]), _fmt(m["rtt"], 2), _fmt(m["commands"], 2),
-                          _fmt_rate(m["rate64"]), _ratio(m["rate64"], peer64) if impl == OWN else "—"]  # fmt: skip
+                          _fmt(m["server_us"]), _fmt_rate(m["rate64"]), _ratio(m["rate64"], peer64) if impl == OWN else "—"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         peer_rows = sorted(
@@ -133,7 +136,7 @@ def section_a(run: Run, lines: list[str]) -> None:
             lines.append(f"Peers on {backend}:\n")
             head = "| peer | strategy | keys | ops/s |"
             if remote:
-                head += " p50 µs | p99 µs | RTT | cmds | @64 ops/s |"
+                head += " p50 µs | p99 µs | RTT | cmds | script µs | @64 ops/s |"
             lines.append(head)
             lines.append("|" + "---|" * (head.count("|") - 1))
             for (impl, _, strategy, keyspace), m in peer_rows:
@@ -149,6 +152,7 @@ def section_a(run: Run, lines: list[str]) -> None:
                         _fmt(m["p99_us"]),
                         _fmt(m["rtt"], 2),
                         _fmt(m["commands"], 2),
+                        _fmt(m["server_us"]),
                         at64,
                     ]
                 lines.append("| " + " | ".join(cells) + " |")

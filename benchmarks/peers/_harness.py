@@ -122,6 +122,8 @@ async def case_a(
                 # The closing INFO's own read is in ``after``.
                 result["rtt"] = (after["reads"] - before["reads"] - 1) / n
                 result["commands"] = (after["commands"] - before["commands"]) / n
+                # Time the server spent running scripts, per decision (None: no scripts).
+                result["server_us"] = (after["usec"] - before["usec"]) / n or None
             else:
                 result["commands"] = (after["ops"] - before["ops"]) / n
             try:

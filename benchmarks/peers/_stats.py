@@ -13,8 +13,15 @@ CONCURRENCY = 64
 # --- tiny stats clients (no client library needed) -----------------------------------
 
 
+_SCRIPTS = ("cmdstat_eval", "cmdstat_evalsha", "cmdstat_fcall", "cmdstat_evalsha_ro")
+
+
 def _redis_info(host: str, port: int) -> dict[str, int]:
-    """Sum of ``cmdstat_*`` calls (INFO itself excluded) and ``total_reads_processed``."""
+    """Sum of ``cmdstat_*`` calls (INFO excluded), of script usec, and ``total_reads_processed``.
+
+    A script's usec includes the commands it calls, which count in their own
+    ``cmdstat_*`` too: only EVAL/EVALSHA/FCALL time is summed, so nothing counts twice.
+    """
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(b"*2\r\n$4\r\nINFO\r\n$3\r\nall\r\n")
         stream = sock.makefile("rb")
@@ -22,6 +29,7 @@ def _redis_info(host: str, port: int) -> dict[str, int]:
         size = int(header[1:-2])
         body = stream.read(size + 2).decode()
     calls = 0
+    usec = 0
     reads = 0
     for line in body.splitlines():
         if line.startswith("cmdstat_"):
@@ -31,9 +39,11 @@ def _redis_info(host: str, port: int) -> dict[str, int]:
             for part in rest.split(","):
                 if part.startswith("calls="):
                     calls += int(part[6:])
+                elif part.startswith("usec=") and name in _SCRIPTS:
+                    usec += int(part[5:])
         elif line.startswith("total_reads_processed:"):
             reads = int(line.split(":", 1)[1])
-    return {"commands": calls, "reads": reads}
+    return {"commands": calls, "usec": usec, "reads": reads}
 
 
 def _memcached_stats(host: str, port: int) -> dict[str, int]:

@@ -39,7 +39,10 @@ async def _app(kind: str, servers: dict[str, typing.Any], rates: list[typing.Any
     return app
 
 
-async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.Any]:
+async def apps(
+    kind: str, servers: dict[str, typing.Any], refuse: bool = False
+) -> dict[str, typing.Any]:
+    """Section C and ``--section http``: bare and ``Depends`` FastAPI apps (refuse: 1/hour)."""
     from pyrate_limiter import Duration, Rate
 
     bare = FastAPI()
@@ -48,7 +51,7 @@ async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.An
     async def root() -> dict[str, str]:
         return {"ok": "1"}
 
-    throttled = await _app(kind, servers, [Rate(1_000_000_000, Duration.HOUR)])
+    throttled = await _app(kind, servers, [Rate(1 if refuse else 1_000_000_000, Duration.HOUR)])
     return {"fastapi-bare": bare, "fastapi-depends": throttled}
 
 
@@ -71,6 +74,8 @@ async def main(args: dict[str, typing.Any]) -> dict[str, typing.Any]:
     out["version"] = version("fastapi-limiter")
     return out
 
+
+http_apps = apps
 
 if __name__ == "__main__":
     h.run_script(main)

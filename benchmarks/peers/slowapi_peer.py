@@ -40,14 +40,18 @@ def _app(kind: str, servers: dict[str, typing.Any], rate: str, strategy: str) ->
     return app
 
 
-async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.Any]:
+async def apps(
+    kind: str, servers: dict[str, typing.Any], refuse: bool = False
+) -> dict[str, typing.Any]:
+    """Section C and ``--section http``: bare and decorated FastAPI apps (refuse: 1/hour)."""
     bare = FastAPI()
 
     @bare.get("/")
     async def root(request: Request) -> dict[str, str]:
         return {"ok": "1"}
 
-    return {"fastapi-bare": bare, "fastapi-decorator": _app(kind, servers, "1000000000/hour", "fw")}
+    rate = "1/hour" if refuse else "1000000000/hour"
+    return {"fastapi-bare": bare, "fastapi-decorator": _app(kind, servers, rate, "fw")}
 
 
 async def race_apps(
@@ -67,6 +71,8 @@ async def main(args: dict[str, typing.Any]) -> dict[str, typing.Any]:
     out["version"] = version("slowapi")
     return out
 
+
+http_apps = apps
 
 if __name__ == "__main__":
     h.run_script(main)

@@ -99,8 +99,28 @@ async def _endpoint(request: typing.Any) -> typing.Any:
     return JSONResponse({"ok": "1"})
 
 
+#: Section C and the admit path of ``--section http``: a limit that is never reached.
+ADMIT = "1000000000/h"
+#: The refuse path of ``--section http``: after the first request, every one gets a 429.
+REFUSE = "1/h"
+
+
+def _throttle_middleware(kind: str, servers: dict[str, typing.Any], rate: str) -> typing.Any:
+    """A ``Middleware`` entry throttling every request, on a backend of its own."""
+    from starlette.middleware import Middleware
+
+    from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware  # type: ignore[attr-defined]
+    from traffik.throttles import HTTPThrottle  # type: ignore[attr-defined]
+
+    backend = _backend(kind, servers, "e2e-mw")
+    throttle = HTTPThrottle(uid=f"e2e-mw-{kind}", rate=rate, backend=backend)
+    return backend, Middleware(
+        ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle)], backend=backend
+    )
+
+
 def starlette_apps(
-    kind: str, servers: dict[str, typing.Any]
+    kind: str, servers: dict[str, typing.Any], rate: str = ADMIT
 ) -> tuple[dict[str, typing.Any], list[str]]:
     """Bare and throttled Starlette apps; and the variants that could not be built."""
     from starlette.applications import Starlette
@@ -108,7 +128,6 @@ def starlette_apps(
 
     apps: dict[str, typing.Any] = {"starlette-bare": Starlette(routes=[Route("/", _endpoint)])}
     missing: list[str] = []
-    rate = "1000000000/h"
     try:
         from traffik.throttles import HTTPThrottle  # type: ignore[attr-defined]
     except ImportError as exc:
@@ -125,24 +144,9 @@ def starlette_apps(
         routes=[Route("/", throttled)], lifespan=backend.lifespan
     )
     try:
-        try:
-            from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware  # type: ignore[attr-defined]
-        except ImportError:
-            from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware  # type: ignore[attr-defined]
-        from starlette.middleware import Middleware
-
-        mbackend = _backend(kind, servers, "e2e-mw")
-        mthrottle = HTTPThrottle(uid=f"e2e-mw-{kind}", rate=rate, backend=mbackend)
+        mbackend, middleware = _throttle_middleware(kind, servers, rate)
         apps["starlette-middleware"] = Starlette(
-            routes=[Route("/", _endpoint)],
-            middleware=[
-                Middleware(
-                    ThrottleMiddleware,
-                    middleware_throttles=[MiddlewareThrottle(mthrottle)],
-                    backend=mbackend,
-                )
-            ],
-            lifespan=mbackend.lifespan,
+            routes=[Route("/", _endpoint)], middleware=[middleware], lifespan=mbackend.lifespan
         )
     except ImportError as exc:
         missing.append(f"starlette-middleware: not available yet ({exc})")
@@ -150,7 +154,7 @@ def starlette_apps(
 
 
 def fastapi_apps(
-    kind: str, servers: dict[str, typing.Any]
+    kind: str, servers: dict[str, typing.Any], rate: str = ADMIT
 ) -> tuple[dict[str, typing.Any], list[str]]:
     """Bare and throttled FastAPI apps; and the variants that could not be built."""
     from fastapi import Depends, FastAPI
@@ -167,7 +171,6 @@ def fastapi_apps(
         from traffik.throttles import HTTPThrottle  # type: ignore[attr-defined]
     except ImportError as exc:
         return apps, [f"fastapi-*: traffik.throttles not available yet ({exc})"]
-    rate = "1000000000/h"
     backend = _backend(kind, servers, "e2e-fa")
     throttle = HTTPThrottle(uid=f"e2e-fa-{kind}", rate=rate, backend=backend)
     app = FastAPI(lifespan=backend.lifespan)
@@ -194,7 +197,29 @@ def fastapi_apps(
         apps["fastapi-decorator"] = dapp
     except ImportError as exc:
         missing.append(f"fastapi-decorator: not available yet ({exc})")
+    try:
+        mbackend, middleware = _throttle_middleware(kind, servers, rate)
+        mapp = FastAPI(middleware=[middleware], lifespan=mbackend.lifespan)
+
+        @mapp.get("/")
+        async def mroot() -> dict[str, str]:
+            return {"ok": "1"}
+
+        apps["fastapi-middleware"] = mapp
+    except ImportError as exc:
+        missing.append(f"fastapi-middleware: not available yet ({exc})")
     return apps, missing
+
+
+async def http_apps(
+    kind: str, servers: dict[str, typing.Any], refuse: bool = False
+) -> dict[str, typing.Any]:
+    """Every app of ``--section http`` (Starlette and FastAPI, bare and throttled)."""
+    apps: dict[str, typing.Any] = {}
+    for factory in (starlette_apps, fastapi_apps):
+        built, _ = factory(kind, servers, REFUSE if refuse else ADMIT)
+        apps.update(built)
+    return apps
 
 
 async def main(args: dict[str, typing.Any]) -> dict[str, typing.Any]:

@@ -68,7 +68,10 @@ async def make(
     return hit, close
 
 
-async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.Any]:
+async def apps(
+    kind: str, servers: dict[str, typing.Any], refuse: bool = False
+) -> dict[str, typing.Any]:
+    """Section C and ``--section http``: bare and ``Depends`` FastAPI apps (refuse: 1/h)."""
     from contextlib import asynccontextmanager
 
     from fastapi import Depends, FastAPI
@@ -84,7 +87,8 @@ async def apps(kind: str, servers: dict[str, typing.Any]) -> dict[str, typing.An
 
     bare = FastAPI()
     throttled = FastAPI(lifespan=lifespan)
-    throttle = HTTPThrottle(uid=f"e2e-{kind}", rate="1000000000/h", backend=backend)
+    rate = "1/h" if refuse else "1000000000/h"
+    throttle = HTTPThrottle(uid=f"e2e-{kind}", rate=rate, backend=backend)
 
     @bare.get("/")
     async def root_bare() -> dict[str, str]:
@@ -105,6 +109,8 @@ async def main(args: dict[str, typing.Any]) -> dict[str, typing.Any]:
     out["version"] = version()
     return out
 
+
+http_apps = apps
 
 if __name__ == "__main__":
     h.run_script(main)

@@ -50,6 +50,16 @@ local function decode(raw)
   if a then
     return {tonumber(a), tonumber(b), tonumber(c)}
   end
+  -- Longer lists (the sliding log) in one pass of C: when the text holds only digits,
+  -- minus signs and commas, cjson reads exactly the lists of -?[0-9]+ the loop below
+  -- accepts, as the same doubles (both use strtod). What it refuses goes to the loop,
+  -- which decides as before.
+  if not string.find(raw, '[^%d,%-]') then
+    local ok, list = pcall(cjson.decode, '[' .. raw .. ']')
+    if ok then
+      return list
+    end
+  end
   local out = {}
   for part in string.gmatch(raw .. ',', '([^,]*),') do
     if not string.find(part, '^%-?%d+$') then
@@ -65,6 +75,12 @@ local function encode(list)
     return string.format('%d,%d', list[1], list[2])
   elseif #list == 3 then
     return string.format('%d,%d,%d', list[1], list[2], list[3])
+  end
+  -- Longer lists in one pass of C: table.concat writes integers below 1e14 in full
+  -- ("%.14g"); larger ones come out as "1e+14" and -0 as "-0", so those take the loop.
+  local text = table.concat(list, ',')
+  if not string.find(text, '[e%.]') and not string.find(text, '-0', 1, true) then
+    return text
   end
   local parts = {}
   for i = 1, #list do

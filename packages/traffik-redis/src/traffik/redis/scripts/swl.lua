@@ -18,15 +18,19 @@ local used = 0
 local state = decode(redis.call('GET', key))
 if state and #state % 2 == 0 then
   local horizon = now - window
-  local i = 1
-  while i <= #state and state[i] <= horizon do
-    i = i + 2
+  local first, len = 1, #state
+  while first <= len and state[first] <= horizon do
+    first = first + 2
   end
-  while i <= #state do
-    entries[#entries + 1] = state[i]
-    entries[#entries + 1] = state[i + 1]
-    used = used + state[i + 1]
-    i = i + 2
+  if first == 1 then
+    entries = state -- nothing left the window: keep the decoded list as it is
+  else
+    for j = first, len do
+      entries[j - first + 1] = state[j]
+    end
+  end
+  for j = 2, #entries, 2 do
+    used = used + entries[j]
   end
 end
 local n = #entries
