@@ -22,9 +22,6 @@ from collections.abc import Callable
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from traffik import events
 from traffik.failures import FailurePolicy
@@ -79,14 +76,6 @@ def within_bound(took: float, lag: float) -> bool:
     return took <= TIMEOUT + MARGIN + 2 * lag
 
 
-def make_app(throttle: HTTPThrottle) -> Starlette:
-    async def endpoint(request: Request) -> PlainTextResponse:
-        await throttle(request)
-        return PlainTextResponse("ok")
-
-    return Starlette(routes=[Route("/", endpoint)])
-
-
 @pytest.mark.redis
 async def test_a_paused_redis_is_answered_by_policy_within_the_bound(
     make_redis_server: Callable[..., typing.Any],
@@ -123,6 +112,7 @@ async def test_a_paused_redis_is_answered_by_policy_within_the_bound(
 @pytest.mark.cluster
 @pytest.mark.slow
 async def test_cluster_failover_under_load_keeps_the_bound_and_the_circuit_does_not_flap(
+    throttled_app: Callable[[HTTPThrottle], Starlette],
     make_redis_cluster: Callable[..., typing.Any],
 ) -> None:
     redis = pytest.importorskip("traffik.redis")
@@ -134,7 +124,7 @@ async def test_cluster_failover_under_load_keeps_the_bound_and_the_circuit_does_
         failure_policy=FailurePolicy(on_error="fallback", timeout=TIMEOUT),
     )
     throttle = HTTPThrottle("failover", rate="100000/m")
-    app = make_app(throttle)
+    app = throttled_app(throttle)
     seen: list[events.ThrottleEvent] = []
     unsubscribe = events.subscribe(seen.append)
     clients = [

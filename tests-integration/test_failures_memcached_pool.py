@@ -17,9 +17,6 @@ from collections.abc import Callable
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from traffik import events
 from traffik.failures import FailurePolicy
@@ -32,14 +29,6 @@ POLICY = {"timeout": 0.25, "failure_threshold": 3, "recovery_time": 0.1, "max_re
 MARGIN_S = 0.25
 RECOVERY_ATTEMPTS = 400  # x 0.05 s between attempts: about 20 s
 LIMIT = 5
-
-
-def _app(throttle: HTTPThrottle) -> Starlette:
-    async def endpoint(request: Request) -> PlainTextResponse:
-        await throttle(request)
-        return PlainTextResponse("ok")
-
-    return Starlette(routes=[Route("/", endpoint)])
 
 
 def _client(app: Starlette, ip: str) -> httpx.AsyncClient:
@@ -67,7 +56,10 @@ async def _stats(server: typing.Any, name: bytes) -> int:
 @pytest.mark.parametrize("death", ["killed", "frozen"])
 @pytest.mark.parametrize("action", ["throttle", "fallback"])
 async def test_one_dead_server_of_three(
-    make_memcached_server: Callable[..., typing.Any], action: str, death: str
+    throttled_app: Callable[[HTTPThrottle], Starlette],
+    make_memcached_server: Callable[..., typing.Any],
+    action: str,
+    death: str,
 ) -> None:
     memcached = pytest.importorskip("traffik.memcached")
     servers = [make_memcached_server() for _ in range(3)]
@@ -75,7 +67,7 @@ async def test_one_dead_server_of_three(
     backend = memcached.MemcachedBackend(
         servers=[s.address for s in servers], namespace="pool-failures", failure_policy=policy
     )
-    app = _app(HTTPThrottle("pool", rate=f"{LIMIT}/m"))
+    app = throttled_app(HTTPThrottle("pool", rate=f"{LIMIT}/m"))
     keys: dict[str, str] = {}
 
     def note_key(event: events.ThrottleEvent) -> None:

@@ -16,9 +16,6 @@ from collections.abc import Callable
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from traffik import events
 from traffik.backends.base import ThrottleBackend
@@ -30,14 +27,6 @@ pytestmark = pytest.mark.asyncio
 #: Fast probes so recovery is observed within a few seconds.
 FAST = {"timeout": 0.5, "failure_threshold": 3, "recovery_time": 0.1, "max_recovery_time": 0.5}
 RECOVERY_DEADLINE = 20.0
-
-
-def make_app(throttle: HTTPThrottle) -> Starlette:
-    async def endpoint(request: Request) -> PlainTextResponse:
-        await throttle(request)
-        return PlainTextResponse("ok")
-
-    return Starlette(routes=[Route("/", endpoint)])
 
 
 class Recorder:
@@ -107,11 +96,14 @@ def _evalsha_calls(server: typing.Any) -> int:
 @pytest.mark.redis
 @pytest.mark.parametrize("action", ["fallback", "allow", "throttle"])
 async def test_redis_killed_and_restarted_mid_traffic(
-    make_redis_server: Callable[..., typing.Any], recorder: Recorder, action: str
+    throttled_app: Callable[[HTTPThrottle], Starlette],
+    make_redis_server: Callable[..., typing.Any],
+    recorder: Recorder,
+    action: str,
 ) -> None:
     server = make_redis_server()
     backend = _redis_backend(server.url, FailurePolicy(on_error=action, **FAST))
-    app = make_app(HTTPThrottle("fail-redis", rate="3/m"))
+    app = throttled_app(HTTPThrottle("fail-redis", rate="3/m"))
     async with (
         backend(app),
         await _client(app) as client,
@@ -152,12 +144,14 @@ async def test_redis_killed_and_restarted_mid_traffic(
 
 @pytest.mark.redis
 async def test_app_started_while_redis_is_down_serves_and_recovers(
-    make_redis_server: Callable[..., typing.Any], recorder: Recorder
+    throttled_app: Callable[[HTTPThrottle], Starlette],
+    make_redis_server: Callable[..., typing.Any],
+    recorder: Recorder,
 ) -> None:
     server = make_redis_server()
     server.kill()
     backend = _redis_backend(server.url, FailurePolicy(on_error="fallback", **FAST))
-    app = make_app(HTTPThrottle("fail-start", rate="3/m"))
+    app = throttled_app(HTTPThrottle("fail-start", rate="3/m"))
     async with backend(app), await _client(app) as client:
         assert await _statuses(client, 4) == [200, 200, 200, 429]
         server.restart()
@@ -168,7 +162,10 @@ async def test_app_started_while_redis_is_down_serves_and_recovers(
 @pytest.mark.memcached
 @pytest.mark.parametrize("action", ["fallback", "throttle"])
 async def test_memcached_killed_and_restarted_mid_traffic(
-    make_memcached_server: Callable[..., typing.Any], recorder: Recorder, action: str
+    throttled_app: Callable[[HTTPThrottle], Starlette],
+    make_memcached_server: Callable[..., typing.Any],
+    recorder: Recorder,
+    action: str,
 ) -> None:
     memcached = pytest.importorskip("traffik.memcached")
     server = make_memcached_server()
@@ -178,7 +175,7 @@ async def test_memcached_killed_and_restarted_mid_traffic(
         namespace="failures",
         failure_policy=FailurePolicy(on_error=action, **FAST),
     )
-    app = make_app(HTTPThrottle("fail-mc", rate="3/m"))
+    app = throttled_app(HTTPThrottle("fail-mc", rate="3/m"))
     async with (
         backend(app),
         await _client(app) as client,
@@ -205,7 +202,9 @@ async def test_memcached_killed_and_restarted_mid_traffic(
 
 @pytest.mark.memcached
 async def test_app_started_while_memcached_is_down_serves_and_recovers(
-    make_memcached_server: Callable[..., typing.Any], recorder: Recorder
+    throttled_app: Callable[[HTTPThrottle], Starlette],
+    make_memcached_server: Callable[..., typing.Any],
+    recorder: Recorder,
 ) -> None:
     memcached = pytest.importorskip("traffik.memcached")
     server = make_memcached_server()
@@ -216,7 +215,7 @@ async def test_app_started_while_memcached_is_down_serves_and_recovers(
         namespace="failures",
         failure_policy=FailurePolicy(**FAST),
     )
-    app = make_app(HTTPThrottle("fail-mc-start", rate="3/m"))
+    app = throttled_app(HTTPThrottle("fail-mc-start", rate="3/m"))
     async with backend(app), await _client(app) as client:
         assert await _statuses(client, 4) == [200, 200, 200, 429]
         server.restart()
@@ -230,12 +229,14 @@ async def test_app_started_while_memcached_is_down_serves_and_recovers(
 @pytest.mark.cluster
 @pytest.mark.slow
 async def test_cluster_master_killed_throttling_continues_after_failover(
-    make_redis_cluster: Callable[..., typing.Any], recorder: Recorder
+    throttled_app: Callable[[HTTPThrottle], Starlette],
+    make_redis_cluster: Callable[..., typing.Any],
+    recorder: Recorder,
 ) -> None:
     cluster = make_redis_cluster()
     backend = _redis_backend(cluster.url, FailurePolicy(on_error="fallback", **FAST), cluster=True)
     throttle = HTTPThrottle("fail-cluster", rate="1000/m")
-    app = make_app(throttle)
+    app = throttled_app(throttle)
     clients = [await _client(app, ip=f"198.51.100.{i}") for i in range(1, 13)]
     async with backend(app):
         for client in clients:  # keys spread over the slots of every master
