@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import typing
 
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.redis._scripts import script_calls
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -36,14 +38,75 @@ class _Gated(typing.Protocol):
 S = typing.TypeVar("S", bound=_Gated)
 
 
+#: The smallest ACL, as the docs give it ("Running Redis in production").
+ACL_DOCS = "the ACL in the docs (Redis backend, 'Running Redis in production')"
+
+
+def _tls_hint(text: str) -> str | None:
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "The server's TLS certificate is not signed by a CA this client trusts: set "
+            "ssl_ca_certs (a URL parameter, or Redis(ssl_ca_certs=...)) to the CA that "
+            "signed it."
+        )
+    if "certificate required" in text.lower():
+        return (
+            "The server asks for a TLS client certificate: pass ssl_certfile and "
+            "ssl_keyfile (URL parameters, or arguments of Redis(...))."
+        )
+    if "[SSL" in text or "SSL:" in text:
+        return (
+            "The TLS handshake failed: check that the port speaks TLS, ssl_ca_certs (the "
+            "CA that signed the server's certificate), and ssl_certfile and ssl_keyfile if "
+            "the server asks for a client certificate."
+        )
+    return None
+
+
+def _hint(exc: BaseException) -> str:
+    """What to check for a connection error: TLS, credentials, or the address."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationError) or "WRONGPASS" in text:
+        return (
+            "The server refused the user name or password: check the credentials "
+            "(redis://user:password@host:port/db, or username= and password=)."
+        )
+    return _tls_hint(text) or "Check that the server is running and reachable at that address."
+
+
+def _missing_permission(exc: BaseException) -> BackendError | None:
+    text = str(exc)
+    if not (
+        isinstance(exc, NoPermissionError)
+        or "NOPERM" in text
+        or "can't run this command" in text
+        or "no permissions" in text.lower()
+    ):
+        return None
+    # A command refused inside a script is not named by Redis: name what the script calls.
+    found = re.search(r"script: ([0-9a-f]{40})", text)
+    ours = script_calls(found.group(1)) if found else None
+    calls = (
+        ""
+        if ours is None
+        else (f" (traffik's {ours[0]!r} script calls {', '.join(ours[1])}: the user needs each)")
+    )
+    return BackendError(
+        f"The Redis user lacks a permission traffik needs: {text.rstrip('.')}{calls}. "
+        f"Grant it {ACL_DOCS}: its commands, and the keys ~<namespace>:*."
+    )
+
+
 def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
     """The traffik exception for client error ``exc`` raised by ``op`` on the server ``where``."""
     if isinstance(exc, _CONNECTION_ERRORS):
         return BackendConnectionError(
             f"Redis at {where} failed during {op}(): {type(exc).__name__}: "
-            f"{str(exc).rstrip('.')}. "
-            f"Check that the server is running and reachable at that address."
+            f"{str(exc).rstrip('.')}. {_hint(exc)}"
         )
+    denied = _missing_permission(exc)
+    if denied is not None:
+        return denied
     return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
 
 
