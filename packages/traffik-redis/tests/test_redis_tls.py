@@ -10,8 +10,9 @@ from redis.asyncio import Redis
 from traffik.exceptions import BackendConnectionError
 from traffik.rates import Rate
 from traffik.redis import RedisBackend
+from traffik.redis._errors import ACL_COMMANDS
 from traffik.strategies import FixedWindowStrategy
-from traffik.testing.servers import RedisServer, TLSFiles
+from traffik.testing.servers import RedisClusterServer, RedisServer, TLSFiles
 
 pytestmark = pytest.mark.redis
 
@@ -108,3 +109,30 @@ async def test_plain_redis_to_a_tls_port_fails_initialize_saying_so(
     with pytest.raises(BackendConnectionError) as info:
         await backend.initialize()
     assert "Redis at" in str(info.value)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_redis_cluster_over_tls_with_a_least_privilege_user(redis_tls: TLSFiles) -> None:
+    """Three TLS-only masters (bus and replication over TLS too), reached through a
+    rediss:// URL with the documented ACL plus what redis-py's cluster client reads."""
+    commands = [*ACL_COMMANDS.split(), "+cluster|slots", "+command"]
+    with RedisClusterServer(replicas_per_master=0, tls=redis_tls) as cluster:
+        for host, port in cluster.nodes:
+            cluster.server(host, port).command(
+                "ACL", "SETUSER", "traffik", "on", ">pw", "~tls-cluster:*", "-@all", *commands
+            )
+        url = cluster.url.replace("rediss://", "rediss://traffik:pw@")
+        backend = RedisBackend(
+            f"{url}?{redis_tls.url_query()}", namespace="tls-cluster", cluster=True
+        )
+        async with backend():
+            assert backend.is_cluster
+            strategy, rate = FixedWindowStrategy(), Rate.parse("1/m")
+            keys = [f"k{i}" for i in range(12)]
+            domains = {backend.failure_domain(key) for key in keys}
+            assert len(domains) == 3  # the keys reach every master
+            assert [(await backend.decide(k, strategy, rate)).allowed for k in keys] == [True] * 12
+            assert not any([(await backend.decide(k, strategy, rate)).allowed for k in keys])
+            await backend.reset()

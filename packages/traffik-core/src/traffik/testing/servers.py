@@ -533,7 +533,9 @@ class RedisClusterServer:
     Every node is a `RedisServer` started with ``--cluster-enabled yes`` on a free port
     (whose bus port, port + 10000, is free too). `start` creates the cluster with
     ``redis-cli --cluster create`` and waits until every node reports
-    ``cluster_state:ok`` and every replica is in sync.
+    ``cluster_state:ok`` and every replica is in sync. With ``tls`` (see `tls_files`)
+    every node speaks TLS only, the cluster bus and replication included
+    (``--tls-cluster yes``), and `url` is ``rediss://``.
     """
 
     def __init__(
@@ -544,6 +546,7 @@ class RedisClusterServer:
         host: str = "127.0.0.1",
         node_timeout_ms: int = 3000,
         extra_args: Sequence[str] = (),
+        tls: TLSFiles | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError(f"A Redis Cluster needs at least 3 masters, got {masters}.")
@@ -556,6 +559,7 @@ class RedisClusterServer:
         self.replicas_per_master = replicas_per_master
         self.node_timeout_ms = node_timeout_ms
         self.extra_args = tuple(extra_args)
+        self.tls = tls
         self._servers: list[RedisServer] = []
 
     @property
@@ -570,9 +574,9 @@ class RedisClusterServer:
 
     @property
     def url(self) -> str:
-        """``redis://HOST:PORT/0`` of the first master."""
+        """``redis://HOST:PORT/0`` of the first master (``rediss://`` with TLS)."""
         host, port = self.nodes[0]
-        return f"redis://{host}:{port}/0"
+        return f"{'redis' if self.tls is None else 'rediss'}://{host}:{port}/0"
 
     def server(self, host: str, port: int) -> RedisServer:
         """The `RedisServer` running node ``host:port``."""
@@ -592,9 +596,11 @@ class RedisClusterServer:
             "--cluster-node-timeout", str(self.node_timeout_ms),
             *self.extra_args,
         )  # fmt: skip
+        if self.tls is not None:
+            args += ("--tls-cluster", "yes")
         try:
             for _ in range(total):
-                server = _ClusterNode(host=self.host, extra_args=args)
+                server = _ClusterNode(host=self.host, extra_args=args, tls=self.tls)
                 self._servers.append(server)
                 server.start()
             self._create()
@@ -607,6 +613,10 @@ class RedisClusterServer:
     def _create(self) -> None:
         addresses = [f"{host}:{port}" for host, port in self.nodes]
         command = [self.redis_cli, "--cluster", "create", *addresses]
+        if self.tls is not None:
+            tls = self.tls
+            command += ["--tls", "--cacert", tls.ca_cert, "--cert", tls.client_cert]
+            command += ["--key", tls.client_key]
         command += ["--cluster-replicas", str(self.replicas_per_master), "--cluster-yes"]
         result = subprocess.run(
             command,

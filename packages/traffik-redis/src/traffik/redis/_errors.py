@@ -16,7 +16,7 @@ from traffik.redis._scripts import script_calls
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["backend_error", "gated"]
+__all__ = ["ACL_COMMANDS", "backend_error", "gated"]
 
 P = typing.ParamSpec("P")
 R = typing.TypeVar("R")
@@ -38,8 +38,13 @@ class _Gated(typing.Protocol):
 S = typing.TypeVar("S", bound=_Gated)
 
 
-#: The smallest ACL, as the docs give it ("Running Redis in production").
-ACL_DOCS = "the ACL in the docs (Redis backend, 'Running Redis in production')"
+#: The commands of the smallest ACL, as docs/backends/redis-production.md gives it
+#: (the scripts' inner calls included); a user needs them on the keys ~<namespace>:*.
+ACL_COMMANDS = (
+    "+ping +evalsha +script|load +time +get +set +del +unlink +exists +incrby +decrby "
+    "+pexpire +mget +scan"
+)
+ACL_DOCS = "the ACL in the docs ('Running Redis in production')"
 
 
 def _tls_hint(text: str) -> str | None:
@@ -93,7 +98,7 @@ def _missing_permission(exc: BaseException) -> BackendError | None:
     )
     return BackendError(
         f"The Redis user lacks a permission traffik needs: {text.rstrip('.')}{calls}. "
-        f"Grant it {ACL_DOCS}: its commands, and the keys ~<namespace>:*."
+        f"Grant it {ACL_DOCS}: ~<namespace>:* {ACL_COMMANDS}."
     )
 
 
