@@ -66,8 +66,11 @@ def _quick_start(title: str) -> QuickStart:
     (source,) = re.findall(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
     prose = " ".join(text.split())
     run = re.search(r"run `(uvicorn [^`]+)`", prose)
-    call = re.search(r"`curl -i (http://[^`]+)` (\w+) times|(\w+) times with `curl -i (http://[^`]+)`", prose)
-    assert run and call, f"README '## {title}' should say how to serve and call the app"
+    call = re.search(
+        r"`curl -i (http://[^`]+)` (\w+) times|(\w+) times with `curl -i (http://[^`]+)`", prose
+    )
+    assert run, f"README '## {title}' should say how to serve the app (run `uvicorn ...`)"
+    assert call, f"README '## {title}' should say how to call the app (`curl -i ...` N times)"
     times, url = (call.group(2), call.group(1)) if call.group(1) else (call.group(3), call.group(4))
     return QuickStart(
         section=title,
@@ -176,7 +179,9 @@ def test_quick_start_runs_as_copied(
     installed = _run(uv, "pip", "freeze", "--python", python).stdout
     for name in quick.packages:
         assert re.search(rf"^{name}(==| @ )", installed, re.MULTILINE | re.IGNORECASE), installed
-    foreign = sorted(set(re.findall(r"^(traffik-\w+)", installed, re.MULTILINE)) - set(quick.packages))
+    foreign = sorted(
+        set(re.findall(r"^(traffik-\w+)", installed, re.MULTILINE)) - set(quick.packages)
+    )
     assert not foreign, f"installed without being named: {foreign}"
 
     app_dir = tmp_path / "app"
@@ -203,7 +208,8 @@ def test_quick_start_runs_as_copied(
     server.send_signal(signal.SIGINT)
     server.wait(timeout=20)
     text = log.read_text()
-    assert "Traceback" not in text and "ERROR" not in text, text
+    assert "Traceback" not in text, text
+    assert "ERROR" not in text, text
 
     statuses = [answer.status_code for answer in answers]
     assert statuses == [200] * (quick.calls - 1) + [429], statuses
