@@ -85,10 +85,19 @@ def _quick_start(title: str) -> QuickStart:
 QUICK_STARTS = [_quick_start("FastAPI"), _quick_start("Starlette")]
 
 
+def _uv_env() -> dict[str, str]:
+    """uv as a reader runs it: ``hatch run lowest:test`` sets ``UV_RESOLUTION=lowest-direct``,
+    which would resolve the README's unpinned ``fastapi``/``uvicorn`` to their first
+    releases; a reader gets the newest.
+    """
+    return {k: v for k, v in os.environ.items() if k != "UV_RESOLUTION"}
+
+
 def _run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(part) for part in command],
         cwd=cwd,
+        env=_uv_env(),
         capture_output=True,
         text=True,
         timeout=300,
