@@ -124,7 +124,7 @@ async def test_decisions_follow_the_primary_through_a_failover(
     after_promotion: list[bool] = []
 
     async def client(i: int) -> None:
-        for _ in range(5000):  # bounded by count; ends once enough answers came back
+        for _ in range(1500):  # bounded by count; ends once enough answers came back
             try:
                 await backend.decide(f"c{i}", strategy, rate)
                 ok = True
@@ -167,3 +167,33 @@ def forget_lost_sentinel_connections() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+def _client_ids(server: typing.Any) -> set[str]:
+    """Ids of the server's client connections, but the one asking."""
+    lines = str(server.command("CLIENT", "LIST")).splitlines()
+    return {line.split()[0] for line in lines if "cmd=client|list" not in line}
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_lane_that_meets_a_demoted_primary_takes_a_new_connection(
+    make_redis_server: typing.Callable[..., typing.Any],
+) -> None:
+    """A READONLY reply (the server became a replica, as an old primary does when it
+    comes back after a failover) fails the call, and the lane drops that connection:
+    the next call connects again (through the sentinels, with a Sentinel client)."""
+    primary, other = make_redis_server(), make_redis_server()
+    backend = RedisBackend(primary.url, namespace="demoted", failure_policy=None)
+    strategy, rate = FixedWindowStrategy(), Rate.parse("100/m")
+    async with backend():
+        await backend.decide("k", strategy, rate)
+        primary.command("REPLICAOF", other.host, str(other.port))
+        try:
+            before = _client_ids(primary)
+            with pytest.raises(BackendError, match="ReadOnlyError"):
+                await backend.decide("k", strategy, rate)
+        finally:
+            primary.command("REPLICAOF", "NO", "ONE")
+        assert (await backend.decide("k", strategy, rate)).allowed
+        assert _client_ids(primary) - before, "the lane kept the connection that met READONLY"
