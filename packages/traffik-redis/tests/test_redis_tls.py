@@ -124,6 +124,17 @@ async def test_redis_cluster_over_tls_with_a_least_privilege_user(redis_tls: TLS
                 "ACL", "SETUSER", "traffik", "on", ">pw", "~tls-cluster:*", "-@all", *commands
             )
         url = cluster.url.replace("rediss://", "rediss://traffik:pw@")
+        # Without +cluster|slots, redis-py says the node is not a cluster node: the
+        # message says what else it may mean.
+        cluster.server(*cluster.nodes[0]).command("ACL", "SETUSER", "no-slots", "on", ">pw")
+        cluster.server(*cluster.nodes[0]).command("ACL", "SETUSER", "no-slots", "-@all")
+        denied = RedisBackend(
+            cluster.url.replace("rediss://", "rediss://no-slots:pw@") + f"?{redis_tls.url_query()}",
+            namespace="tls-cluster",
+            cluster=True,
+        )
+        with pytest.raises(BackendConnectionError, match=r"grant it \+cluster\|slots"):
+            await denied.initialize()
         backend = RedisBackend(
             f"{url}?{redis_tls.url_query()}", namespace="tls-cluster", cluster=True
         )

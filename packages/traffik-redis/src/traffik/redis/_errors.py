@@ -76,6 +76,12 @@ def _hint(exc: BaseException) -> str:
             "The server refused the user name or password: check the credentials "
             "(redis://user:password@host:port/db, or username= and password=)."
         )
+    if "Cluster mode is not enabled" in text:
+        # redis-py says so too when the user may not run CLUSTER SLOTS.
+        return (
+            "Either the node is not part of a Redis Cluster (drop cluster=True), or the "
+            "user may not read the slot map: grant it +cluster|slots and +command."
+        )
     return _tls_hint(text) or "Check that the server is running and reachable at that address."
 
 
