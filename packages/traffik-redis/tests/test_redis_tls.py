@@ -117,7 +117,9 @@ async def test_plain_redis_to_a_tls_port_fails_initialize_saying_so(
 async def test_redis_cluster_over_tls_with_a_least_privilege_user(redis_tls: TLSFiles) -> None:
     """Three TLS-only masters (bus and replication over TLS too), reached through a
     rediss:// URL with the documented ACL plus what redis-py's cluster client reads."""
-    commands = [*ACL_COMMANDS.split(), "+cluster|slots", "+command"]
+    # redis-py's cluster client reads the slot map and the command table (and INFO in
+    # redis-py 5.0).
+    commands = [*ACL_COMMANDS.split(), "+cluster|slots", "+command", "+info"]
     with RedisClusterServer(replicas_per_master=0, tls=redis_tls) as cluster:
         for host, port in cluster.nodes:
             cluster.server(host, port).command(
@@ -133,8 +135,11 @@ async def test_redis_cluster_over_tls_with_a_least_privilege_user(redis_tls: TLS
             namespace="tls-cluster",
             cluster=True,
         )
-        with pytest.raises(BackendConnectionError, match=r"grant it \+cluster\|slots"):
+        with pytest.raises(BackendConnectionError) as info:
             await denied.initialize()
+        # redis-py 8 says "Cluster mode is not enabled", 5.0 names the INFO it may not run.
+        assert "+cluster|slots" in str(info.value)
+        assert "running and reachable" not in str(info.value)
         backend = RedisBackend(
             f"{url}?{redis_tls.url_query()}", namespace="tls-cluster", cluster=True
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import ssl
 import typing
 
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException
@@ -68,31 +69,47 @@ def _tls_hint(text: str) -> str | None:
     return None
 
 
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError behind ``exc`` (redis-py 5.0 keeps it only as the context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _is_permission(text: str) -> bool:
+    return "NOPERM" in text or "can't run this command" in text or "no permissions" in text
+
+
 def _hint(exc: BaseException) -> str:
-    """What to check for a connection error: TLS, credentials, or the address."""
+    """What to check for a connection error: TLS, credentials, permissions, or the address."""
     text = str(exc)
     if isinstance(exc, AuthenticationError) or "WRONGPASS" in text:
         return (
             "The server refused the user name or password: check the credentials "
             "(redis://user:password@host:port/db, or username= and password=)."
         )
+    if _is_permission(text):
+        return (
+            f"The Redis user lacks a permission traffik needs: grant it {ACL_DOCS} "
+            f"(on Redis Cluster, with +cluster|slots +command +info)."
+        )
     if "Cluster mode is not enabled" in text:
         # redis-py says so too when the user may not run CLUSTER SLOTS.
         return (
             "Either the node is not part of a Redis Cluster (drop cluster=True), or the "
-            "user may not read the slot map: grant it +cluster|slots and +command."
+            "user may not read the slot map: grant it +cluster|slots +command +info."
         )
     return _tls_hint(text) or "Check that the server is running and reachable at that address."
 
 
 def _missing_permission(exc: BaseException) -> BackendError | None:
     text = str(exc)
-    if not (
-        isinstance(exc, NoPermissionError)
-        or "NOPERM" in text
-        or "can't run this command" in text
-        or "no permissions" in text.lower()
-    ):
+    if not (isinstance(exc, NoPermissionError) or _is_permission(text)):
         return None
     # A command refused inside a script is not named by Redis: name what the script calls.
     found = re.search(r"script: ([0-9a-f]{40})", text)
@@ -111,9 +128,15 @@ def _missing_permission(exc: BaseException) -> BackendError | None:
 def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
     """The traffik exception for client error ``exc`` raised by ``op`` on the server ``where``."""
     if isinstance(exc, _CONNECTION_ERRORS):
+        text = str(exc).rstrip(".")
+        tls = _ssl_cause(exc)
+        if tls is not None and str(tls) not in text:
+            text += f" (TLS: {tls})"
+            exc_hint = _tls_hint(str(tls)) or _hint(exc)
+        else:
+            exc_hint = _hint(exc)
         return BackendConnectionError(
-            f"Redis at {where} failed during {op}(): {type(exc).__name__}: "
-            f"{str(exc).rstrip('.')}. {_hint(exc)}"
+            f"Redis at {where} failed during {op}(): {type(exc).__name__}: {text}. {exc_hint}"
         )
     denied = _missing_permission(exc)
     if denied is not None:
