@@ -52,7 +52,6 @@ from traffik.headers import (
     DECISIONS_STATE_KEY,
     LEGACY_STATE_KEY,
     rate_limit_headers,
-    record_in_state,
     write_recorded_fields,
 )
 from traffik.identifiers import (
@@ -362,17 +361,18 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             backend = self._resolve_backend(connection)
         identifier = plan.identifier or backend.identifier
         identity: typing.Any
-        if identifier is connection_identifier:
-            # The default identifier, without a coroutine of its own.
-            identity = _default_identity(connection)
-        else:
-            try:
+        try:
+            if identifier is connection_identifier:
+                # The default identifier, without a coroutine of its own.
+                identity = _identity_of(connection)
+            else:
                 identity = await identifier(connection)
-            except AnonymousConnection:
-                _warn_anonymous()
-                identity = ANONYMOUS
-            if identity is UNLIMITED:
-                return None
+                if identity is UNLIMITED:
+                    return None
+        except AnonymousConnection:
+            _warn_anonymous()
+            identity = ANONYMOUS
+        uid = plan.uid
         scope = connection.scope
         if plan.custom_key:
             key = await self._key(connection, identity, context_key)
@@ -381,7 +381,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             key = f"{plan.prefix}{route}:{memo_identity_part(identity)}"
         # Built-in and custom strategies take the same failure path (traffik.failures).
         decision = await decide_with_policy(
-            backend, key, plan.strategy, plan.rate, cost, policy=plan.policy, name=plan.uid
+            backend, key, plan.strategy, plan.rate, cost, policy=plan.policy, name=uid
         )
         if decision.limit != plan.limit:
             # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
@@ -390,10 +390,18 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
             # second"). r still counts the units available now (up to the burst).
             decision = decision._replace(limit=plan.limit)
+        # The record (headers.record_in_state, inlined: one call less per request).
         state = scope.get("state")
         if state is None:
-            state = scope["state"] = {}
-        record_in_state(state, plan.uid, decision, plan.legacy)
+            scope["state"] = {DECISIONS_STATE_KEY: {uid: decision}}
+        else:
+            decisions = state.get(DECISIONS_STATE_KEY)
+            if decisions is None:
+                state[DECISIONS_STATE_KEY] = {uid: decision}
+            else:
+                decisions[uid] = decision
+        if plan.legacy:
+            scope["state"][LEGACY_STATE_KEY] = True
         return decision
 
     async def _refuse(
