@@ -274,7 +274,10 @@ def main_floors(args: argparse.Namespace, argv: list[str]) -> int:
     top.append(
         "*×floor* is the share of the floor app's throughput (1.00× = as fast as the "
         "floor); *added over bare* is the app's µs/request minus the same framework's app "
-        "without a limiter, in the same round (median), and *floor's added* the floor's.\n"
+        "without a limiter, in the same round (median), and *floor's added* the floor's. "
+        "*Opcodes added* counts the Python opcodes one request executes beyond the bare "
+        "app's (`sys.settrace`, after the timings): unlike the times, machine load does "
+        "not move it, but C code is not counted and an opcode is not a fixed time.\n"
     )
     if args.quick:
         top.append("**Smoke run: not a measurement.**\n")

@@ -18,6 +18,7 @@ import asyncio
 import gc
 import json
 import statistics
+import sys
 import time
 import typing
 from pathlib import Path
@@ -93,6 +94,32 @@ async def _abba(
     return (a1 + a2) / 2, (b1 + b2) / 2, sa, sb
 
 
+#: Requests over which the Python opcodes of an app are counted.
+OPCODE_REQUESTS = 20
+
+
+async def count_opcodes(call: typing.Callable[[], typing.Awaitable[int]]) -> float:
+    """Python opcodes executed per request (``sys.settrace``): a count that machine load
+    does not change, beside the timings that it does. C code (dict lookups, the
+    event loop) is not counted; an opcode is not a fixed time."""
+    count = 0
+
+    def tracer(frame: typing.Any, event: str, arg: typing.Any) -> typing.Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for _ in range(OPCODE_REQUESTS):
+            await call()
+    finally:
+        sys.settrace(None)
+    return count / OPCODE_REQUESTS
+
+
 async def measure(
     apps: dict[str, typing.Any], requests: int, rounds: int, log: Log
 ) -> dict[str, typing.Any]:
@@ -110,6 +137,7 @@ async def measure(
                 await call()
         cells = [c for c in CELLS if c[1] in callers]
         out: dict[str, typing.Any] = {c[1]: [] for c in cells}
+        out["opcodes"] = {name: await count_opcodes(call) for name, call in callers.items()}
         for rnd in range(rounds):
             gc.collect()
             shift = rnd % len(cells)
@@ -130,6 +158,7 @@ async def measure(
 def summarize(times: dict[str, typing.Any], path: str) -> list[dict[str, typing.Any]]:
     """One row per cell: medians of µs/request, and the median share of its floor."""
     rows = []
+    ops = times["opcodes"]
     for framework, app, floor, through, target in CELLS:
         if app not in times:
             continue
@@ -146,6 +175,8 @@ def summarize(times: dict[str, typing.Any], path: str) -> list[dict[str, typing.
             "floor_added_us": statistics.median(r["floor"] - r["bare"] for r in rs),
             "share": share, "shares": shares, "target": target, "met": share >= target,
             "status": rs[-1]["status"], "floor_status": rs[-1]["floor_status"],
+            "opcodes": ops[app], "floor_opcodes": ops[floor],
+            "bare_opcodes": ops[f"{framework}-bare"],
         })  # fmt: skip
     return rows
 
@@ -159,8 +190,8 @@ def render(rows: list[dict[str, typing.Any]], top: list[str]) -> str:
         lines += [
             f"\n## {path.capitalize()} path\n",
             "| integration | floor | ×floor (throughput) | target | µs/request | floor µs | "
-            "added over bare µs | floor's added µs | status |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "added over bare µs | floor's added µs | opcodes added (floor's) | status |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in chosen:
             verdict = "met" if r["met"] else "**missed**"
@@ -168,6 +199,8 @@ def render(rows: list[dict[str, typing.Any]], top: list[str]) -> str:
                 f"| {r['framework']}, {r['through']} | {r['floor_kind']} | "
                 f"{r['share']:.2f}× | ≥ {r['target']:.2f}× {verdict} | {r['us']:.1f} | "
                 f"{r['floor_us']:.1f} | {r['added_us']:.1f} | {r['floor_added_us']:.1f} | "
+                f"{r['opcodes'] - r['bare_opcodes']:.0f} "
+                f"({r['floor_opcodes'] - r['bare_opcodes']:.0f}) | "
                 f"{r['status']} (floor {r['floor_status']}) |"
             )
     return "\n".join(lines)

@@ -113,13 +113,12 @@ class RouteKeys:
         #: id(route) -> (route, root path, raw method -> route part).
         self._cache: dict[int, tuple[typing.Any, str, dict[str | None, str]]] = {}
 
-    def _template_key(
-        self, scope: typing.MutableMapping[str, typing.Any], route: typing.Any
-    ) -> str | None:
-        """The route part for a route with a template (cached); None without one."""
-        template = getattr(route, "path_format", None)
+    def _uncached(self, scope: typing.MutableMapping[str, typing.Any], route: typing.Any) -> str:
+        """The route part when the cache has none: the template's (then cached), else
+        the raw path's."""
+        template = getattr(route, "path_format", None) if route is not None else None
         if type(template) is not str:
-            return None
+            return self._method(scope) + route_part(scope.get("path", ""))
         root_path = scope.get("root_path", "")
         part = self._method(scope) + template_part(root_path + template)
         entry = self._cache.get(id(route))
@@ -159,21 +158,13 @@ class RouteKeys:
                     _area_parts[area] = part
         else:
             route = scope.get("route") if self.by_template else None
-            part = None
-            if route is not None:
-                # Cached per route object (the entry holds it, so its id is not reused
-                # while cached), then per raw method; the root path is checked.
-                entry = self._cache.get(id(route))
-                if (
-                    entry is not None
-                    and entry[0] is route
-                    and entry[1] == scope.get("root_path", "")
-                ):
-                    part = entry[2].get(scope.get("method"))
-                if part is None:
-                    part = self._template_key(scope, route)
-            if part is None:
-                part = self._method(scope) + route_part(scope.get("path", ""))
+            # Cached per route object (the entry holds it, so its id is not reused
+            # while cached), then per raw method; the root path is checked.
+            entry = self._cache.get(id(route)) if route is not None else None
+            if entry is not None and entry[0] is route and entry[1] == scope.get("root_path", ""):
+                part = entry[2].get(scope.get("method")) or self._uncached(scope, route)
+            else:
+                part = self._uncached(scope, route)
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
         return part
