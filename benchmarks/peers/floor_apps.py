@@ -113,6 +113,17 @@ async def _endpoint(request: typing.Any) -> typing.Any:
     return JSONResponse({"ok": "1"})
 
 
+async def _refuse_429(request: typing.Any) -> typing.Any:
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    raise StarletteHTTPException(
+        429,
+        "Too Many Requests",
+        headers={"RateLimit-Policy": '"floor";q=1;w=3600', "RateLimit": '"floor";r=0;t=3600',
+                 "Retry-After": "3600"},
+    )  # fmt: skip
+
+
 def apps(refuse: bool = False) -> dict[str, typing.Any]:
     """The floor apps by name: Starlette and FastAPI with :class:`FloorLimiter`, FastAPI
     with :func:`floor_dependency`."""
@@ -140,6 +151,16 @@ def apps(refuse: bool = False) -> dict[str, typing.Any]:
         return {"ok": "1"}
 
     out["fastapi-floor-depends"] = fastapi_dep
+    # No limiter: the app refusing every request itself, with HTTPException(429) through
+    # its own exception handlers (what a refusal costs where handlers answer it).
+    out["starlette-raise"] = Starlette(routes=[Route("/", _refuse_429)])
+    fastapi_raise = FastAPI()
+
+    @fastapi_raise.get("/")
+    async def root_raise() -> None:
+        await _refuse_429(None)
+
+    out["fastapi-raise"] = fastapi_raise
     return out
 
 
