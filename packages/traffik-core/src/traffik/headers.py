@@ -344,7 +344,12 @@ def message_with_fields(
         return message
     fields = rate_limit_fields(decisions, legacy or bool(state.get(LEGACY_STATE_KEY)))
     raw = message.get("headers")
-    return {**message, "headers": merge_fields(raw, fields) if raw else fields}
+    if raw:
+        if _MANAGED_RAW.isdisjoint(map(bytes.lower, map(_name_of, raw))):
+            fields = [*raw, *fields]
+        else:
+            fields = merge_fields(raw, fields)
+    return {**message, "headers": fields}
 
 
 class RateLimitHeadersMiddleware:

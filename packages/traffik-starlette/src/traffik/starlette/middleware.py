@@ -115,12 +115,13 @@ class ThrottleMiddleware:
             send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
         connection: HTTPConnection | None = None
         token = None
-        area = scope.get(ROUTE_KEY_SCOPE, _UNSET)
+        area = _UNSET
         try:
             for rule in candidates:
                 if not rule.matches(scope):
                     continue
                 if connection is None:
+                    area = scope.get(ROUTE_KEY_SCOPE, _UNSET)
                     connection = (
                         Request(scope, receive, send)
                         if scope["type"] == "http"
@@ -158,7 +159,10 @@ class ThrottleMiddleware:
             if token is not None:
                 throttle_backend_ctx.reset(token)
         if connection is not None:
-            self._restore_area(scope, area)
+            if area is _UNSET:
+                scope.pop(ROUTE_KEY_SCOPE, None)
+            else:
+                scope[ROUTE_KEY_SCOPE] = area
         await self.app(scope, receive, send)
 
     @staticmethod
