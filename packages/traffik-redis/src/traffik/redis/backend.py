@@ -13,9 +13,11 @@ from traffik.exceptions import (
     BackendError,
     ConfigurationError,
 )
+from traffik.leases import LeaseGrant
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
+from traffik.redis._leases import grant_of, run_lease
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
@@ -82,6 +84,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         distributed_locks=True,
         negative_counters=True,
         server_clock=True,
+        leases=True,
     )
 
     def __init__(
@@ -390,6 +393,36 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             async with opened.gate:
                 now, raw = await run_script(opened.client, script, skey, args)
         return strategy.peek(decode_state(raw), int(now), rate)
+
+    # -- leases (traffik.leases): one script per operation, see _leases.py ---------
+
+    def lease_key(self, key: str) -> str:
+        """``namespace:{key}:lease``: one hash slot per throttle key."""
+        return tagged_key(self.namespace, key, "lease")
+
+    def _lease_now(self, now_ms: int | None) -> int | str:
+        if now_ms is None:
+            return "" if self._server_clock else self.clock()
+        return now_ms
+
+    @gated
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        args = (holder, limit, lease_ms, self._lease_now(now_ms))
+        return grant_of(await run_lease(self._client(), "take", self.lease_key(key), args))
+
+    @gated
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        args = (holder, lease_ms, self._lease_now(now_ms))
+        return bool(await run_lease(self._client(), "renew", self.lease_key(key), args))
+
+    @gated
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        args = (holder, self._lease_now(now_ms))
+        return bool(await run_lease(self._client(), "release", self.lease_key(key), args))
 
 
 def _text(value: typing.Any) -> str | None:
