@@ -53,7 +53,9 @@ async def _time_floor(backend: typing.Any, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-async def measure(backends: dict[str, typing.Any], n: int, reps: int) -> dict[str, dict[str, list[float]]]:
+async def measure(
+    backends: dict[str, typing.Any], n: int, reps: int
+) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {
         name: {"floor": [], "slot": []} for name in backends
     }
