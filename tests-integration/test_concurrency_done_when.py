@@ -495,3 +495,57 @@ async def test_a_killed_process_frees_its_slots_within_one_lease(
     finally:
         doomed.stop()
         other.stop()
+
+
+async def test_websocket_slots_through_fastapi_depends_and_the_starlette_decorator() -> None:
+    import contextlib
+
+    from starlette.testclient import TestClient, WebSocketDenialResponse
+
+    backend = InMemoryBackend(namespace="conc-ws-more")
+    api = FastAPI(lifespan=backend.lifespan)
+
+    @api.websocket("/ws", dependencies=[Depends(ConcurrencyThrottle("f-sockets", 2))])
+    async def fastapi_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for message in websocket.iter_text():
+            await websocket.send_text(message)
+
+    @starlette_throttled(ConcurrencyThrottle("s-sockets", 2))
+    async def starlette_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for message in websocket.iter_text():
+            await websocket.send_text(message)
+
+    app = Starlette(routes=[WebSocketRoute("/ws", starlette_ws)], lifespan=backend.lifespan)
+    for target in (api, app):
+        with TestClient(target) as http:
+            with contextlib.ExitStack() as sockets:
+                for _ in range(2):
+                    sockets.enter_context(http.websocket_connect("/ws"))
+                with pytest.raises(WebSocketDenialResponse) as refused:
+                    with http.websocket_connect("/ws"):
+                        pass
+                assert refused.value.status_code == 429
+            with http.websocket_connect("/ws") as ws:
+                ws.send_text("again")
+                assert ws.receive_text() == "again"
+
+
+async def test_fastapi_shows_no_throttle_parameter_in_openapi() -> None:
+    api = FastAPI()
+    slots = ConcurrencyThrottle("slots", 2)
+
+    @api.get("/dep", dependencies=[Depends(slots)])
+    async def dep(q: int = 0) -> int:
+        return q
+
+    @api.get("/deco")
+    @fastapi_throttled(slots)
+    async def deco(q: int = 0) -> int:
+        return q
+
+    paths = api.openapi()["paths"]
+    for path in ("/dep", "/deco"):
+        names = [p["name"] for p in paths[path]["get"].get("parameters", [])]
+        assert names == ["q"], f"{path} shows {names}"
