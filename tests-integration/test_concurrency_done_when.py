@@ -523,9 +523,11 @@ async def test_websocket_slots_through_fastapi_depends_and_the_starlette_decorat
             with contextlib.ExitStack() as sockets:
                 for _ in range(2):
                     sockets.enter_context(http.websocket_connect("/ws"))
-                with pytest.raises(WebSocketDenialResponse) as refused:
-                    with http.websocket_connect("/ws"):
-                        pass
+                with (
+                    pytest.raises(WebSocketDenialResponse) as refused,
+                    http.websocket_connect("/ws"),
+                ):
+                    pass
                 assert refused.value.status_code == 429
             with http.websocket_connect("/ws") as ws:
                 ws.send_text("again")
