@@ -222,3 +222,21 @@ async def test_calling_it_where_nothing_reports_the_end_says_what_to_do() -> Non
             await throttle(request())
         with pytest.raises(TypeError, match="needs the connection"):
             await throttle()
+
+
+async def test_a_hanging_release_is_bounded_by_the_policy_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from traffik.failures import FailurePolicy
+
+    class Hanging(InMemoryBackend[typing.Any]):
+        async def release_lease(self, *args: typing.Any, **kwargs: typing.Any) -> bool:
+            await asyncio.Event().wait()
+            return True
+
+    backend = Hanging(namespace="conc-hang", failure_policy=FailurePolicy(timeout=0.05))
+    throttle = ConcurrencyThrottle("c", 1, backend=backend)
+    async with backend(), throttle.hold(request()):
+        pass
+    assert "frees when its lease expires" in caplog.text
+    assert await throttle.stat(request()) is None

@@ -194,6 +194,10 @@ class ConcurrencyThrottle(BaseThrottle[HTTPConnection]):
             if slot is not None:
                 await slot.release()
 
+    async def stat(self, connection: HTTPConnection, context_key: typing.Any = None) -> None:
+        """None: a concurrency throttle has no rate to report (slots are not a quota)."""
+        return None
+
     # -- taking a slot -------------------------------------------------------------
 
     async def _take(self, connection: HTTPConnection) -> _Slot | None:
@@ -274,7 +278,16 @@ class ConcurrencyThrottle(BaseThrottle[HTTPConnection]):
 class _Slot:
     """One held lease: renewed every third of a lease while held, released once."""
 
-    __slots__ = ("_backend", "_handle", "_holder", "_key", "_released", "_task", "_throttle")
+    __slots__ = (
+        "_backend",
+        "_handle",
+        "_holder",
+        "_key",
+        "_released",
+        "_task",
+        "_throttle",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -289,6 +302,9 @@ class _Slot:
         self._holder = holder
         self._released = False
         self._task: asyncio.Task[None] | None = None
+        # Renewals and the release are bounded like every backend call of the policy.
+        policy = backend.failure_policy
+        self._timeout = None if policy is None else policy.timeout
         # A timer, not a task: most requests end before their first renewal.
         self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             throttle.lease / 3, self._renew_now
@@ -302,7 +318,9 @@ class _Slot:
     async def _renew(self) -> None:
         throttle = self._throttle
         try:
-            alive = await self._backend.renew_lease(self._key, self._holder, throttle._lease_ms)
+            alive = await self._bounded(
+                self._backend.renew_lease(self._key, self._holder, throttle._lease_ms)
+            )
         except Exception:
             # The lease stands until it expires; the next renewal tries again.
             logger.warning("renewing a slot of %r failed", throttle.uid, exc_info=True)
@@ -313,6 +331,11 @@ class _Slot:
             self._expired()
             return
         self._handle = asyncio.get_running_loop().call_later(throttle.lease / 3, self._renew_now)
+
+    async def _bounded(self, call: typing.Awaitable[bool]) -> bool:
+        if self._timeout is None:
+            return await call
+        return await asyncio.wait_for(call, self._timeout)
 
     def _expired(self) -> None:
         if events.has_subscribers():
@@ -333,7 +356,7 @@ class _Slot:
         if task is not None and not task.done():
             task.cancel()
         try:
-            held = await self._backend.release_lease(self._key, self._holder)
+            held = await self._bounded(self._backend.release_lease(self._key, self._holder))
         except Exception:
             logger.warning(
                 "releasing a slot of %r failed; it frees when its lease expires",
