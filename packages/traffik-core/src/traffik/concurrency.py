@@ -33,11 +33,10 @@ from starlette.requests import HTTPConnection
 from traffik import events
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.failures import fallback_of
-from traffik.identifiers import connection_identifier
 from traffik.leases import LeaseGrant
 from traffik.lifecycle import Outcome, attach
 from traffik.rates import Rate
-from traffik.throttles import BaseThrottle, _default_identity
+from traffik.throttles import BaseThrottle
 from traffik.types import UNLIMITED
 
 if typing.TYPE_CHECKING:
@@ -203,12 +202,9 @@ class ConcurrencyThrottle(BaseThrottle[HTTPConnection]):
     async def _take(self, connection: HTTPConnection) -> _Slot | None:
         backend = self._resolve_backend(connection)
         require_leases(backend)
-        if (self.identifier or backend.identifier) is connection_identifier:
-            identity = _default_identity(connection)
-        else:
-            identity = await self._identity(connection, backend)
-            if identity is UNLIMITED:
-                return None
+        identity = await self._identity(connection, backend)
+        if identity is UNLIMITED:
+            return None
         key = await self._key(connection, identity, None)
         holder = secrets.token_hex(8)
         answer = await self._take_by_policy(backend, key, holder)
