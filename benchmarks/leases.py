@@ -100,9 +100,12 @@ def render(results: dict[str, dict[str, list[float]]], n: int, reps: int, comman
     lines += [
         "",
         "A slot costs two backend calls (take before the app runs, release when the",
-        "response is over), a rate decision one: on a network backend the ratio is about",
-        "two round trips to one. Renewals (every lease / 3) only touch responses that",
-        "last longer than a third of their lease.",
+        "response is over), a rate decision one. On Redis each call is one script",
+        "(EVALSHA) round trip, as a decision is; on Memcached each lease call is a",
+        "`gets` and a `cas` (two round trips) where a fixed-window decision is mostly",
+        "one `incr`. In memory, the slot also prunes and counts its key's leases.",
+        "Renewals (every lease / 3) only touch responses longer than a third of their",
+        "lease.",
         "",
     ]
     return "\n".join(lines)

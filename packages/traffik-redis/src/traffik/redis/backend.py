@@ -17,7 +17,7 @@ from traffik.leases import LeaseGrant
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
-from traffik.redis._leases import grant_of, run_lease
+from traffik.redis._leases import LEASE_SCRIPTS, grant_of, run_lease
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
@@ -405,24 +405,30 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             return "" if self._server_clock else self.clock()
         return now_ms
 
-    @gated
+    async def _lease(self, op: str, key: str, args: tuple[int | str, ...]) -> typing.Any:
+        # As decide does: the auto-pipeline when there is one, else EVALSHA (gated).
+        pipeline = self._pipeline
+        if pipeline is not None:
+            return await pipeline.call(LEASE_SCRIPTS[op], self.lease_key(key), pack_args(args))
+        opened, _ = self._ready()
+        if opened.gate is None:
+            return await run_lease(opened.client, op, self.lease_key(key), args)
+        async with opened.gate:
+            return await run_lease(opened.client, op, self.lease_key(key), args)
+
     async def take_lease(
         self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
     ) -> LeaseGrant:
         args = (holder, limit, lease_ms, self._lease_now(now_ms))
-        return grant_of(await run_lease(self._client(), "take", self.lease_key(key), args))
+        return grant_of(await self._lease("take", key, args))
 
-    @gated
     async def renew_lease(
         self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
     ) -> bool:
-        args = (holder, lease_ms, self._lease_now(now_ms))
-        return bool(await run_lease(self._client(), "renew", self.lease_key(key), args))
+        return bool(await self._lease("renew", key, (holder, lease_ms, self._lease_now(now_ms))))
 
-    @gated
     async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
-        args = (holder, self._lease_now(now_ms))
-        return bool(await run_lease(self._client(), "release", self.lease_key(key), args))
+        return bool(await self._lease("release", key, (holder, self._lease_now(now_ms))))
 
 
 def _text(value: typing.Any) -> str | None:
