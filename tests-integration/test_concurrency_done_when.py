@@ -551,3 +551,33 @@ async def test_fastapi_shows_no_throttle_parameter_in_openapi() -> None:
     for path in ("/dep", "/deco"):
         names = [p["name"] for p in paths[path]["get"].get("parameters", [])]
         assert names == ["q"], f"{path} shows {names}"
+
+
+@pytest.mark.redis
+async def test_a_dead_redis_falls_back_to_slots_in_this_process(
+    make_redis_server: typing.Callable[..., typing.Any],
+) -> None:
+    from traffik.redis import RedisBackend
+
+    server = make_redis_server()
+    backend = RedisBackend(server.url, namespace="conc-dead")
+    throttle = ConcurrencyThrottle("dead", 1, backend=backend)
+    seen: list[str] = []
+    unsubscribe = events.subscribe(lambda e: seen.append(e.kind))
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "state": {},
+             "client": ("10.0.0.1", 1)}  # fmt: skip
+    try:
+        async with backend():
+            server.kill()
+            # The default policy falls back to local slots: the limit still holds here,
+            # and nobody gets a 500.
+            async with throttle.hold(Request(scope)):
+                with pytest.raises(ConnectionThrottled):
+                    async with throttle.hold(Request(scope)):
+                        pass
+            async with throttle.hold(Request(scope)):
+                pass
+    finally:
+        unsubscribe()
+    assert "backend_error" in seen
+    assert "fallback" in seen

@@ -240,3 +240,31 @@ async def test_a_hanging_release_is_bounded_by_the_policy_timeout(
         pass
     assert "frees when its lease expires" in caplog.text
     assert await throttle.stat(request()) is None
+
+
+async def test_a_backend_that_keeps_failing_opens_its_circuit_and_is_skipped(
+    seen: list[events.ThrottleEvent],
+) -> None:
+    from traffik.failures import FailurePolicy
+
+    calls = [0]
+
+    class Down(InMemoryBackend[typing.Any]):
+        async def take_lease(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+            calls[0] += 1
+            raise ConnectionError("down")
+
+    policy = FailurePolicy(
+        on_error="throttle", failure_threshold=2, recovery_time=60, max_recovery_time=60
+    )
+    backend = Down(namespace="conc-circuit", failure_policy=policy)
+    throttle = ConcurrencyThrottle("c", 1, backend=backend)
+    async with backend():
+        for _ in range(5):
+            with pytest.raises(ConnectionThrottled):
+                async with throttle.hold(request()):
+                    pass
+    assert calls[0] == 2, "an open circuit must not call the backend"
+    kinds = [e.kind for e in seen]
+    assert kinds.count("circuit_open") == 1
+    assert kinds.count("fallback") == 5

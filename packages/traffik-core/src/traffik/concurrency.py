@@ -32,7 +32,7 @@ from starlette.requests import HTTPConnection
 
 from traffik import events
 from traffik.exceptions import BackendError, ConfigurationError
-from traffik.failures import fallback_of
+from traffik.failures import fallback_of, guard_of
 from traffik.leases import LeaseGrant
 from traffik.lifecycle import Outcome, attach
 from traffik.rates import Rate
@@ -53,6 +53,11 @@ logger = logging.getLogger("traffik.concurrency")
 DEFAULT_LEASE = 30.0
 #: The default ``Retry-After`` of a refusal, in seconds.
 DEFAULT_RETRY_AFTER = 1.0
+
+_CIRCUIT_EVENTS: dict[str, events.EventKind] = {
+    "open": events.CIRCUIT_OPEN,
+    "closed": events.CIRCUIT_CLOSED,
+}
 
 # BaseThrottle adds the request-scoped lifecycle parameter (needs_lifecycle).
 _SIGNATURE = inspect.Signature(
@@ -224,16 +229,32 @@ class ConcurrencyThrottle(BaseThrottle[HTTPConnection]):
     async def _take_by_policy(
         self, backend: ThrottleBackend[typing.Any, typing.Any], key: str, holder: str
     ) -> tuple[ThrottleBackend[typing.Any, typing.Any], LeaseGrant] | None:
+        # As for rate decisions: the backend's timeout bounds the call, its circuit
+        # breaker (shared with the decisions of the same failure domain) skips a
+        # backend that keeps failing, and the action answers when it cannot.
         policy = backend.failure_policy
-        timeout = None if policy is None else policy.timeout
         action = self.on_backend_error
         if action is None and policy is not None:
             action = policy.on_error
+        guard = guard_of(backend)
+        breaker = None if guard is None else guard.breaker(backend.failure_domain(key))
+        epoch = None
+        if breaker is not None:
+            allowed, change = breaker.allow_call()
+            self._circuit(change, key, backend)
+            if not allowed:
+                error = BackendError(
+                    f"{type(backend).__name__} is failing (its circuit is open): no lease taken."
+                )
+                return await self._by_action(backend, key, holder, action, error)
+            epoch = breaker.epoch
+        timeout = None if policy is None else policy.timeout
         try:
             call = backend.take_lease(key, holder, self.limit, self._lease_ms)
             grant = await (call if timeout is None else asyncio.wait_for(call, timeout))
-            return backend, grant
         except (BackendError, asyncio.TimeoutError) as exc:
+            if breaker is not None:
+                self._circuit(breaker.record_failure(epoch), key, backend)
             error = (
                 exc
                 if isinstance(exc, BackendError)
@@ -241,23 +262,43 @@ class ConcurrencyThrottle(BaseThrottle[HTTPConnection]):
                     f"{type(backend).__name__} took longer than {timeout} s to take a lease."
                 )
             )
-            if events.has_subscribers():
-                events.emit(
-                    events.ThrottleEvent(
-                        events.BACKEND_ERROR, self.uid, key, type(backend).__name__, error=error
-                    )
+            return await self._by_action(backend, key, holder, action, error)
+        if breaker is not None:
+            self._circuit(breaker.record_success(epoch), key, backend)
+        return backend, grant
+
+    async def _by_action(
+        self,
+        backend: ThrottleBackend[typing.Any, typing.Any],
+        key: str,
+        holder: str,
+        action: typing.Any,
+        error: BackendError,
+    ) -> tuple[ThrottleBackend[typing.Any, typing.Any], LeaseGrant] | None:
+        if events.has_subscribers():
+            events.emit(
+                events.ThrottleEvent(
+                    events.BACKEND_ERROR, self.uid, key, type(backend).__name__, error=error
                 )
-            if action is None or action == "raise":
-                raise error from exc
-            if events.has_subscribers():
-                self._emit(events.FALLBACK, key, backend, str(action))
-            if action == "allow":
-                return None
-            if action == "throttle":
-                return backend, LeaseGrant(False, 0, math.ceil(self.retry_after * 1000))
-            target = await fallback_of(action)
-            require_leases(target)
-            return target, await target.take_lease(key, holder, self.limit, self._lease_ms)
+            )
+        if action is None or action == "raise":
+            raise error
+        if events.has_subscribers():
+            self._emit(events.FALLBACK, key, backend, str(action))
+        if action == "allow":
+            return None
+        if action == "throttle":
+            return backend, LeaseGrant(False, 0, math.ceil(self.retry_after * 1000))
+        target = await fallback_of(action)
+        require_leases(target)
+        return target, await target.take_lease(key, holder, self.limit, self._lease_ms)
+
+    def _circuit(
+        self, change: str | None, key: str, backend: ThrottleBackend[typing.Any, typing.Any]
+    ) -> None:
+        if change is not None and events.has_subscribers():
+            kind = _CIRCUIT_EVENTS.get(change, events.CIRCUIT_HALF_OPEN)
+            self._emit(kind, key, backend, str(backend.failure_domain(key) or ""))
 
     def _emit(
         self,
