@@ -206,8 +206,8 @@ async def test_every_http_integration_admits_exactly_the_limit() -> None:
             assert response.headers["ratelimit"].startswith('"rate";r=87;')
 
 
-async def test_a_rate_refusal_before_the_slot_releases_nothing_held() -> None:
-    backend = InMemoryBackend(namespace="conc-rate-first")
+async def test_a_rate_refusal_after_the_slot_gives_the_slot_back() -> None:
+    backend = InMemoryBackend(namespace="conc-rate-after")
     api = FastAPI()
     slots = ConcurrencyThrottle("slots", 1, backend=backend)
 
@@ -218,13 +218,18 @@ async def test_a_rate_refusal_before_the_slot_releases_nothing_held() -> None:
     async def root() -> str:
         return "ok"
 
-    async with backend(), client(api) as http:
-        assert (await http.get("/")).status_code == 200
-        # The rate refuses after the slot was taken: the slot comes back all the same.
-        assert (await http.get("/")).status_code == 429
-        assert (await http.get("/")).status_code == 429
-        held = await backend.take_lease("probe", "x", 1, 1000)
-        assert held.taken
+    seen: list[str] = []
+    unsubscribe = events.subscribe(lambda e: seen.append(e.kind))
+    try:
+        async with backend(), client(api) as http:
+            codes = [(await http.get("/")).status_code for _ in range(3)]
+    finally:
+        unsubscribe()
+    # The rate refuses after the slot was taken: each refusal gives its slot back,
+    # so every request got one (a kept slot would refuse the next with limit=1).
+    assert codes == [200, 429, 429]
+    assert seen.count("slot_taken") == 3
+    assert "slot_refused" not in seen
 
 
 async def test_hold_refuses_through_the_handler_and_outside_integrations_says_how() -> None:
