@@ -13,9 +13,11 @@ from traffik.exceptions import (
     BackendError,
     ConfigurationError,
 )
+from traffik.leases import LeaseGrant
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
+from traffik.redis._leases import LEASE_SCRIPTS, grant_of, run_lease
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
@@ -87,6 +89,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         distributed_locks=True,
         negative_counters=True,
         server_clock=True,
+        leases=True,
     )
 
     def __init__(
@@ -404,6 +407,42 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             async with opened.gate:
                 now, raw = await run_script(opened.client, script, skey, args)
         return strategy.peek(decode_state(raw), int(now), rate)
+
+    # -- leases (traffik.leases): one script per operation, see _leases.py ---------
+
+    def lease_key(self, key: str) -> str:
+        """``namespace:{key}:lease``: one hash slot per throttle key."""
+        return tagged_key(self.namespace, key, "lease")
+
+    def _lease_now(self, now_ms: int | None) -> int | str:
+        if now_ms is None:
+            return "" if self._server_clock else self.clock()
+        return now_ms
+
+    async def _lease(self, op: str, key: str, args: tuple[int | str, ...]) -> typing.Any:
+        # As decide does: the auto-pipeline when there is one, else EVALSHA (gated).
+        pipeline = self._pipeline
+        if pipeline is not None:
+            return await pipeline.call(LEASE_SCRIPTS[op], self.lease_key(key), pack_args(args))
+        opened, _ = self._ready()
+        if opened.gate is None:
+            return await run_lease(opened.client, op, self.lease_key(key), args)
+        async with opened.gate:
+            return await run_lease(opened.client, op, self.lease_key(key), args)
+
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        args = (holder, limit, lease_ms, self._lease_now(now_ms))
+        return grant_of(await self._lease("take", key, args))
+
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        return bool(await self._lease("renew", key, (holder, lease_ms, self._lease_now(now_ms))))
+
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        return bool(await self._lease("release", key, (holder, self._lease_now(now_ms))))
 
 
 def _text(value: typing.Any) -> str | None:
