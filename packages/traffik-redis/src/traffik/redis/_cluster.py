@@ -16,7 +16,7 @@ therefore do not go through it:
 - ``MOVED`` updates the slot and sends the call to the new master; ``ASK`` sends it
   once to the importing master after ``ASKING``;
 - while a master in the map fails, the map is loaded again every 0.1 s (backing off
-  to 1 s), so a promoted replica takes over its slots as soon as the cluster says so.
+  to 0.25 s), so a promoted replica takes over its slots as soon as the cluster says so.
 
 The cluster client still serves everything else (``reset``, locks, primitives).
 """
@@ -57,7 +57,7 @@ logger = logging.getLogger("traffik.redis")
 MAX_REDIRECTS = 5
 #: Pause between slot map loads while a master fails: first, and at most.
 REFRESH_PAUSE = 0.1
-REFRESH_PAUSE_MAX = 1.0
+REFRESH_PAUSE_MAX = 0.25
 #: Connection settings of the cluster client that belong to it alone.
 _CLIENT_ONLY = frozenset({"oss_cluster_maint_notifications_handler"})
 #: Errors that say a master is unreachable (its slots may be moving to a replica).
