@@ -41,12 +41,10 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from traffik.redis._connection import _retry
-from traffik.redis._pipeline import MAX_IN_FLIGHT, AutoPipeline, checkout_args
+from traffik.redis._pipeline import MAX_IN_FLIGHT, AutoPipeline, checkout_args, key_encoder
 from traffik.redis._scripts import LuaScript, PackedArgs, pack_evalsha
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Callable
-
     from redis.asyncio import RedisCluster
 
 __all__ = ["ClusterRouter"]
@@ -126,7 +124,7 @@ class ClusterRouter:
         self._settings = settings
         self._pool_timeout = pool_timeout
         self._seeds = [(node.host, int(node.port)) for node in nodes]
-        self.encode: Callable[[str], bytes] = client.get_encoder().encode
+        self.encode = key_encoder(client.get_encoder())
         self._slots: list[_Master | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
         self._masters: dict[str, _Master] = {}
         self._retired: list[_Master] = []

@@ -44,7 +44,7 @@ from traffik.redis._scripts import LuaScript, PackedArgs, pack_evalsha
 if typing.TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ["MAX_IN_FLIGHT", "AutoPipeline", "checkout_args"]
+__all__ = ["MAX_IN_FLIGHT", "AutoPipeline", "checkout_args", "key_encoder"]
 
 #: Round trips (single calls or pipelines) out at once: the lanes of a pipeline.
 MAX_IN_FLIGHT = 2
@@ -84,7 +84,7 @@ class AutoPipeline:
         self._pool = pool
         self._gate = gate
         #: The pool's key encoder (str -> bytes), for callers that pass text keys.
-        self.encode: Callable[[str], bytes] = pool.get_encoder().encode
+        self.encode = key_encoder(pool.get_encoder())
         self._checkout = checkout_args(pool)
         self._lanes = lanes
         self._idle: list[typing.Any] = []
@@ -293,6 +293,18 @@ class AutoPipeline:
         finally:
             self._in_flight -= 1
             self._kick()
+
+
+def key_encoder(encoder: typing.Any) -> Callable[[str], bytes]:
+    """What turns a text key into bytes as redis-py's ``encoder`` would: plain
+    ``str.encode`` for UTF-8 (the default), else the encoder's own method."""
+    if (getattr(encoder, "encoding", None), getattr(encoder, "encoding_errors", None)) == (
+        "utf-8",
+        "strict",
+    ):
+        return str.encode
+    method: Callable[[str], bytes] = encoder.encode
+    return method
 
 
 def checkout_args(pool: typing.Any) -> tuple[str, ...]:
