@@ -7,6 +7,8 @@ import typing
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from traffik.exceptions import BackendConnectionError
 from traffik.rates import Rate
@@ -146,3 +148,38 @@ async def test_a_reply_timeout_drops_the_connection_and_no_stray_reply_is_read(
         first = got[0]
         assert got == [first, first - 1, first - 2]
         assert (await backend.peek("k", strategy, rate)).remaining == first - 3
+
+
+class _CountingPool(aioredis.BlockingConnectionPool):
+    """A real pool that counts the connections handed out (for the lanes' checkouts)."""
+
+    taken = 0
+
+    async def get_connection(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        self.taken += 1
+        return await super().get_connection(*args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_a_lane_drops_a_broken_connection_and_takes_one_afresh_from_the_pool(
+    redis_server: RedisServer,
+) -> None:
+    # The server closes the lane's connection: the next decision fails on it, gives it
+    # back to the pool and runs again on a connection the pool hands out (so a Sentinel
+    # pool could send it to a new primary), not on the old one reconnected in place.
+    pool = _CountingPool.from_url(redis_server.url, max_connections=4, retry=Retry(NoBackoff(), 1))
+    client = aioredis.Redis.from_pool(pool)
+    strategy, rate = FixedWindowStrategy(), Rate(limit=10, hours=1)
+    try:
+        async with RedisBackend(client, namespace="afresh", persistent=False)() as backend:
+            assert (await backend.decide("k", strategy, rate)).remaining == 9
+            taken = pool.taken  # initialize's commands, and the lane's connection
+            assert (await backend.decide("k", strategy, rate)).remaining == 8
+            assert pool.taken == taken  # the lane keeps its connection while it works
+            redis_server.command("CLIENT", "KILL", "TYPE", "normal")
+            assert (await backend.decide("k", strategy, rate)).remaining == 7
+            assert pool.taken == taken + 1
+            assert (await backend.decide("k", strategy, rate)).remaining == 6
+            assert pool.taken == taken + 1
+    finally:
+        await client.aclose()
