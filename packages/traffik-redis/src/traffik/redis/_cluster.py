@@ -233,22 +233,34 @@ class ClusterRouter:
             await asyncio.sleep(pause)
 
     async def refresh(self) -> bool:
-        """Load the slot map from the first node that answers; True if it changed."""
+        """Load the slot map from the first node that answers; True if it changed.
+
+        The masters in the map are asked first (those not failing before the others);
+        the cluster client's nodes only if none of them answers.
+        """
         owners = list(dict.fromkeys(m for m in self._slots if m is not None))
-        candidates = [m for m in owners if not m.failing] + [m for m in owners if m.failing]
-        candidates += [self._master(host, port) for host, port in self._seeds]
+        asked: set[str] = set()
         error: BaseException | None = None
-        for master in dict.fromkeys(candidates):
+        for master in sorted(owners, key=lambda m: m.failing):
+            asked.add(master.name)
             try:
-                reply = await asyncio.wait_for(
-                    master.client.execute_command("CLUSTER SLOTS"),  # type: ignore[no-untyped-call]
-                    self._settings.get("socket_timeout") or 5.0,
-                )
+                return await self._apply(await self._slots_from(master), master.host)
             except Exception as exc:
                 error = exc
+        for host, port in self._seeds:
+            if f"{host}:{port}" in asked:
                 continue
-            return await self._apply(reply, master.host)
+            master = self._master(host, port)
+            try:
+                return await self._apply(await self._slots_from(master), host)
+            except Exception as exc:
+                error = exc
         raise error or ClusterError("The Redis Cluster has no node to ask for its slot map.")
+
+    async def _slots_from(self, master: _Master) -> typing.Any:
+        timeout = self._settings.get("socket_timeout") or 5.0
+        command = master.client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+        return await asyncio.wait_for(command, timeout)
 
     async def _apply(self, reply: typing.Any, asked: str) -> bool:
         slots: list[_Master | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
