@@ -134,10 +134,13 @@ class ClusterRouter:
 
     @classmethod
     async def open(cls, client: RedisCluster, pool_timeout: float) -> ClusterRouter:
-        """A router with the slot map loaded."""
+        """A router with the slot map loaded and the lanes to every master connected."""
         router = cls(client, pool_timeout)
         try:
             await router.refresh()
+            for master in set(router._slots):
+                if master is not None:
+                    await master.pipeline.warm()
         except BaseException:
             await router.aclose()
             raise

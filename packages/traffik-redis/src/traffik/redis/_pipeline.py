@@ -135,6 +135,12 @@ class AutoPipeline:
         self._kick()
         return await future
 
+    async def warm(self) -> None:
+        """Connect every lane now (one at a time), so that the first burst of calls
+        does not wait for connections to open."""
+        while len(self._idle) + self._in_flight < self._lanes and not self._closed:
+            self._idle.append(await self._connect())
+
     async def aclose(self) -> None:
         """Give every idle connection back to the pool; busy ones go back when their call ends."""
         self._closed = True
