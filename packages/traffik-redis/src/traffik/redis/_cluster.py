@@ -138,13 +138,22 @@ class ClusterRouter:
         router = cls(client, pool_timeout)
         try:
             await router.refresh()
-            for master in set(router._slots):
-                if master is not None:
-                    await master.pipeline.warm()
+            masters = {master for master in router._slots if master is not None}
+            await asyncio.gather(*(router._warm(master) for master in masters))
         except BaseException:
             await router.aclose()
             raise
         return router
+
+    async def _warm(self, master: _Master) -> None:
+        # A master that cannot be reached now fails its own calls later (and its
+        # slots move when the cluster promotes a replica): it does not fail startup.
+        try:
+            await master.pipeline.warm()
+        except Exception as exc:
+            logger.debug("Connecting to Redis Cluster master %s failed: %r", master.name, exc)
+            master.failing = True
+            self._refresh_soon()
 
     def domain(self, key: bytes) -> str | None:
         """``"host:port"`` of the master serving ``key`` in the current map."""
