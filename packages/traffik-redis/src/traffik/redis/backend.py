@@ -436,7 +436,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         # As decide does: the auto-pipeline when there is one, else EVALSHA (gated).
         pipeline = self._pipeline
         if pipeline is not None:
-            return await pipeline.call(LEASE_SCRIPTS[op], self.lease_key(key), pack_args(args))
+            lease_key = pipeline.encode(self.lease_key(key))
+            return await pipeline.call(LEASE_SCRIPTS[op], lease_key, pack_args(args))
         opened, _ = self._ready()
         if opened.gate is None:
             return await run_lease(opened.client, op, self.lease_key(key), args)
