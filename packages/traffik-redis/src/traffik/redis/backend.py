@@ -145,6 +145,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
                     f"{name} must be a positive number of seconds, got {value!r}."
                 )
         self._where = "the Redis server"
+        self._tls = isinstance(connection, str) and connection.startswith("rediss")
         if isinstance(connection, str):
             self._where = validate_url(connection)
         if sentinel_kwargs is not None and not (
@@ -186,7 +187,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
 
     def wrap_error(self, operation: str, error: Exception) -> BackendError:
         """A client error as BackendConnectionError (unreachable) or BackendError, naming the server."""
-        return backend_error(self._where, operation, error)
+        return backend_error(self._where, operation, error, tls=self._tls)
 
     def _not_open(self) -> BackendConnectionError:
         return BackendConnectionError(
