@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from traffik.decisions import Decision
 from traffik.rates import Rate
+from traffik.strategies._adjust import meter_adjust, meter_snapshot, prepare_delta
 from traffik.strategies._base import State, Strategy, Transition, _check_positive
 from traffik.strategies._meter import meter_step
 
@@ -23,6 +25,16 @@ class LeakyBucketStrategy(Strategy):
 
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
         return meter_step(state, now_ms, rate, cost, rate.limit)
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
+        bounded = prepare_delta(self, rate, delta, age_ms)
+        return meter_adjust(state, now_ms, rate, bounded, self.capacity(rate))
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        return meter_snapshot(state, now_ms, rate, self.capacity(rate))
 
 
 @dataclass(frozen=True)
@@ -48,3 +60,13 @@ class LeakyBucketWithQueueStrategy(Strategy):
         if capacity != rate.limit:  # Rate already keeps limit x window exact
             self.check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
+        bounded = prepare_delta(self, rate, delta, age_ms)
+        return meter_adjust(state, now_ms, rate, bounded, self.capacity(rate))
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        return meter_snapshot(state, now_ms, rate, self.capacity(rate))

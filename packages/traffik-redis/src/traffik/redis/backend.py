@@ -13,6 +13,7 @@ from traffik.exceptions import (
     BackendError,
     ConfigurationError,
 )
+from traffik.redis._adjust import adjust_args, adjust_script
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
@@ -367,6 +368,41 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             async with opened.gate:
                 reply = await run_script(opened.client, script, skey, args)
         return to_decision(reply)
+
+    async def adjust(
+        self,
+        key: str,
+        strategy: Strategy,
+        rate: Rate,
+        delta: int,
+        *,
+        age_ms: int = 0,
+        now_ms: int | None = None,
+    ) -> Decision:
+        """Give back or charge more in one EVALSHA on the key's server, with its clock.
+
+        Built-in strategies run their adjustment script (one round trip, Redis and
+        Redis Cluster alike); other adjustable strategies take the generic path.
+        """
+        script = adjust_script(strategy)
+        if script is None:
+            return await super().adjust(key, strategy, rate, delta, age_ms=age_ms, now_ms=now_ms)
+        if now_ms is None and not self._server_clock:
+            now_ms = self.clock()
+        args = adjust_args(strategy, rate, delta, age_ms, now_ms)
+        if rate.unlimited:
+            return UNLIMITED_DECISION
+        opened, _ = self._ready()
+        skey = self.state_key(key, strategy)
+        pipeline = self._pipeline
+        if pipeline is not None:
+            now, raw = await pipeline.call(script, skey, pack_args(args))
+        elif opened.gate is None:
+            now, raw = await run_script(opened.client, script, skey, args)
+        else:
+            async with opened.gate:
+                now, raw = await run_script(opened.client, script, skey, args)
+        return strategy.snapshot(decode_state(raw), int(now), rate)
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
