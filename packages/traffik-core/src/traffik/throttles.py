@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik._keys import RouteKeys, memo_identity_part, route_part
+from traffik._lifecycle_depends import with_lifecycle_parameter
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
 from traffik.decisions import NEVER
 from traffik.exceptions import AnonymousConnection, ConfigurationError
@@ -108,6 +109,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
 
     #: What FastAPI sees as the parameters of the throttle used as a dependency.
     _dependency_signature: typing.ClassVar[inspect.Signature | None] = None
+    #: True when the throttle acts on the response lifecycle (:mod:`traffik.lifecycle`):
+    #: integrations then observe the connection's status and end for it.
+    needs_lifecycle: bool = False
 
     def __init__(
         self,
@@ -183,7 +187,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         self._routes = RouteKeys(by_template=key_by == "route")
         if self._dependency_signature is not None:
-            self.__signature__ = self._dependency_signature
+            signature = self._dependency_signature
+            if self.needs_lifecycle:
+                # Depends(throttle) then also solves the request-scoped lifecycle.
+                signature = with_lifecycle_parameter(signature)
+            self.__signature__ = signature
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(uid={self.uid!r}, rate={self.rate})"
@@ -374,9 +382,11 @@ class HTTPThrottle(BaseThrottle[Request]):
         *args: typing.Any,
         request: Request | None = None,
         response: Response | None = None,
+        traffik_lifecycle: typing.Any = None,
         **kwargs: typing.Any,
     ) -> Request:
-        """Charge ``cost`` to ``connection`` (FastAPI passes ``request``/``response``)."""
+        """Charge ``cost`` to ``connection`` (FastAPI passes ``request``/``response``, and
+        ``traffik_lifecycle`` when the throttle ``needs_lifecycle``)."""
         if connection is None:
             if request is None:
                 raise TypeError("HTTPThrottle needs the request: await throttle(request).")
@@ -403,6 +413,7 @@ class WebSocketThrottle(BaseThrottle[WebSocket]):
         context_key: str | None = None,
         *args: typing.Any,
         websocket: WebSocket | None = None,
+        traffik_lifecycle: typing.Any = None,
         **kwargs: typing.Any,
     ) -> WebSocket:
         """Charge ``cost`` to ``connection`` under ``context_key`` (FastAPI passes ``websocket``)."""
