@@ -383,6 +383,10 @@ async def test_lifecycle_of_and_the_public_names() -> None:
     scope = http_scope()
     assert lifecycle.lifecycle_of(scope) is None
     lc = attach(scope)
+    assert not lc.managed
+    async with span(scope):
+        assert lc.managed
+    assert not lc.managed
     assert lifecycle.lifecycle_of(scope) is lc
     assert scope["state"][lifecycle.STATE_KEY] is lc
     assert set(lifecycle.__all__) >= {"Lifecycle", "Outcome", "attach", "observe", "span"}

@@ -150,7 +150,7 @@ class Lifecycle:
     messages (so ``status`` will be known).
     """
 
-    __slots__ = ("_end", "_pump", "_status_callbacks", "observed", "outcome", "status")
+    __slots__ = ("_end", "_pump", "_spans", "_status_callbacks", "observed", "outcome", "status")
 
     def __init__(self, *, observed: bool = False) -> None:
         self.status: int | None = None
@@ -159,11 +159,20 @@ class Lifecycle:
         self._status_callbacks: list[StatusCallback] = []
         self._end: list[EndCallback] = []
         self._pump: _Pump | None = None
+        self._spans = 0
 
     def __repr__(self) -> str:
         return (
             f"Lifecycle(status={self.status!r}, outcome={self.outcome!r}, observed={self.observed})"
         )
+
+    @property
+    def managed(self) -> bool:
+        """True when something will end this lifecycle: an observer, or an open :func:`span`.
+
+        A callback registered on an unmanaged lifecycle may never be called.
+        """
+        return self.observed or self._spans > 0
 
     @property
     def ended(self) -> bool:
@@ -274,11 +283,14 @@ async def span(scope: Scope) -> AsyncIterator[Lifecycle]:
         # an error response (an HTTPException handled further out).
         yield lc
         return
+    lc._spans += 1
     try:
         yield lc
     except BaseException as exc:
         await lc.finish_for(exc)
         raise
+    finally:
+        lc._spans -= 1
     await lc.finish(Outcome.COMPLETE)
 
 
