@@ -95,9 +95,7 @@ def charge_of(state: typing.Mapping[str, typing.Any] | None, uid: str) -> Charge
     return None if charges is None else charges.get(uid)
 
 
-def record_adjusted(
-    state: dict[str, typing.Any], uid: str, snapshot: Decision, rate: Rate
-) -> None:
+def record_adjusted(state: dict[str, typing.Any], uid: str, snapshot: Decision, rate: Rate) -> None:
     """Record the quota after an adjustment for the RateLimit fields of this response.
 
     The fields of a response not started yet then show it; the response FastAPI

@@ -30,9 +30,18 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from traffik._charges import RESPONSE_STATE_KEY, monotonic_ms, remember_charge
 from traffik._keys import RouteKeys, memo_identity_part, route_part
 from traffik._lifecycle_depends import with_lifecycle_parameter
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
+from traffik.charging import (
+    ChargeWhen,
+    Reservation,
+    charge_by_status,
+    check_charge_when,
+    refund,
+    reserve,
+)
 from traffik.decisions import NEVER
 from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import check_on_error, decide_with_policy
@@ -54,6 +63,7 @@ from traffik.types import UNLIMITED, HTTPConnectionT, StrategyStat
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.decisions import Decision
 
 __all__ = ["BaseThrottle", "HTTPThrottle", "ThrottleStrategy", "WebSocketThrottle"]
 
@@ -104,7 +114,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     ``on_backend_error``: failure action for this throttle (see :mod:`traffik.failures`).
     ``legacy_headers``: also send ``X-RateLimit-*``. ``key_by``: ``"route"`` (the
     route template, so ``/items/1`` and ``/items/2`` share a budget) or ``"path"``
-    (the concrete path, as traffik 1.0.0b2 did).
+    (the concrete path, as traffik 1.0.0b2 did). ``charge_when``:
+    ``(connection, status_code) -> bool``, sync or async, called once the response
+    status is known; False gives the request's charge back (:mod:`traffik.charging`).
     """
 
     #: What FastAPI sees as the parameters of the throttle used as a dependency.
@@ -129,6 +141,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         on_backend_error: typing.Any = None,
         legacy_headers: bool = False,
         key_by: str = "route",
+        charge_when: ChargeWhen | None = None,
     ) -> None:
         if not isinstance(uid, str) or not uid:
             raise ValueError(f"uid must be a non-empty string naming the throttle, got {uid!r}.")
@@ -161,6 +174,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             strategy.decide(None, 0, rate, 1)
         if on_backend_error is not None:
             check_on_error(on_backend_error)
+        check_charge_when(charge_when, strategy)
         if key_by not in _KEY_BY:
             raise ValueError(f"key_by must be 'route' or 'path', got {key_by!r}.")
         if identifier is not None and not callable(identifier):
@@ -183,6 +197,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.on_backend_error = on_backend_error
         self.legacy_headers = legacy_headers
         self.key_by = key_by
+        #: ``(connection, status_code) -> bool``: False refunds the request (traffik.charging).
+        self.charge_when = charge_when
+        if charge_when is not None:
+            self.needs_lifecycle = True
         self._prefix = f"{route_part(uid)}:"
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         self._routes = RouteKeys(by_template=key_by == "route")
@@ -299,6 +317,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             key = await self._key(connection, identity, context_key)
         else:
             key = f"{self._prefix}{self._routes.route_key(scope, context_key)}:{memo_identity_part(identity)}"
+        # Taken before the decision: a refund's age then errs long (traffik._charges).
+        started = monotonic_ms()
         # Built-in and custom strategies take the same failure path (traffik.failures).
         decision = await decide_with_policy(
             backend, key, self.strategy, rate, cost, policy=self.on_backend_error, name=self.uid
@@ -315,7 +335,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             state = scope["state"] = {}
         decisions = record_in_state(state, self.uid, decision, self.legacy_headers)
         if decision.allowed:
+            remember_charge(state, self.uid, backend, key, cost, started)
+            if self.charge_when is not None:
+                charge_by_status(self, connection, self.charge_when)
             if response is not None:
+                state[RESPONSE_STATE_KEY] = response  # adjustments rewrite its fields
                 write_recorded_fields(state, response)
             return connection
 
@@ -347,6 +371,22 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         )
 
     hit = __call__
+
+    async def refund(
+        self, connection: HTTPConnectionT, cost: int = 1, *, context_key: typing.Any = None
+    ) -> Decision | None:
+        """Give ``cost`` units back to the key this throttle charged for ``connection``.
+
+        Returns the quota after the refund, or None when nothing was given back
+        (see :func:`traffik.charging.refund`). Raises ``ValueError`` for a cost that
+        is not a positive int, ``ConfigurationError`` for a custom strategy.
+        """
+        return await refund(self, connection, cost, context_key=context_key)
+
+    async def reserve(self, connection: HTTPConnectionT, cost: int) -> Reservation:
+        """Charge an estimated ``cost`` now (refused exactly like a call with that cost);
+        ``await reservation.settle(actual)`` charges or gives back the difference."""
+        return await reserve(self, connection, cost)
 
     async def stat(
         self, connection: HTTPConnectionT, context_key: typing.Any = None
