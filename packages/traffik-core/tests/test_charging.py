@@ -158,11 +158,13 @@ async def test_reserve_refuses_exactly_like_a_call_with_that_cost() -> None:
         async with backend():
             throttle = HTTPThrottle("r", "10/m", backend=backend)
             await throttle(_request(), cost=8)
+            call = (
+                throttle.reserve(_request(), cost=5)
+                if how == "reserve"
+                else throttle(_request(), cost=5)
+            )
             with pytest.raises(ConnectionThrottled) as caught:
-                if how == "reserve":
-                    await throttle.reserve(_request(), cost=5)
-                else:
-                    await throttle(_request(), cost=5)
+                await call
             return caught.value
 
     reserved, called = await refusal("reserve"), await refusal("call")
