@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from fastapi import params
+from traffik.charging import ChargeWhen, charge_by_status, check_charge_when
 from traffik.fastapi._headers import set_rate_limit_headers
 from traffik.fastapi._signature import with_dependencies
 from traffik.lifecycle import Lifecycle, connection_lifecycle
@@ -67,6 +68,7 @@ def _build_dependency(
     extra: Mapping[str, Callable[..., typing.Any]],
     *,
     lifecycle: bool = False,
+    charge_when: ChargeWhen | None = None,
 ) -> Callable[..., Awaitable[Callable[[Response], None]]]:
     """A FastAPI dependency that runs the selected throttles on the connection.
 
@@ -86,6 +88,8 @@ def _build_dependency(
             store_resolved(connection, resolved)
         for throttle in select(connection, resolved):
             await throttle(connection)
+            if charge_when is not None:
+                charge_by_status(throttle, connection, charge_when)
         set_rate_limit_headers(connection, response)
 
         def finish(returned: Response) -> None:
@@ -138,9 +142,15 @@ class ThrottleDepends(params.Depends):
         *,
         extra: Mapping[str, Callable[..., typing.Any]] | None = None,
         throttles: Sequence[BaseThrottle[typing.Any]] = (),
+        charge_when: ChargeWhen | None = None,
     ) -> None:
-        lifecycle = any(t.needs_lifecycle for t in throttles)
-        super().__init__(_build_dependency(select, dict(extra or {}), lifecycle=lifecycle))
+        for throttle in throttles:
+            check_charge_when(charge_when, throttle.strategy)
+        lifecycle = charge_when is not None or any(t.needs_lifecycle for t in throttles)
+        dependency = _build_dependency(
+            select, dict(extra or {}), lifecycle=lifecycle, charge_when=charge_when
+        )
+        super().__init__(dependency)
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))
 
@@ -186,21 +196,30 @@ def _check_throttles(throttles: Sequence[typing.Any]) -> tuple[BaseThrottle[typi
 
 @typing.overload
 def throttled(
-    throttle: BaseThrottle[typing.Any], /, *more: BaseThrottle[typing.Any]
+    throttle: BaseThrottle[typing.Any],
+    /,
+    *more: BaseThrottle[typing.Any],
+    charge_when: ChargeWhen | None = None,
 ) -> ThrottleDepends: ...
 
 
 @typing.overload
-def throttled(throttle: BaseThrottle[typing.Any], route: F, /) -> F: ...
+def throttled(
+    throttle: BaseThrottle[typing.Any], route: F, /, *, charge_when: ChargeWhen | None = None
+) -> F: ...
 
 
-def throttled(*args: typing.Any, route: typing.Any = None) -> typing.Any:
+def throttled(
+    *args: typing.Any, route: typing.Any = None, charge_when: ChargeWhen | None = None
+) -> typing.Any:
     """Throttle a route with one or more throttles, applied in the order given.
 
     ``throttled(t1, t2)`` returns a :class:`ThrottleDepends`: a decorator for a
     route function (sync or async) and a ``Depends`` for ``dependencies=[...]``.
     ``throttled(throttle, route)`` (the traffik 1.0.0b2 form) returns the throttled
-    route directly.
+    route directly. ``charge_when``: ``(connection, status_code) -> bool``, sync or
+    async; False gives every throttle's charge for the request back
+    (:mod:`traffik.charging`), replacing the throttles' own ``charge_when``.
     """
     items = list(args)
     if (
@@ -217,7 +236,12 @@ def throttled(*args: typing.Any, route: typing.Any = None) -> typing.Any:
     ) -> Sequence[BaseThrottle[typing.Any]]:
         return checked
 
-    depends = ThrottleDepends(select, extra=_identifier_dependencies(checked), throttles=checked)
+    depends = ThrottleDepends(
+        select,
+        extra=_identifier_dependencies(checked),
+        throttles=checked,
+        charge_when=charge_when,
+    )
     if route is not None:
         return depends(route)
     return depends

@@ -98,15 +98,28 @@ class ThrottleMiddleware:
         self._initialized = backend is None
         # Throttles acting on the response lifecycle (traffik.lifecycle) need the
         # connection observed from here; others pay nothing for it.
-        self._observe = any(t.throttle.needs_lifecycle for t in throttles)
+        self._observe = any(t.needs_lifecycle for t in throttles)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._observe:
-            await observe(self._handle, scope, receive, send)
+            if self.headers and scope["type"] in self._by_type:
+                # The fields are merged outside the observer: status callbacks (a
+                # charge_when refund) run first, so the response shows their effect.
+                if "state" not in scope:
+                    scope["state"] = {}
+                send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
+                await observe(self._handle_sent, scope, receive, send)
+            else:
+                await observe(self._handle, scope, receive, send)
         else:
             await self._handle(scope, receive, send)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle_sent(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send, fields=False)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, *, fields: bool = True
+    ) -> None:
         # Per request: one state dict, one cheap send wrapper (headers=True), the rules
         # checked on the scope, and one Request/WebSocket only when a rule matches.
         candidates = self._by_type.get(scope["type"])
@@ -117,7 +130,7 @@ class ThrottleMiddleware:
         # throttles are visible here even if a layer copies the scope.
         if "state" not in scope:
             scope["state"] = {}
-        if self.headers:
+        if self.headers and fields:
             send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
         matching = [t for t in candidates if t.matches(scope)]
         if matching:
