@@ -249,9 +249,6 @@ class _Armed:
         self.predicate = predicate
 
 
-_warned: set[str] = set()
-
-
 def charge_by_status(
     throttle: Throttle, connection: HTTPConnection, charge_when: ChargeWhen
 ) -> None:
@@ -260,8 +257,8 @@ def charge_by_status(
 
     Called by the throttle (its own ``charge_when``) and by integrations (a rule's or
     a decorator's, which replaces the throttle's for that charge). The status comes
-    from :mod:`traffik.lifecycle`; where nothing observes the connection, the
-    request stays charged (logged once per throttle).
+    from :mod:`traffik.lifecycle`; where nothing reports it (a throttle called by
+    hand with no integration observing the response), the request stays charged.
     """
     scope = connection.scope
     state = scope.get("state")
@@ -275,21 +272,17 @@ def charge_by_status(
     if entry is not None and entry.charge is charge:
         entry.predicate = charge_when
         return
+    # Registered even when nothing observes the connection yet: the Starlette
+    # decorator observes the response the endpoint returns, after this call.
     lc = lifecycle.attach(scope)
-    if not lc.managed:
-        if throttle.uid not in _warned:
-            _warned.add(throttle.uid)
-            logger.warning(
-                "traffik: throttle %r has charge_when, but nothing reports the response "
-                "status of its requests, so they stay charged. Use it through Depends, a "
-                "decorator or ThrottleMiddleware (traffik.lifecycle).",
-                throttle.uid,
-            )
-        return
+    # A client that leaves a busy endpoint ends the lifecycle at once: then it stays charged.
+    lc.watch_disconnect()
     entry = armed[id(charge)] = _Armed(charge, charge_when)
 
     async def on_status(status: int) -> None:
         armed.pop(id(entry.charge), None)
+        if lc.outcome is not None:
+            return  # the client left (or the app raised) before the status: charged
         try:
             keep = entry.predicate(connection, status)
             if inspect.isawaitable(keep):
