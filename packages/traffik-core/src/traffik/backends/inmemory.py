@@ -70,7 +70,7 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
     """
 
     capabilities = BackendCapabilities(injectable_clock=True)
-    unwrapped_methods = frozenset({"decide"})
+    unwrapped_methods = frozenset({"decide", "adjust"})
 
     def __init__(
         self,

@@ -37,10 +37,13 @@ from traffik.decisions import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_EXACT_PRODUCT, Rate
 from traffik.strategies._arith import ceil_div
-from traffik.strategies._base import UNLIMITED_DECISION, State, Transition, not_adjustable
-
-if typing.TYPE_CHECKING:
-    from traffik.strategies._base import Strategy
+from traffik.strategies._base import (
+    UNLIMITED_DECISION,
+    State,
+    Strategy,
+    Transition,
+    not_adjustable,
+)
 
 __all__ = [
     "DEBT_FACTOR",
@@ -78,8 +81,6 @@ def check_delta(delta: object) -> int:
 
 def check_adjustable_strategy(strategy: object) -> None:
     """Raise ``ConfigurationError`` unless ``strategy`` can adjust (see ``Strategy.adjustable``)."""
-    from traffik.strategies._base import Strategy
-
     if not isinstance(strategy, Strategy) or not strategy.adjustable:
         raise ConfigurationError(not_adjustable(strategy))
 
