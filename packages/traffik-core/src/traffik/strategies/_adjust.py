@@ -47,6 +47,7 @@ from traffik.strategies._base import (
 
 __all__ = [
     "DEBT_FACTOR",
+    "MeterAdjustments",
     "bound_delta",
     "check_adjustable",
     "check_adjustable_strategy",
@@ -426,3 +427,20 @@ def gcra_adjust(state: State | None, now: int, rate: Rate, delta: int, burst: in
         return _same(state, ttl, gcra_snapshot(state, now, rate, burst))
     after = (now + new // limit, new % limit)
     return Transition(after, ttl if ttl > 0 else 1, gcra_snapshot(after, now, rate, burst))
+
+
+class MeterAdjustments:
+    """``adjust`` and ``snapshot`` of the strategies that are a meter of ``capacity(rate)``
+    (the token and leaky buckets): a refund lowers the level, a charge raises it."""
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
+        strategy = typing.cast("Strategy", self)
+        bounded = prepare_delta(strategy, rate, delta, age_ms)
+        return meter_adjust(state, now_ms, rate, bounded, strategy.capacity(rate))
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        """The bucket's quota now, charging nothing."""
+        return meter_snapshot(state, now_ms, rate, typing.cast("Strategy", self).capacity(rate))

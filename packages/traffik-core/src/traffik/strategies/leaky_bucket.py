@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from traffik.decisions import Decision
 from traffik.rates import Rate
-from traffik.strategies._adjust import meter_adjust, meter_snapshot, prepare_delta
+from traffik.strategies._adjust import MeterAdjustments
 from traffik.strategies._base import State, Strategy, Transition, _check_positive
 from traffik.strategies._meter import meter_step
 
@@ -14,7 +13,7 @@ __all__ = ["LeakyBucketStrategy", "LeakyBucketWithQueueStrategy"]
 
 
 @dataclass(frozen=True)
-class LeakyBucketStrategy(Strategy):
+class LeakyBucketStrategy(MeterAdjustments, Strategy):
     """A bucket of ``limit`` units draining at ``limit`` per window (a leaky bucket as a meter).
 
     Admitted traffic never exceeds the rate by more than the bucket's size: a fresh
@@ -26,19 +25,9 @@ class LeakyBucketStrategy(Strategy):
     def decide(self, state: State | None, now_ms: int, rate: Rate, cost: int) -> Transition:
         return meter_step(state, now_ms, rate, cost, rate.limit)
 
-    def adjust(
-        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
-    ) -> Transition:
-        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
-        bounded = prepare_delta(self, rate, delta, age_ms)
-        return meter_adjust(state, now_ms, rate, bounded, self.capacity(rate))
-
-    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
-        return meter_snapshot(state, now_ms, rate, self.capacity(rate))
-
 
 @dataclass(frozen=True)
-class LeakyBucketWithQueueStrategy(Strategy):
+class LeakyBucketWithQueueStrategy(MeterAdjustments, Strategy):
     """A leaky bucket whose queue holds ``queue_size`` units (default: the limit).
 
     Requests join the queue while it has room and drain at the rate; a request that
@@ -60,13 +49,3 @@ class LeakyBucketWithQueueStrategy(Strategy):
         if capacity != rate.limit:  # Rate already keeps limit x window exact
             self.check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)
-
-    def adjust(
-        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
-    ) -> Transition:
-        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
-        bounded = prepare_delta(self, rate, delta, age_ms)
-        return meter_adjust(state, now_ms, rate, bounded, self.capacity(rate))
-
-    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
-        return meter_snapshot(state, now_ms, rate, self.capacity(rate))

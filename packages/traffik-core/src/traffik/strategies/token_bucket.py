@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from traffik.decisions import Decision
 from traffik.rates import Rate
-from traffik.strategies._adjust import meter_adjust, meter_snapshot, prepare_delta
+from traffik.strategies._adjust import MeterAdjustments
 from traffik.strategies._base import State, Strategy, Transition, _check_positive
 from traffik.strategies._meter import meter_step
 
@@ -14,7 +13,7 @@ __all__ = ["TokenBucketStrategy", "TokenBucketWithDebtStrategy"]
 
 
 @dataclass(frozen=True)
-class TokenBucketStrategy(Strategy):
+class TokenBucketStrategy(MeterAdjustments, Strategy):
     """A bucket of ``burst_size`` tokens (default: the limit) refilled at ``limit`` per window.
 
     A fresh key admits ``burst_size`` units at once; afterwards the rate applies.
@@ -36,19 +35,9 @@ class TokenBucketStrategy(Strategy):
             self.check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)
 
-    def adjust(
-        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
-    ) -> Transition:
-        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
-        bounded = prepare_delta(self, rate, delta, age_ms)
-        return meter_adjust(state, now_ms, rate, bounded, self.capacity(rate))
-
-    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
-        return meter_snapshot(state, now_ms, rate, self.capacity(rate))
-
 
 @dataclass(frozen=True)
-class TokenBucketWithDebtStrategy(Strategy):
+class TokenBucketWithDebtStrategy(MeterAdjustments, Strategy):
     """A token bucket that may go ``max_debt`` tokens below empty, paid back by later refills.
 
     A fresh key admits ``burst_size + max_debt`` units at once; a client in debt
@@ -74,13 +63,3 @@ class TokenBucketWithDebtStrategy(Strategy):
         if capacity != rate.limit:  # Rate already keeps limit x window exact
             self.check_exact(rate, capacity)
         return meter_step(state, now_ms, rate, cost, capacity)
-
-    def adjust(
-        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
-    ) -> Transition:
-        """Refund by lowering the level (up to a full bucket), or charge more into debt."""
-        bounded = prepare_delta(self, rate, delta, age_ms)
-        return meter_adjust(state, now_ms, rate, bounded, self.capacity(rate))
-
-    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
-        return meter_snapshot(state, now_ms, rate, self.capacity(rate))

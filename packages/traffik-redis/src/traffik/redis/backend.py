@@ -22,6 +22,7 @@ from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
     SCRIPT_OF,
     DecisionPlan,
+    LuaScript,
     ScriptSet,
     decision_args,
     keep_plan,
@@ -392,17 +393,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         args = adjust_args(strategy, rate, delta, age_ms, now_ms)
         if rate.unlimited:
             return UNLIMITED_DECISION
-        opened, _ = self._ready()
-        skey = self.state_key(key, strategy)
-        pipeline = self._pipeline
-        if pipeline is not None:
-            now, raw = await pipeline.call(script, skey, pack_args(args))
-        elif opened.gate is None:
-            now, raw = await run_script(opened.client, script, skey, args)
-        else:
-            async with opened.gate:
-                now, raw = await run_script(opened.client, script, skey, args)
-        return strategy.snapshot(decode_state(raw), int(now), rate)
+        now, raw = await self._read_script(script, self.state_key(key, strategy), args)
+        return strategy.snapshot(decode_state(raw), now, rate)
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
@@ -414,10 +406,18 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             return UNLIMITED_DECISION
         if now_ms is None and not self._server_clock:
             now_ms = self.clock()
-        opened, scripts = self._ready()
-        skey = self.state_key(key, strategy)
+        _, scripts = self._ready()
         args = ("" if now_ms is None else now_ms,)
-        pipeline, script = self._pipeline, scripts["peek"]
+        skey = self.state_key(key, strategy)
+        now, raw = await self._read_script(scripts["peek"], skey, args)
+        return strategy.peek(decode_state(raw), now, rate)
+
+    async def _read_script(
+        self, script: LuaScript, skey: str, args: tuple[int | str, ...]
+    ) -> tuple[int, typing.Any]:
+        """Run a script that replies ``{now_ms, state text}`` (peek, adjustments)."""
+        opened, _ = self._ready()
+        pipeline = self._pipeline
         if pipeline is not None:
             now, raw = await pipeline.call(script, skey, pack_args(args))
         elif opened.gate is None:
@@ -425,7 +425,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         else:
             async with opened.gate:
                 now, raw = await run_script(opened.client, script, skey, args)
-        return strategy.peek(decode_state(raw), int(now), rate)
+        return int(now), raw
 
 
 def _text(value: typing.Any) -> str | None:
