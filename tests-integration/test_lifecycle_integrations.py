@@ -414,3 +414,68 @@ async def test_fastapi_websocket_depends_holds_until_close(serve_app: ServeApp) 
     # First unobserved (the endpoint returned after iter_text saw the close), then
     # observed (the disconnect message itself).
     assert record.ends == [(None, Outcome.COMPLETE), (101, Outcome.DISCONNECTED)]
+
+
+async def test_a_backend_context_observes_fastapi_routes_from_their_first_request() -> None:
+    from traffik.backends.inmemory import InMemoryBackend
+    from traffik.lifecycle import LifecycleObserver, observe_routes
+
+    record = Record()
+    gate = asyncio.Event()
+    gate.set()
+    app = fastapi_app(record, gate, [])
+    sub = FastAPI()
+
+    @sub.get("/inner", dependencies=[Depends(RecordingHTTP(record))])
+    async def inner() -> str:
+        return "inner"
+
+    @sub.get("/plain")
+    async def plain() -> str:
+        return "plain"
+
+    app.mount("/sub", sub)
+    backend = InMemoryBackend(namespace="lifecycle-routes")
+    async with backend(app), client(app) as http:
+        assert (await http.get("/depends")).status_code == 201
+        assert await record.next_end() == (201, Outcome.COMPLETE)
+        assert (await http.get("/missing")).status_code == 404
+        assert await record.next_end() == (404, Outcome.COMPLETE)
+        assert (await http.get("/sub/inner")).status_code == 200
+        assert await record.next_end() == (200, Outcome.COMPLETE)
+    observed = {
+        getattr(r, "path", ""): isinstance(getattr(r, "app", None), LifecycleObserver)
+        for r in [*app.routes, *sub.routes]
+    }
+    assert observed["/depends"]
+    assert observed["/inner"]
+    assert observed["/decorated"]
+    assert not observed["/plain"]
+    assert observe_routes(app) == 0  # already observed: nothing wrapped twice
+
+
+async def test_included_routers_end_by_fastapi_exit_unless_the_app_is_observed() -> None:
+    from fastapi import APIRouter
+
+    from traffik.lifecycle import LifecycleObserver
+
+    record = Record()
+    router = APIRouter(dependencies=[Depends(RecordingHTTP(record))])
+
+    @router.get("/routed", status_code=202)
+    async def routed() -> str:
+        return "routed"
+
+    plain, observed = FastAPI(), FastAPI()
+    for app in (plain, observed):
+        app.include_router(router)
+    observed.add_middleware(LifecycleObserver)  # observe every request, routers included
+    async with client(plain) as http:
+        # FastAPI runs included routes through its own (private) route contexts, which
+        # no public attribute reaches: every request ends by the request-scoped exit.
+        for _ in range(2):
+            assert (await http.get("/routed")).status_code == 202
+            assert await record.next_end() == (None, Outcome.COMPLETE)
+    async with client(observed) as http:
+        assert (await http.get("/routed")).status_code == 202
+        assert await record.next_end() == (202, Outcome.COMPLETE)

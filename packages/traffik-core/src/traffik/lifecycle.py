@@ -47,10 +47,18 @@ Who fires them (integrations; only public names are used):
   a WebSocket after its endpoint returned; an exception is thrown into it). It
   ends the lifecycle through :func:`span` and wraps the matched route's public
   ``route.app`` in a :class:`LifecycleObserver`, so the route's *later* requests
-  are observed exactly. The first request of a route therefore ends with status
-  None, and an ``HTTPException`` raised by its endpoint ends it ``RAISED`` (the
-  error response is sent after the dependency exits); every later request sees
-  the real status and outcome. A throttle whose ``needs_lifecycle`` is True
+  are observed exactly. :func:`observe_routes` does that at startup
+  (``backend(app)`` and ``backend.lifespan`` call it), so such routes are observed
+  from their first request. Without a backend context on the app, the first
+  request of a route ends with status None, and an ``HTTPException`` raised by its
+  endpoint ends it ``RAISED`` (the error response is sent after the dependency
+  exits); every later request sees the real status and outcome. Routes a FastAPI
+  app includes from an ``APIRouter`` run (FastAPI 0.16x) through FastAPI's private
+  route contexts, which no public attribute reaches: they always end by the
+  request-scoped exit (status None; a disconnect seen when the endpoint returns or
+  a stream's next chunk fails). ``app.add_middleware(LifecycleObserver)`` observes
+  every request of an app exactly, routers included. A throttle whose
+  ``needs_lifecycle`` is True
   gets this parameter in its FastAPI signature (``Depends(throttle)``), and
   ``traffik.fastapi.throttled`` adds it for such throttles.
 
@@ -61,8 +69,9 @@ Integration summary (what fires the end):
                            ``needs_lifecycle``
 Starlette ``@throttled``   the exception, else an observer around the returned
                            response; a WebSocket: the endpoint returning
-FastAPI ``Depends`` and    ``connection_lifecycle`` (request-scoped exit), then
-``@throttled``             an observer around ``route.app``
+FastAPI ``Depends`` and    an observer around ``route.app`` (installed by
+``@throttled``             ``backend(app)``, else by the route's first request,
+                           which ``connection_lifecycle`` ends)
 ``async with`` (direct)    :func:`span`
 =========================  ====================================================
 
@@ -104,6 +113,7 @@ __all__ = [
     "connection_lifecycle",
     "lifecycle_of",
     "observe",
+    "observe_routes",
     "span",
 ]
 
@@ -318,6 +328,49 @@ async def connection_lifecycle(connection: HTTPConnection) -> AsyncIterator[Life
         route.app = LifecycleObserver(app)  # type: ignore[union-attr]
     async with span(scope) as lc:
         yield lc
+
+
+def observe_routes(app: typing.Any) -> int:
+    """Wrap, in a :class:`LifecycleObserver`, the ``app`` of every route of ``app`` (through
+    mounts) whose FastAPI dependencies include :func:`connection_lifecycle`; return how many.
+
+    ``backend(app)`` and ``backend.lifespan`` call it at startup, so those routes are
+    observed from their first request. Only public attributes are read (``routes``,
+    ``dependant``, ``app``); a route already observed is left alone.
+    """
+    wrapped = 0
+    for route in _routes_of(app, 0):
+        dependant = getattr(route, "dependant", None)
+        inner = getattr(route, "app", None)
+        if dependant is None or inner is None or isinstance(inner, LifecycleObserver):
+            continue
+        if _solves_lifecycle(dependant):
+            route.app = LifecycleObserver(inner)
+            wrapped += 1
+    return wrapped
+
+
+def _routes_of(app: typing.Any, depth: int) -> list[typing.Any]:
+    router = getattr(app, "router", None)
+    routes = getattr(router if router is not None else app, "routes", None)
+    if not isinstance(routes, (list, tuple)) or depth > 8:
+        return []
+    found: list[typing.Any] = []
+    for route in routes:
+        found.append(route)
+        if getattr(route, "dependant", None) is None and hasattr(route, "routes"):
+            found.extend(_routes_of(route, depth + 1))  # a Mount or a nested router
+    return found
+
+
+def _solves_lifecycle(dependant: typing.Any) -> bool:
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        if getattr(current, "call", None) is connection_lifecycle:
+            return True
+        pending.extend(getattr(current, "dependencies", ()) or ())
+    return False
 
 
 class _Pump:

@@ -39,6 +39,7 @@ from traffik.failures import (
 )
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
+from traffik.lifecycle import observe_routes
 from traffik.strategies._adjust import check_adjustment
 from traffik.strategies._base import Strategy, decode_state, encode_state
 from traffik.types import HTTPConnectionT
@@ -441,6 +442,9 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         nested = throttle_backend_ctx.get() is self
         if app is not None:
             setattr(app.state, BACKEND_STATE_KEY, self)
+            # Routes whose throttles act on the response lifecycle: observed from
+            # their first request (traffik.lifecycle).
+            observe_routes(app)
         if persistent is None:
             persistent = True if nested else self.persistent
         if close_on_exit is None:
