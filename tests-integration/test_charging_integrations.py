@@ -8,7 +8,7 @@ import typing
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response
@@ -47,10 +47,24 @@ async def attempts(app: typing.Any, passwords: list[str]) -> list[int]:
 def fastapi_login(how: str) -> FastAPI:
     backend: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="login")
     app = FastAPI(lifespan=backend.lifespan)
-    # Observe every request from the first one (a route observes its own from the second).
-    app.add_middleware(LifecycleObserver)
-    if how == "depends":
+    if how == "router":
+        # Routes included from an APIRouter are observed through the middleware only;
+        # routes of the app are observed from their first request once the backend is
+        # entered.
+        app.add_middleware(LifecycleObserver)
+        router = APIRouter()
         guard: typing.Any = Depends(HTTPThrottle("login", "5/15m", charge_when=failed))
+
+        @router.post("/login", dependencies=[guard])
+        async def routed_login(body: dict[str, str]) -> dict[str, bool]:
+            if body.get("password") != "secret":
+                raise HTTPException(status_code=401, detail="wrong password")
+            return {"ok": True}
+
+        app.include_router(router)
+        return app
+    if how == "depends":
+        guard = Depends(HTTPThrottle("login", "5/15m", charge_when=failed))
     else:
         guard = fastapi_throttled(HTTPThrottle("login", "5/15m"), charge_when=failed)
 
@@ -84,7 +98,7 @@ def starlette_login(how: str) -> Starlette:
 
 
 LOGINS = [
-    *(("fastapi", how) for how in ("depends", "decorator")),
+    *(("fastapi", how) for how in ("depends", "decorator", "router")),
     *(("starlette", how) for how in ("decorator", "middleware")),
 ]
 
