@@ -222,3 +222,20 @@ async def test_a_charge_when_on_a_throttle_nobody_observes_leaves_it_charged() -
     backend = InMemoryBackend(namespace="manual")
     async with backend(app), client(app) as http:
         assert [(await http.get("/")).status_code for _ in range(2)] == [200, 429]
+
+
+async def test_a_refund_in_a_fastapi_endpoint_shows_on_its_response() -> None:
+    backend = InMemoryBackend(namespace="fa", clock=lambda: 90_000)
+    throttle = HTTPThrottle("jobs", "10/m")
+    app = FastAPI()
+
+    @app.post("/jobs", dependencies=[Depends(throttle)])
+    async def jobs(request: Request) -> dict[str, bool]:
+        await throttle.refund(request)  # the job was cancelled
+        return {"cancelled": True}
+
+    async with backend(app), client(app) as http:
+        first = await http.post("/jobs")
+        second = await http.post("/jobs")
+    assert first.headers["RateLimit"] == '"jobs";r=10;t=0'
+    assert second.headers["RateLimit"] == '"jobs";r=10;t=0'

@@ -51,6 +51,7 @@ CHARGES_STATE_KEY = "traffik.charges"
 RESPONSE_STATE_KEY = "traffik.response"
 
 _monotonic_ns = time.monotonic_ns
+_new = tuple.__new__
 
 
 def monotonic_ms() -> int:
@@ -79,7 +80,8 @@ def remember_charge(
 ) -> Charge:
     """Record that throttle ``uid`` charged ``cost`` to ``key`` on this connection."""
     charges: dict[str, Charge] | None = state.get(CHARGES_STATE_KEY)
-    charge = Charge(backend, key, cost, started_ms)
+    # tuple.__new__: about half the time of the named tuple's own __new__ (per request).
+    charge: Charge = _new(Charge, (backend, key, cost, started_ms))
     if charges is None:
         state[CHARGES_STATE_KEY] = {uid: charge}
     else:
