@@ -33,17 +33,23 @@ TASKS = 64
 LIMIT = 200
 
 
+#: Noon of a day: a test never straddles the end of its one-day fixed window.
+NOON = 1_700_000_000_000 // 86_400_000 * 86_400_000 + 43_200_000
+
+
 def _backend(kind: str, request: pytest.FixtureRequest) -> typing.Any:
     namespace = f"chg{uuid.uuid4().hex[:10]}"
+    clock = lambda: NOON  # noqa: E731
     if kind == "memory":
-        return InMemoryBackend(namespace=namespace)
+        return InMemoryBackend(namespace=namespace, clock=clock)
     if kind == "redis":
-        return RedisBackend(request.getfixturevalue("redis_server").url, namespace=namespace)
+        url = request.getfixturevalue("redis_server").url
+        return RedisBackend(url, namespace=namespace, clock=clock)
     if kind == "cluster":
         url = request.getfixturevalue("redis_cluster").url
-        return RedisBackend(url, namespace=namespace, cluster=True)
+        return RedisBackend(url, namespace=namespace, cluster=True, clock=clock)
     server = request.getfixturevalue("memcached_server")
-    return MemcachedBackend(server.host, server.port, namespace)
+    return MemcachedBackend(server.host, server.port, namespace, clock=clock)
 
 
 BACKENDS = [

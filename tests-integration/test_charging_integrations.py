@@ -108,7 +108,8 @@ async def test_five_failed_logins_lock_out_and_successes_never_count(
     framework: str, how: str
 ) -> None:
     app = fastapi_login(how) if framework == "fastapi" else starlette_login(how)
-    backend = InMemoryBackend(namespace="login")
+    # Frozen mid-window: the test never straddles the end of its 15-minute window.
+    backend = InMemoryBackend(namespace="login", clock=lambda: 450_000)
     async with backend(app):
         # Ten successful logins and four failures: never locked out.
         statuses = await attempts(app, ["secret"] * 10 + ["wrong"] * 4 + ["secret"] * 10)
@@ -129,7 +130,7 @@ async def test_a_charge_when_that_raises_leaves_the_request_charged(
     throttle = HTTPThrottle("t", "2/m", charge_when=broken)
     app = Starlette(routes=[Route("/", lambda r: PlainTextResponse("ok"))])
     app.add_middleware(ThrottleMiddleware, middleware_throttles=[throttle])
-    backend = InMemoryBackend(namespace="broken")
+    backend = InMemoryBackend(namespace="broken", clock=lambda: 30_000)
     with caplog.at_level(logging.ERROR, logger="traffik.charging"):
         async with backend(app), client(app) as http:
             assert [(await http.get("/")).status_code for _ in range(3)] == [200, 200, 429]
@@ -168,7 +169,7 @@ async def test_a_request_that_raises_before_its_status_stays_charged() -> None:
     throttle = HTTPThrottle("t", "2/m", charge_when=judge)
     app = Starlette(routes=[Route("/", boom)])
     app.add_middleware(ThrottleMiddleware, middleware_throttles=[throttle])
-    backend = InMemoryBackend(namespace="raise")
+    backend = InMemoryBackend(namespace="raise", clock=lambda: 30_000)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with backend(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         assert [(await http.get("/")).status_code for _ in range(3)] == [500, 500, 429]
@@ -194,7 +195,7 @@ async def test_a_client_leaving_before_the_status_stays_charged(serve_app: Serve
     throttle = HTTPThrottle("t", "1/m", charge_when=judge)
     app = Starlette(routes=[Route("/slow", slow)])
     app.add_middleware(ThrottleMiddleware, middleware_throttles=[throttle])
-    backend = InMemoryBackend(namespace="gone")
+    backend = InMemoryBackend(namespace="gone", clock=lambda: 30_000)
     async with backend(app), serve_app(app) as address:
         host, port = address.split(":")
         _reader, writer = await asyncio.open_connection(host, int(port))
@@ -219,7 +220,7 @@ async def test_a_charge_when_on_a_throttle_nobody_observes_leaves_it_charged() -
         return PlainTextResponse("ok")
 
     app = Starlette(routes=[Route("/", endpoint)])
-    backend = InMemoryBackend(namespace="manual")
+    backend = InMemoryBackend(namespace="manual", clock=lambda: 30_000)
     async with backend(app), client(app) as http:
         assert [(await http.get("/")).status_code for _ in range(2)] == [200, 429]
 

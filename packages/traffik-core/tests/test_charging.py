@@ -52,7 +52,10 @@ class FlakyBackend(InMemoryBackend[typing.Any]):
 
 @pytest_asyncio.fixture
 async def backend() -> typing.AsyncIterator[InMemoryBackend[typing.Any]]:
-    backend: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="charging")
+    # Frozen mid-hour: a test never straddles the end of a one-hour fixed window.
+    backend: InMemoryBackend[typing.Any] = InMemoryBackend(
+        namespace="charging", clock=lambda: 1_800_000
+    )
     async with backend():
         yield backend
 
@@ -174,7 +177,7 @@ async def test_reserve_refuses_exactly_like_a_call_with_that_cost() -> None:
 
 @pytest.mark.asyncio
 async def test_refunds_show_on_the_response_that_has_not_started() -> None:
-    backend: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="hdr", clock=lambda: 60_000)
+    backend: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="hdr", clock=lambda: 90_000)
     throttle = HTTPThrottle("r", "10/m", backend=backend)
 
     async def endpoint(request: Request) -> JSONResponse:
@@ -189,14 +192,14 @@ async def test_refunds_show_on_the_response_that_has_not_started() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.get("/r")
-    assert response.headers["RateLimit"] == '"r";r=9;t=60'
+    assert response.headers["RateLimit"] == '"r";r=9;t=30'
 
 
 @pytest.mark.asyncio
 async def test_a_failing_backend_drops_the_refund_and_says_so() -> None:
     seen: list[events.ThrottleEvent] = []
     policy = FailurePolicy(on_error="allow", timeout=0.05)
-    backend = FlakyBackend(namespace="flaky", failure_policy=policy)
+    backend = FlakyBackend(namespace="flaky", failure_policy=policy, clock=lambda: 30_000)
     throttle = HTTPThrottle("r", "10/m", backend=backend)
     unsubscribe = events.subscribe(seen.append)
     try:
@@ -226,7 +229,9 @@ async def test_a_failing_backend_drops_the_refund_and_says_so() -> None:
 @pytest.mark.asyncio
 async def test_a_refund_follows_on_error_raise() -> None:
     backend = FlakyBackend(
-        namespace="raise", failure_policy=FailurePolicy(on_error="raise", timeout=0.05)
+        namespace="raise",
+        failure_policy=FailurePolicy(on_error="raise", timeout=0.05),
+        clock=lambda: 30_000,
     )
     throttle = HTTPThrottle("r", "10/m", backend=backend)
     async with backend():
@@ -240,9 +245,11 @@ async def test_a_refund_follows_on_error_raise() -> None:
 @pytest.mark.asyncio
 async def test_with_the_fallback_action_a_dropped_refund_goes_to_the_fallback() -> None:
     seen: list[events.ThrottleEvent] = []
-    fallback: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="fb")
+    fallback: InMemoryBackend[typing.Any] = InMemoryBackend(namespace="fb", clock=lambda: 30_000)
     backend = FlakyBackend(
-        namespace="fbk", failure_policy=FailurePolicy(on_error=fallback, timeout=0.05)
+        namespace="fbk",
+        failure_policy=FailurePolicy(on_error=fallback, timeout=0.05),
+        clock=lambda: 30_000,
     )
     throttle = HTTPThrottle("r", "10/m", backend=backend)
     unsubscribe = events.subscribe(seen.append)
