@@ -63,18 +63,35 @@ def _identifier_dependencies(
     return found
 
 
+class _Finish:
+    """What the dependency returns: puts the fields on a ``Response`` the route returns
+    (FastAPI drops the injected response's headers then); see ``_signature``."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: HTTPConnection) -> None:
+        self.connection = connection
+
+    def __call__(self, returned: Response) -> None:
+        set_rate_limit_headers(self.connection, returned)
+
+
 def _build_dependency(
     select: Selector,
     extra: Mapping[str, Callable[..., typing.Any]],
+    fixed: Sequence[BaseThrottle[typing.Any]] | None = None,
     *,
     lifecycle: bool = False,
     charge_when: ChargeWhen | None = None,
 ) -> Callable[..., Awaitable[Callable[[Response], None]]]:
     """A FastAPI dependency that runs the selected throttles on the connection.
 
-    With ``lifecycle`` (a throttle acts on the response lifecycle) it also asks
-    FastAPI for the request-scoped :func:`traffik.lifecycle.connection_lifecycle`,
-    which ends the connection's lifecycle once the response is over.
+    ``fixed``: the throttles when they do not depend on the request (``throttled``),
+    applied without calling ``select``. With ``lifecycle`` (a throttle acts on the
+    response lifecycle) it also asks FastAPI for the request-scoped
+    :func:`traffik.lifecycle.connection_lifecycle`, which ends the connection's
+    lifecycle once the response is over. ``charge_when`` refunds each throttle's
+    charge of a request whose status it answers False for.
     """
     from traffik.fastapi.dependencies import store_resolved
 
@@ -86,16 +103,12 @@ def _build_dependency(
         resolved.pop(_LIFECYCLE, None)
         if resolved:
             store_resolved(connection, resolved)
-        for throttle in select(connection, resolved):
+        for throttle in select(connection, resolved) if fixed is None else fixed:
             await throttle(connection)
             if charge_when is not None:
                 charge_by_status(throttle, connection, charge_when)
         set_rate_limit_headers(connection, response)
-
-        def finish(returned: Response) -> None:
-            set_rate_limit_headers(connection, returned)
-
-        return finish
+        return _Finish(connection)
 
     parameters = [
         inspect.Parameter(
@@ -130,7 +143,8 @@ class ThrottleDepends(params.Depends):
 
     Put it in ``dependencies=[...]`` (of a route, router or app), or decorate a
     route function with it (under ``@app.get(...)``). Build it with
-    :func:`throttled` or :func:`traffik.fastapi.dependencies.tiered`.
+    :func:`throttled` or :func:`traffik.fastapi.dependencies.tiered`. ``fixed=True``
+    says that ``select`` always returns ``throttles`` (it is then not called).
     """
 
     #: The throttles this dependency may apply.
@@ -143,12 +157,17 @@ class ThrottleDepends(params.Depends):
         extra: Mapping[str, Callable[..., typing.Any]] | None = None,
         throttles: Sequence[BaseThrottle[typing.Any]] = (),
         charge_when: ChargeWhen | None = None,
+        fixed: bool = False,
     ) -> None:
         for throttle in throttles:
             check_charge_when(charge_when, throttle.strategy)
         lifecycle = charge_when is not None or any(t.needs_lifecycle for t in throttles)
         dependency = _build_dependency(
-            select, dict(extra or {}), lifecycle=lifecycle, charge_when=charge_when
+            select,
+            dict(extra or {}),
+            tuple(throttles) if fixed else None,
+            lifecycle=lifecycle,
+            charge_when=charge_when,
         )
         super().__init__(dependency)
         # Depends is a frozen dataclass in recent FastAPI versions.
@@ -241,6 +260,7 @@ def throttled(
         extra=_identifier_dependencies(checked),
         throttles=checked,
         charge_when=charge_when,
+        fixed=True,
     )
     if route is not None:
         return depends(route)
