@@ -38,6 +38,7 @@ from traffik._charges import (
     record_adjusted,
 )
 from traffik.exceptions import ConfigurationError
+from traffik.headers import DECISIONS_STATE_KEY
 from traffik.strategies import Strategy
 from traffik.strategies._base import not_adjustable
 from traffik.types import UNLIMITED
@@ -234,7 +235,7 @@ async def reserve(throttle: Throttle, connection: HTTPConnection, cost: int) -> 
     charge = charge_of(state, throttle.uid)
     if charge is before:
         charge = None  # exempt, unlimited, or refused by a handler that did not raise
-    decisions = None if state is None else state.get("traffik_decisions")
+    decisions = None if state is None else state.get(DECISIONS_STATE_KEY)
     decision = None if decisions is None else decisions.get(throttle.uid)
     return Reservation(throttle, connection, cost, charge, decision)
 
