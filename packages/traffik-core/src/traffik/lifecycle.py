@@ -64,16 +64,14 @@ Who fires them (integrations; only public names are used):
 
 Integration summary (what fires the end):
 
-=========================  ====================================================
-``ThrottleMiddleware``     observer around the app, when a rule's throttle has
-                           ``needs_lifecycle``
-Starlette ``@throttled``   the exception, else an observer around the returned
-                           response; a WebSocket: the endpoint returning
-FastAPI ``Depends`` and    an observer around ``route.app`` (installed by
-``@throttled``             ``backend(app)``, else by the route's first request,
-                           which ``connection_lifecycle`` ends)
-``async with`` (direct)    :func:`span`
-=========================  ====================================================
+- ``ThrottleMiddleware``: an observer around the app, when a rule's throttle has
+  ``needs_lifecycle``;
+- Starlette ``@throttled``: the exception, else an observer around the returned
+  response; a WebSocket: the endpoint returning;
+- FastAPI ``Depends`` and ``@throttled``: an observer around ``route.app``
+  (installed by ``backend(app)``, else by the route's first request, which
+  ``connection_lifecycle`` ends);
+- ``async with`` (direct use): :func:`span`.
 
 ``attach`` returns the lifecycle of the connection, creating an unobserved one when
 no observer is in place (``Lifecycle.observed`` tells which). The lifecycle lives in
