@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.failures import FailurePolicy
 from traffik.fastapi import throttled as fastapi_throttled
 from traffik.lifecycle import LifecycleObserver, attach
 from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware
@@ -240,3 +241,25 @@ async def test_a_refund_in_a_fastapi_endpoint_shows_on_its_response() -> None:
         second = await http.post("/jobs")
     assert first.headers["RateLimit"] == '"jobs";r=10;t=0'
     assert second.headers["RateLimit"] == '"jobs";r=10;t=0'
+
+
+class _NoAdjust(InMemoryBackend):  # type: ignore[type-arg]
+    """Decides, but every adjustment fails as if the store went away."""
+
+    async def adjust(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        raise ConnectionError("the store went away")
+
+
+async def test_a_refund_the_backend_cannot_take_never_breaks_the_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = FailurePolicy(on_error="raise", timeout=0.05)
+    backend = _NoAdjust(namespace="down", clock=lambda: 30_000, failure_policy=policy)
+    throttle = HTTPThrottle("t", "2/m", charge_when=failed)
+    app = Starlette(routes=[Route("/", lambda r: PlainTextResponse("ok"))])
+    app.add_middleware(ThrottleMiddleware, middleware_throttles=[throttle])
+    with caplog.at_level(logging.ERROR, logger="traffik.charging"):
+        async with backend(app), client(app) as http:
+            # The refunds of the 200s fail (on_error="raise"): answered, and charged.
+            assert [(await http.get("/")).status_code for _ in range(3)] == [200, 200, 429]
+    assert "refunding a request of throttle 't' failed; it stays charged" in caplog.text
