@@ -30,6 +30,7 @@ from traffik.redis._scripts import (
     run_script,
     to_decision,
 )
+from traffik.redis._sentinel import is_sentinel_url
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
 from traffik.strategies import UNLIMITED_DECISION, check_cost, decode_state
 from traffik.types import HTTPConnectionT
@@ -52,9 +53,13 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     ``RedisBackend(connection, namespace, persistent=True)`` as in the traffik
     1.0.0b2 API reference; every other parameter is keyword-only.
 
-    ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``),
+    ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``, or
+    ``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``),
     a ``redis.asyncio.Redis`` or ``RedisCluster``, or a zero-argument factory (sync
-    or async) returning one. Clients built from a URL or a factory are closed by
+    or async) returning one. With a Sentinel URL the client follows the primary
+    Sentinel names; the URL's user and password go to the Redis servers and to the
+    sentinels, and ``sentinel_kwargs`` (a mapping) adds or replaces options of the
+    connections to the sentinels only (``{"password": ...}`` when they have their own). Clients built from a URL or a factory are closed by
     :meth:`close`; a client instance you pass in is yours to close. With
     ``cluster=True`` a URL names any node of a Redis Cluster.
 
@@ -103,6 +108,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         auto_pipeline: bool = True,
         clock: Clock | None = None,
         failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
+        sentinel_kwargs: typing.Mapping[str, typing.Any] | None = None,
     ) -> None:
         super().__init__(
             None,
@@ -139,6 +145,13 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self._where = "the Redis server"
         if isinstance(connection, str):
             self._where = validate_url(connection)
+        if sentinel_kwargs is not None and not (
+            isinstance(connection, str) and is_sentinel_url(connection)
+        ):
+            raise ConfigurationError(
+                "sentinel_kwargs applies to a redis+sentinel:// URL only; with a client or a "
+                "factory, pass the options to redis.asyncio.sentinel.Sentinel yourself."
+            )
         elif connection is None:
             raise ConfigurationError(
                 "RedisBackend needs a connection: a URL such as 'redis://localhost:6379/0', a "
@@ -151,6 +164,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             pool_timeout=float(pool_timeout),
             connect_timeout=float(connect_timeout),
             socket_timeout=float(socket_timeout),
+            sentinel_kwargs=None if sentinel_kwargs is None else dict(sentinel_kwargs),
         )
         self.lock_timeout = float(lock_timeout)
         self._server_clock = clock is None
@@ -236,7 +250,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     async def _discard(opened: Opened | None) -> None:
         if opened is not None and opened.owned:
             try:
-                await opened.client.aclose()
+                await opened.aclose()
             except Exception:  # the connection is being dropped anyway
                 pass
 
@@ -250,7 +264,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
                 await pipeline.aclose()  # its connections go back to the pool first
         finally:
             if opened is not None and opened.owned:
-                await opened.client.aclose()
+                await opened.aclose()
 
     async def reset(self) -> None:
         """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
