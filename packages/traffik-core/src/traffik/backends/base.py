@@ -39,6 +39,7 @@ from traffik.failures import (
 )
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
+from traffik.leases import LeaseGrant
 from traffik.lifecycle import observe_routes
 from traffik.strategies._adjust import check_adjustment
 from traffik.strategies._base import Strategy, decode_state, encode_state
@@ -92,6 +93,9 @@ _WRAPPED = (
     "decide",
     "peek",
     "adjust",
+    "take_lease",
+    "renew_lease",
+    "release_lease",
 )
 
 
@@ -130,6 +134,8 @@ class BackendCapabilities:
     negative_counters: bool = True
     #: The backend keeps one clock for every app host (a server clock).
     server_clock: bool = False
+    #: ``take_lease``/``renew_lease``/``release_lease`` work (concurrency limits).
+    leases: bool = False
 
 
 def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -424,6 +430,33 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
             await self._write_step(skey, state, step)
         return step.decision
 
+    # -- leases (concurrency limits; see traffik.leases) -------------------------
+
+    def lease_key(self, key: str) -> str:
+        """Where the leases of throttle key ``key`` are kept."""
+        return f"{self.namespace}:{key}:lease"
+
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        """Atomically drop expired leases of ``key`` and give ``holder`` one lasting
+        ``lease_ms`` if fewer than ``limit`` are live (a live one of ``holder`` is renewed).
+
+        Backends declaring ``capabilities.leases`` implement it (and the two below)
+        in one atomic step; this default raises ConfigurationError.
+        """
+        raise ConfigurationError(_no_leases(self))
+
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        """Push ``holder``'s live lease on ``key`` to ``lease_ms`` from now; False if gone."""
+        raise ConfigurationError(_no_leases(self))
+
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        """Remove ``holder``'s lease on ``key``; False if it was not live."""
+        raise ConfigurationError(_no_leases(self))
+
     # -- contexts -------------------------------------------------------------
 
     def __call__(
@@ -455,6 +488,15 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def lifespan(self, app: typing.Any) -> typing.AsyncContextManager[None]:
         """A Starlette/FastAPI ``lifespan``: the backend is open while the app runs, closed after."""
         return _lifespan(self, app)
+
+
+def _no_leases(backend: ThrottleBackend[typing.Any, typing.Any]) -> str:
+    return (
+        f"{type(backend).__name__} cannot hold leases (the 'leases' capability, needed by "
+        f"ConcurrencyThrottle): use InMemoryBackend, RedisBackend or MemcachedBackend, or "
+        f"implement take_lease, renew_lease and release_lease and declare "
+        f"BackendCapabilities(leases=True)."
+    )
 
 
 async def _lifespan_gen(

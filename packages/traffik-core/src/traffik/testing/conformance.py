@@ -18,6 +18,7 @@ import pytest
 
 from traffik.testing._adjustments import AdjustmentTests
 from traffik.testing._decisions import DecisionTests
+from traffik.testing._leases import LeaseTests
 from traffik.testing._lifecycle import LifecycleTests
 from traffik.testing._locks import LockTests
 from traffik.testing._primitives import PrimitiveTests
@@ -35,7 +36,9 @@ def _xfail_reason(func: object) -> str | None:
     return None
 
 
-class BackendConformance(PrimitiveTests, LifecycleTests, LockTests, DecisionTests, AdjustmentTests):
+class BackendConformance(
+    PrimitiveTests, LifecycleTests, LockTests, DecisionTests, AdjustmentTests, LeaseTests
+):
     """The conformance kit. Subclass it as ``Test<Something>`` and define ``make_backend``.
 
     * ``make_backend(self, namespace)`` returns a new, uninitialised backend whose keys
