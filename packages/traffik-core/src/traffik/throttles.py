@@ -42,10 +42,19 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from traffik._charges import RESPONSE_STATE_KEY, monotonic_ms, remember_charge
 from traffik._keys import memo_identity_part, route_part
 from traffik._lifecycle_depends import with_lifecycle_parameter
 from traffik._plan import PLANNED, ThrottlePlan
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
+from traffik.charging import (
+    ChargeWhen,
+    Reservation,
+    charge_by_status,
+    check_charge_when,
+    refund,
+    reserve,
+)
 from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import OnError, check_on_error, decide_with_policy
@@ -67,6 +76,7 @@ from traffik.types import UNLIMITED, HTTPConnectionT, Identifier, StrategyStat, 
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.decisions import Decision
 
 __all__ = ["BaseThrottle", "HTTPThrottle", "ThrottleStrategy", "WebSocketThrottle"]
 
@@ -130,6 +140,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         key_by: ``"route"`` (the route template: ``/items/1`` and ``/items/2``
             share a budget) or ``"path"`` (the concrete path, as traffik 1.0.0b2
             did).
+        charge_when: ``(connection, status_code) -> bool``, sync or async, called
+            once the response status is known; False gives the request's charge
+            back (:mod:`traffik.charging`).
 
     ``identifier``, ``handle_throttled`` and ``backend`` read the throttle's own
     value, or else the active backend's (inside ``async with backend():``), as in
@@ -158,6 +171,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         on_backend_error: OnError | None = None,
         legacy_headers: bool = False,
         key_by: str = "route",
+        charge_when: ChargeWhen | None = None,
     ) -> None:
         if not isinstance(uid, str) or not uid:
             raise ValueError(f"uid must be a non-empty string naming the throttle, got {uid!r}.")
@@ -190,6 +204,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             strategy.decide(None, 0, rate, 1)
         if on_backend_error is not None:
             check_on_error(on_backend_error)
+        check_charge_when(charge_when, strategy)
         if key_by not in _KEY_BY:
             raise ValueError(f"key_by must be 'route' or 'path', got {key_by!r}.")
         if identifier is not None and not callable(identifier):
@@ -213,6 +228,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.on_backend_error = on_backend_error
         self.legacy_headers = legacy_headers
         self.key_by = key_by
+        #: ``(connection, status_code) -> bool``: False refunds the request (traffik.charging).
+        self.charge_when = charge_when
+        if charge_when is not None:
+            self.needs_lifecycle = True
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         if self._dependency_signature is not None:
             signature = self._dependency_signature
@@ -387,6 +406,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         else:
             route = plan.routes.route_key(scope, context_key)
             key = f"{plan.prefix}{route}:{memo_identity_part(identity)}"
+        # Taken before the decision: a refund's age then errs long (traffik._charges).
+        started = monotonic_ms()
         # Built-in and custom strategies take the same failure path (traffik.failures).
         decision = await decide_with_policy(
             backend, key, plan.strategy, plan.rate, cost, policy=plan.policy, name=uid
@@ -410,6 +431,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 decisions[uid] = decision
         if plan.legacy:
             scope["state"][LEGACY_STATE_KEY] = True
+        if decision.allowed:
+            # What a refund gives back to (traffik.charging), and charge_when's refund.
+            remember_charge(scope["state"], uid, backend, key, cost, started)
+            if self.charge_when is not None:
+                charge_by_status(self, connection, self.charge_when)
         return decision
 
     async def _refuse(
@@ -454,7 +480,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             return connection
         if decision.allowed:
             if response is not None:
-                write_recorded_fields(connection.scope["state"], response)
+                state = connection.scope["state"]
+                state[RESPONSE_STATE_KEY] = response  # adjustments rewrite its fields
+                write_recorded_fields(state, response)
             return connection
         await self._refuse(connection, decision, context_key, args, kwargs)
         return connection
@@ -472,6 +500,22 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         )
 
     hit = __call__
+
+    async def refund(
+        self, connection: HTTPConnectionT, cost: int = 1, *, context_key: typing.Any = None
+    ) -> Decision | None:
+        """Give ``cost`` units back to the key this throttle charged for ``connection``.
+
+        Returns the quota after the refund, or None when nothing was given back
+        (see :func:`traffik.charging.refund`). Raises ``ValueError`` for a cost that
+        is not a positive int, ``ConfigurationError`` for a custom strategy.
+        """
+        return await refund(self, connection, cost, context_key=context_key)
+
+    async def reserve(self, connection: HTTPConnectionT, cost: int) -> Reservation:
+        """Charge an estimated ``cost`` now (refused exactly like a call with that cost);
+        ``await reservation.settle(actual)`` charges or gives back the difference."""
+        return await reserve(self, connection, cost)
 
     async def stat(
         self, connection: HTTPConnectionT, context_key: typing.Any = None
