@@ -21,6 +21,9 @@ import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from traffik._guard.policy import DEFAULT_NETWORK_POLICY, FailurePolicy
+from traffik._guard.registry import drain_abandoned, forget_local_blocks
+from traffik._guard.types import BackendClass
 from traffik.backends._context import (
     BACKEND_STATE_KEY,
     ThrottleContext,
@@ -31,12 +34,6 @@ from traffik.backends._context import (
 from traffik.backends._locking import AsyncLockContext
 from traffik.decisions import Decision
 from traffik.exceptions import BackendError, ConfigurationError, TraffikException
-from traffik.failures import (
-    DEFAULT_NETWORK_POLICY,
-    FailurePolicy,
-    drain_abandoned,
-    forget_local_blocks,
-)
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.strategies._base import Strategy, decode_state, encode_state
@@ -411,6 +408,10 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def lifespan(self, app: typing.Any) -> typing.AsyncContextManager[None]:
         """A Starlette/FastAPI ``lifespan``: the backend is open while the app runs, closed after."""
         return _lifespan(self, app)
+
+
+# A backend is what a failure policy's on_error accepts besides an action name.
+BackendClass.register(ThrottleBackend)  # type: ignore[type-abstract]
 
 
 async def _lifespan_gen(

@@ -28,8 +28,8 @@ from traffik.strategies.fixed_window import FixedWindowStrategy as _FixedWindow
 from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
+    from traffik._guard.policy import FailurePolicy
     from traffik.decisions import Decision
-    from traffik.failures import FailurePolicy
     from traffik.rates import Rate
     from traffik.strategies._base import State, Strategy
 
