@@ -168,8 +168,12 @@ async def decide_with_policy(
         elif failure_policy is None:
             # No failure policy (in-memory backends): errors propagate unless the
             # throttle names an action of its own.
+            now = backend.decide_now
             try:
-                decision = await backend.decide(key, strategy, rate, cost)
+                if now is not None:
+                    decision = now(key, strategy, rate, cost)
+                else:
+                    decision = await backend.decide(key, strategy, rate, cost)
             except FAILURES as exc:
                 decision = await _by_action(
                     backend, key, strategy, False, rate, cost, policy, exc, name

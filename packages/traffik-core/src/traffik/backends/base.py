@@ -159,9 +159,16 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     capabilities: typing.ClassVar[BackendCapabilities] = BackendCapabilities()
     #: Methods a subclass wants left unwrapped (hot paths that cannot raise client errors).
     unwrapped_methods: typing.ClassVar[frozenset[str]] = frozenset()
+    #: A backend whose decisions never wait (in memory) may offer ``decide`` as a plain
+    #: method, ``decide_now(key, strategy, rate, cost, now_ms)``: the strategy protocol
+    #: and the failure layer then skip a coroutine per decision. None otherwise, and
+    #: reset to None in a subclass that overrides ``decide`` without it.
+    decide_now: typing.ClassVar[typing.Callable[..., Decision] | None] = None
 
     def __init_subclass__(cls, **kwargs: typing.Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "decide" in cls.__dict__ and "decide_now" not in cls.__dict__:
+            cls.decide_now = None  # its decide may wait, or do more: always call it
         for name in _WRAPPED:
             if name in cls.unwrapped_methods:
                 continue
