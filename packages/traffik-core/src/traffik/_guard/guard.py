@@ -288,8 +288,13 @@ class Guard:
                 cache.put(cache_key, cost, decision)
         return decision
 
-    def _left(self, task: asyncio.Task[Decision], slots: InFlight, breaker: CircuitBreaker) -> None:
+    def _left(
+        self, task: asyncio.Task[Decision] | None, slots: InFlight, breaker: CircuitBreaker
+    ) -> None:
         """A call left at its deadline: it keeps its slot until it has unwound."""
+        if task is None:  # it never started
+            slots.release()
+            return
         self.abandoned.add(task)
         task.add_done_callback(functools.partial(_unwound, self.abandoned, slots, breaker))
 

@@ -57,11 +57,13 @@ DONE = "done"
 
 class Abandoned(Exception):
     """Raised by :func:`drive` when the sweep judged the call (its ``verdict`` says how);
-    the coroutine unwinds in ``task``, which still holds the call's slot.
-    ``cancelled``: the caller's task was also cancelled by someone else meanwhile
-    (the guard re-raises that cancellation)."""
+    the coroutine unwinds in ``task``, which still holds the call's slot (None: the
+    call never started). ``cancelled``: the caller's task was also cancelled by
+    someone else meanwhile (the guard re-raises that cancellation)."""
 
-    def __init__(self, verdict: str, task: asyncio.Task[typing.Any], cancelled: bool) -> None:
+    def __init__(
+        self, verdict: str, task: asyncio.Task[typing.Any] | None, cancelled: bool
+    ) -> None:
         super().__init__(verdict)
         self.verdict = verdict
         self.task = task
@@ -237,8 +239,22 @@ def drive(
 ) -> Generator[typing.Any, typing.Any, T]:
     """``await coro`` in the caller's task, except that a cancellation that carries the
     sweep's verdict (``pending.verdict`` set) stops here: ``coro`` goes on unwinding in
-    a task of its own and :class:`Abandoned` is raised at once."""
+    a task of its own and :class:`Abandoned` is raised at once.
+
+    With a ``pending`` request, ``coro`` starts one loop turn later (a bare yield, as
+    ``asyncio.sleep(0)``): the requests that arrived in the same turn all reach the
+    guard first, so a burst does not charge the first call's own timeouts (a client
+    library's) with the time this process spends on the others.
+    """
     value: typing.Any = None
+    if pending is not None and error is None:
+        try:
+            yield None
+        except BaseException as exc:
+            coro.close()  # never started
+            if pending.verdict is not None and isinstance(exc, asyncio.CancelledError):
+                raise Abandoned(pending.verdict, None, _uncancel(pending.task)) from None
+            raise
     while True:
         try:
             yielded = coro.send(value) if error is None else coro.throw(error)
@@ -256,13 +272,15 @@ def drive(
                 and pending.verdict is not None
                 and isinstance(exc, asyncio.CancelledError)
             ):
-                task = pending.task
                 left = asyncio.get_running_loop().create_task(unwind(coro, exc))
-                # Ours, not the caller's: a cancellation asked for by someone else
-                # meanwhile stays counted (Python 3.11+), and is honoured.
-                cancelled = False
-                if sys.version_info >= (3, 11):
-                    cancelled = task.uncancel() > 0
-                raise Abandoned(pending.verdict, left, cancelled) from None
+                raise Abandoned(pending.verdict, left, _uncancel(pending.task)) from None
             value = None
             error = exc
+
+
+def _uncancel(task: asyncio.Task[typing.Any]) -> bool:
+    """Take back the sweep's cancellation of ``task``; True if someone else asked for
+    one meanwhile (counted from Python 3.11; it is then honoured)."""
+    if sys.version_info >= (3, 11):
+        return task.uncancel() > 0
+    return False  # pragma: no cover - Python 3.10 counts no cancellations
