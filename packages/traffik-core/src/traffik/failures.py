@@ -50,7 +50,6 @@ from traffik.strategies._base import Strategy
 if typing.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from traffik._guard.types import Backend
     from traffik.backends.base import ThrottleBackend
     from traffik.decisions import Decision
     from traffik.rates import Rate
@@ -135,11 +134,11 @@ async def local_fallback_backend() -> ThrottleBackend[typing.Any, typing.Any]:
     return _fallback
 
 
-async def fallback_of(action: OnError) -> Backend:
+async def fallback_of(action: OnError) -> ThrottleBackend[typing.Any, typing.Any]:
     """The backend a ``"fallback"`` action (or a backend given as the action) decides on."""
     if action == "fallback":
         return await local_fallback_backend()
-    return typing.cast("Backend", action)
+    return typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
 
 
 async def decide_with_policy(

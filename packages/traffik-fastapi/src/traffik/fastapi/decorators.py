@@ -27,6 +27,7 @@ from starlette.responses import Response
 from fastapi import params
 from traffik.fastapi._headers import set_rate_limit_headers
 from traffik.fastapi._signature import with_dependencies
+from traffik.lifecycle import Lifecycle, connection_lifecycle
 from traffik.throttles import BaseThrottle
 
 if typing.TYPE_CHECKING:
@@ -35,6 +36,9 @@ if typing.TYPE_CHECKING:
 __all__ = ["DecoratorDepends", "ThrottleDepends", "apply_throttle", "throttled"]
 
 F = typing.TypeVar("F", bound="Callable[..., typing.Any]")
+
+#: The dependency parameter carrying the connection's lifecycle (see _build_dependency).
+_LIFECYCLE = "traffik_lifecycle"
 
 #: ``(connection, resolved) -> throttles to apply``: ``resolved`` maps the names of
 #: the extra dependencies to what FastAPI resolved for them on this request.
@@ -58,10 +62,34 @@ def _identifier_dependencies(
     return found
 
 
+class _Finish:
+    """What the dependency returns: puts the fields on a ``Response`` the route returns
+    (FastAPI drops the injected response's headers then); see ``_signature``."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: HTTPConnection) -> None:
+        self.connection = connection
+
+    def __call__(self, returned: Response) -> None:
+        set_rate_limit_headers(self.connection, returned)
+
+
 def _build_dependency(
-    select: Selector, extra: Mapping[str, Callable[..., typing.Any]]
+    select: Selector,
+    extra: Mapping[str, Callable[..., typing.Any]],
+    fixed: Sequence[BaseThrottle[typing.Any]] | None = None,
+    *,
+    lifecycle: bool = False,
 ) -> Callable[..., Awaitable[Callable[[Response], None]]]:
-    """A FastAPI dependency that runs the selected throttles on the connection."""
+    """A FastAPI dependency that runs the selected throttles on the connection.
+
+    ``fixed``: the throttles when they do not depend on the request (``throttled``),
+    applied without calling ``select``. With ``lifecycle`` (a throttle acts on the
+    response lifecycle) it also asks FastAPI for the request-scoped
+    :func:`traffik.lifecycle.connection_lifecycle`, which ends the connection's
+    lifecycle once the response is over.
+    """
     from traffik.fastapi.dependencies import store_resolved
 
     names = tuple(extra)
@@ -69,16 +97,13 @@ def _build_dependency(
     async def throttle_dependency(
         connection: HTTPConnection, response: Response, **resolved: typing.Any
     ) -> Callable[[Response], None]:
+        resolved.pop(_LIFECYCLE, None)
         if resolved:
             store_resolved(connection, resolved)
-        for throttle in select(connection, resolved):
+        for throttle in select(connection, resolved) if fixed is None else fixed:
             await throttle(connection)
         set_rate_limit_headers(connection, response)
-
-        def finish(returned: Response) -> None:
-            set_rate_limit_headers(connection, returned)
-
-        return finish
+        return _Finish(connection)
 
     parameters = [
         inspect.Parameter(
@@ -94,6 +119,16 @@ def _build_dependency(
         )
         for name in names
     )
+    if lifecycle:
+        parameters.append(
+            inspect.Parameter(
+                _LIFECYCLE,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=typing.Annotated[
+                    Lifecycle, params.Depends(connection_lifecycle, scope="request")
+                ],
+            )
+        )
     throttle_dependency.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return throttle_dependency
 
@@ -103,7 +138,8 @@ class ThrottleDepends(params.Depends):
 
     Put it in ``dependencies=[...]`` (of a route, router or app), or decorate a
     route function with it (under ``@app.get(...)``). Build it with
-    :func:`throttled` or :func:`traffik.fastapi.dependencies.tiered`.
+    :func:`throttled` or :func:`traffik.fastapi.dependencies.tiered`. ``fixed=True``
+    says that ``select`` always returns ``throttles`` (it is then not called).
     """
 
     #: The throttles this dependency may apply.
@@ -115,8 +151,17 @@ class ThrottleDepends(params.Depends):
         *,
         extra: Mapping[str, Callable[..., typing.Any]] | None = None,
         throttles: Sequence[BaseThrottle[typing.Any]] = (),
+        fixed: bool = False,
     ) -> None:
-        super().__init__(_build_dependency(select, dict(extra or {})))
+        lifecycle = any(t.needs_lifecycle for t in throttles)
+        super().__init__(
+            _build_dependency(
+                select,
+                dict(extra or {}),
+                tuple(throttles) if fixed else None,
+                lifecycle=lifecycle,
+            )
+        )
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))
 
@@ -193,7 +238,9 @@ def throttled(*args: typing.Any, route: typing.Any = None) -> typing.Any:
     ) -> Sequence[BaseThrottle[typing.Any]]:
         return checked
 
-    depends = ThrottleDepends(select, extra=_identifier_dependencies(checked), throttles=checked)
+    depends = ThrottleDepends(
+        select, extra=_identifier_dependencies(checked), throttles=checked, fixed=True
+    )
     if route is not None:
         return depends(route)
     return depends
