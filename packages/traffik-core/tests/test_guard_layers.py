@@ -133,12 +133,23 @@ def test_the_request_path_imports_nothing_inside_its_functions() -> None:
         assert not local, f"{name} imports {local} inside a function"
 
 
-def test_traffik_core_has_no_import_cycle_at_run_time() -> None:
+def test_what_the_guard_pulls_in_has_no_import_cycle_at_run_time() -> None:
     graph = {
         name: {m for m, kind in imports_of(name) if kind != "typing" and m in MODULES}
         for name in MODULES
     }
-    # A package's __init__ imported by its submodule's import is not an edge of ours.
+    # Every module traffik.failures imports at run time, directly or not: the backends,
+    # the strategies, the guard and what they import. (The former circle ran through
+    # backends.base, failures, the guard, strategies and the in-memory backend.)
+    reach: set[str] = set()
+    todo = ["traffik.failures"]
+    while todo:
+        name = todo.pop()
+        if name not in reach:
+            reach.add(name)
+            todo.extend(graph[name])
+    assert {"traffik.backends.base", "traffik.backends.inmemory"} <= reach
+    assert "traffik.strategies.fixed_window" in reach
     done: set[str] = set()
     path: list[str] = []
 
@@ -152,7 +163,7 @@ def test_traffik_core_has_no_import_cycle_at_run_time() -> None:
         path.pop()
         done.add(name)
 
-    for name in sorted(graph):
+    for name in sorted(reach):
         walk(name)
 
 
