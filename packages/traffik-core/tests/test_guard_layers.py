@@ -38,7 +38,14 @@ GUARD_BELOW = {
     "traffik.strategies._base",  # for annotations only (checked below)
 }
 #: Who may import the guard's modules directly.
-GUARD_USERS = {"traffik.failures", "traffik.backends.base", "traffik.backends.inmemory"}
+GUARD_USERS = {
+    "traffik.failures",
+    "traffik.backends.base",
+    "traffik.backends.inmemory",
+    # The adjustment path (refunds, charge_when, settlements) reports to the same
+    # breakers and emits through the same helpers as decisions.
+    "traffik._charges",
+}
 #: Modules on the per-request path: no imports inside their functions.
 REQUEST_PATH = [
     "traffik.failures",

@@ -403,6 +403,7 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
                 store.move_to_end(skey)
                 self._expire_at(skey, entry, now + ttl_ms)
         return decision
+
     decide_now = _decide
 
     async def peek(
