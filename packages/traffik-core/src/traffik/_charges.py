@@ -149,7 +149,11 @@ async def adjust_with_policy(
         epoch = breaker.epoch
     call = backend.adjust(key, strategy, rate, delta, age_ms=age_ms)
     try:
-        snapshot = await (call if timeout is None else asyncio.wait_for(call, timeout))
+        if timeout is None:
+            snapshot = await call
+        else:
+            max_wait = guard.policy.max_wait if guard is not None else timeout
+            snapshot = await _bounded(call, timeout, max_wait, breaker)
     except FAILURES as exc:
         if breaker is not None and not isinstance(exc, LockTimeoutError):
             circuit_event(breaker.record_failure(epoch), backend, backend.failure_domain(key))
@@ -159,6 +163,38 @@ async def adjust_with_policy(
     if breaker is not None:
         circuit_event(breaker.record_success(epoch), backend, backend.failure_domain(key))
     return snapshot
+
+
+async def _bounded(
+    call: typing.Coroutine[typing.Any, typing.Any, Decision],
+    timeout: float,
+    max_wait: float,
+    breaker: typing.Any,
+) -> Decision:
+    """``call`` within ``timeout``, judged as the guard judges decisions: while the
+    server keeps answering other calls of its failure domain, a late adjustment is this
+    process being busy (a burst, a slow loop), not a dead server, so it may wait up to
+    ``max_wait`` in all before it counts as failed (as a decision would be answered
+    with overload then). A server silent for a whole ``timeout`` fails it at once.
+    """
+    task = asyncio.ensure_future(call)
+    started = time.monotonic()
+    answers = None if breaker is None else breaker.answers
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=timeout)
+            if done:
+                return task.result()
+            heard = breaker is not None and breaker.answers != answers
+            if not heard or time.monotonic() - started + timeout > max_wait:
+                raise TimeoutError(
+                    f"the adjustment got no answer within {timeout} s (the failure "
+                    f"policy's timeout)"
+                )
+            answers = breaker.answers
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 async def _dropped(
