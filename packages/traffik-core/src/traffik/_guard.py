@@ -31,7 +31,7 @@ import logging
 import math
 import typing
 
-from traffik import events
+from traffik import _instrument, events
 from traffik._blockcache import BlockCache, entry_key
 from traffik._circuit import CircuitBreaker
 from traffik._inflight import InFlight
@@ -271,7 +271,10 @@ async def _attempt(backend: Backend, call: Call, *, probe: bool) -> Decision:
     if probe:
         # A recovery probe: the backend may never have connected (app started while it was down).
         await backend.initialize()
-    return await call(backend)
+    observer = _instrument.call_observer
+    if observer is None:
+        return await call(backend)
+    return await _instrument.observed(observer, backend, call)
 
 
 def _finished(task: asyncio.Task[Decision], slots: InFlight, breaker: CircuitBreaker) -> None:

@@ -26,6 +26,7 @@ import typing
 import weakref
 from dataclasses import dataclass
 
+from traffik import _instrument
 from traffik._circuit import CircuitBreaker
 from traffik._guard import FAILURES, Guard, answer_by_policy, custom_call, emit_answer
 from traffik.exceptions import ConfigurationError
@@ -127,6 +128,7 @@ def set_guard(backend: ThrottleBackend[typing.Any, typing.Any], guard: Guard) ->
     key = id(backend)
     if key not in _guards:
         weakref.finalize(backend, _guards.pop, key, None)
+        _instrument.track(backend)
     _guards[key] = guard
     return guard
 
