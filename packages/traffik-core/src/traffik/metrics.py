@@ -37,8 +37,8 @@ name                               kind, unit              attributes
 ``refused_shadow`` (a shadow throttle would have refused; the request went
 through), ``policy`` (the failure policy answered, the backend could not) and
 ``overload`` (this process was behind; refused without counting as a failure).
-``traffik.circuit.state`` is 1 for the state a domain is in and 0 for the two
-others. The backend's call duration, active and waiting calls and circuit state are
+``traffik.circuit.state`` counts the circuits in each state (per backend and
+domain: 1 for the state it is in, 0 for the two others). The backend's call duration, active and waiting calls and circuit state are
 recorded for backends with a failure policy (the network backends).
 
 Every attribute is bounded by configuration: throttle uids, backend descriptions
@@ -277,7 +277,8 @@ def _observe(
         recorder = _active
         if recorder is None or recorder.provider is not provider:
             return []
-        observations = []
+        # Summed per attribute set: two backends may describe themselves alike.
+        totals: dict[tuple[str, ...], int] = {}
         for stat in _instrument.guard_stats():
             base = (
                 "traffik.backend",
@@ -286,13 +287,16 @@ def _observe(
                 _domain_name(stat.domain),
             )
             if what == "active":
-                observations.append(Observation(stat.in_flight, recorder.attributes(*base)))
+                totals[base] = totals.get(base, 0) + stat.in_flight
             elif what == "waiting":
-                observations.append(Observation(stat.waiting, recorder.attributes(*base)))
+                totals[base] = totals.get(base, 0) + stat.waiting
             else:
                 for state in _CIRCUIT_STATES:
-                    attributes = recorder.attributes(*base, "traffik.circuit.state", state)
-                    observations.append(Observation(int(stat.circuit == state), attributes))
+                    pairs = (*base, "traffik.circuit.state", state)
+                    totals[pairs] = totals.get(pairs, 0) + (stat.circuit == state)
+        observations = [
+            Observation(value, recorder.attributes(*pairs)) for pairs, value in totals.items()
+        ]
         return observations
 
     return callback
