@@ -263,9 +263,14 @@ async def test_uninstrument_stops_recording_and_unhooks_everything() -> None:
     assert not events.has_subscribers()
     assert _instrument.call_observer is None
     await decide_with_policy(backend, "k", FW, RATE, 1, name="u")
+    # The counters keep their totals, frozen; the live gauges report nothing.
     assert recorded.points("traffik.decisions") == {decision_attrs("u", "admitted", backend): 1}
-    # The observable instruments stay on the meter but report nothing.
     assert recorded.points("traffik.backend.calls.active") == {}
+    # Instrumenting the same provider again carries on from the same totals.
+    metrics.instrument(meter_provider=recorded.provider)
+    await decide_with_policy(backend, "k2", FW, RATE, 1, name="u")
+    metrics.uninstrument()
+    assert recorded.points("traffik.decisions") == {decision_attrs("u", "admitted", backend): 2}
     recorded.provider.shutdown()
 
 

@@ -114,7 +114,7 @@ _PLAIN_OUTCOME = {
     events.SHADOW_THROTTLED: REFUSED_SHADOW,
 }
 #: Attribute dictionaries are cached (they are built from configuration, so few);
-#: the cap only guards against a misuse such as a uid per client.
+#: the cap only bounds the cache if a uid per client were used by mistake.
 _ATTRIBUTE_CACHE_SIZE = 10_000
 
 #: (key, outcome) set by a FALLBACK or OVERLOAD event, read by the answer's event that
@@ -128,8 +128,44 @@ def _domain_name(domain: typing.Hashable) -> str:
     return "default" if domain is None or domain == "" else str(domain)
 
 
+#: The attribute names of each counter, in the order of its keys' values.
+_COUNTERS: dict[str, tuple[str, ...]] = {
+    "traffik.decisions": ("traffik.throttle", "traffik.outcome", "traffik.backend"),
+    "traffik.fallbacks": ("traffik.throttle", "traffik.backend", "traffik.action"),
+    "traffik.backend.errors": ("traffik.throttle", "traffik.backend", "error.type"),
+    "traffik.circuit.transitions": (
+        "traffik.backend",
+        "traffik.failure_domain",
+        "traffik.circuit.state",
+    ),
+}
+_COUNTER_DOCS = {
+    "traffik.decisions": ("{decision}", "Decisions of throttles, by outcome."),
+    "traffik.fallbacks": ("{answer}", "Answers given by the failure policy, not the backend."),
+    "traffik.backend.errors": ("{error}", "Backend calls that failed or timed out."),
+    "traffik.circuit.transitions": (
+        "{transition}",
+        "Changes of a failure domain's circuit, by the state entered.",
+    ),
+}
+_GAUGES = {
+    "traffik.backend.calls.active": ("{call}", "Backend calls in flight, per failure domain."),
+    "traffik.backend.calls.waiting": (
+        "{call}",
+        "Calls waiting for an in-flight slot, per failure domain.",
+    ),
+    "traffik.circuit.state": ("1", "Circuits in each state, per failure domain."),
+}
+
+
 class _Recorder:
-    """The instruments of one :func:`instrument` call, and the event subscriber."""
+    """The instruments of one :func:`instrument` call, and the event subscriber.
+
+    Counters are counted here, in plain dicts (an event costs a dict update), and
+    handed to the SDK as observable counters when a reader collects: the SDK's
+    synchronous ``add`` validates its attributes on every call, which cost more
+    than the decision itself. Only the call duration is a synchronous histogram.
+    """
 
     def __init__(self, provider: MeterProvider | None) -> None:
         from opentelemetry import metrics as otel
@@ -138,61 +174,38 @@ class _Recorder:
 
         self.provider = provider
         meter = otel.get_meter("traffik", __version__, meter_provider=provider)
-        self.decisions = meter.create_counter(
-            "traffik.decisions",
-            unit="{decision}",
-            description="Decisions of throttles, by outcome.",
-        )
         self.duration = meter.create_histogram(
             "traffik.backend.call.duration",
             unit="s",
-            description="How long backend calls took (guarded backends).",
+            description="How long backend calls took (backends with a failure policy).",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.transitions = meter.create_counter(
-            "traffik.circuit.transitions",
-            unit="{transition}",
-            description="Changes of a failure domain's circuit, by the state entered.",
-        )
-        self.fallbacks = meter.create_counter(
-            "traffik.fallbacks",
-            unit="{answer}",
-            description="Answers given by the failure policy instead of the backend.",
-        )
-        self.errors = meter.create_counter(
-            "traffik.backend.errors",
-            unit="{error}",
-            description="Backend calls that failed or timed out.",
-        )
-        # Observable instruments cannot be removed from a meter: their callbacks
-        # report only while this provider is the instrumented one.
-        meter.create_observable_up_down_counter(
-            "traffik.backend.calls.active",
-            callbacks=[_observe(provider, "active")],
-            unit="{call}",
-            description="Backend calls in flight, per failure domain.",
-        )
-        meter.create_observable_up_down_counter(
-            "traffik.backend.calls.waiting",
-            callbacks=[_observe(provider, "waiting")],
-            unit="{call}",
-            description="Calls waiting for an in-flight slot, per failure domain.",
-        )
-        meter.create_observable_up_down_counter(
-            "traffik.circuit.state",
-            callbacks=[_observe(provider, "circuit")],
-            unit="1",
-            description="1 for the state each failure domain's circuit is in, else 0.",
-        )
+        #: Counter name -> {attribute values: count}.
+        self.counts: dict[str, dict[tuple[str, ...], int]] = {name: {} for name in _COUNTERS}
+        self.decisions = self.counts["traffik.decisions"]
+        self.fallbacks = self.counts["traffik.fallbacks"]
+        self.errors = self.counts["traffik.backend.errors"]
+        self.transitions = self.counts["traffik.circuit.transitions"]
+        # Observable instruments cannot be removed from a meter: after uninstrument()
+        # the counters report their last totals and the live gauges nothing.
+        for name, (unit, description) in _COUNTER_DOCS.items():
+            meter.create_observable_counter(
+                name, callbacks=[_observe(self, name)], unit=unit, description=description
+            )
+        for name, (unit, description) in _GAUGES.items():
+            meter.create_observable_up_down_counter(
+                name, callbacks=[_observe(self, name)], unit=unit, description=description
+            )
         self._attributes: dict[tuple[str, ...], Mapping[str, str]] = {}
 
-    def attributes(self, *pairs: str) -> Mapping[str, str]:
-        """``{pairs[0]: pairs[1], ...}``, cached."""
-        cached = self._attributes.get(pairs)
+    def attributes(self, names: tuple[str, ...], values: tuple[str, ...]) -> Mapping[str, str]:
+        """``dict(zip(names, values))``, cached (attribute values come from configuration)."""
+        key = names + values
+        cached = self._attributes.get(key)
         if cached is None:
             if len(self._attributes) >= _ATTRIBUTE_CACHE_SIZE:
                 self._attributes.clear()
-            cached = self._attributes[pairs] = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            cached = self._attributes[key] = dict(zip(names, values, strict=True))
         return cached
 
     def on_event(self, event: events.ThrottleEvent) -> None:
@@ -204,100 +217,84 @@ class _Recorder:
                 _answered_by.set(None)
                 if pending[0] == event.key:
                     outcome = pending[1]
-            self.decisions.add(
-                1,
-                self.attributes(
-                    "traffik.throttle",
-                    event.policy,
-                    "traffik.outcome",
-                    outcome,
-                    "traffik.backend",
-                    event.backend,
-                ),
-            )
+            counts = self.decisions
+            key = (event.policy, outcome, event.backend)
         elif kind == events.FALLBACK:
             _answered_by.set((event.key, POLICY))
-            self.fallbacks.add(
-                1,
-                self.attributes(
-                    "traffik.throttle",
-                    event.policy,
-                    "traffik.backend",
-                    event.backend,
-                    "traffik.action",
-                    event.detail,
-                ),
-            )
+            counts = self.fallbacks
+            key = (event.policy, event.backend, event.detail)
         elif kind == events.OVERLOAD:
             _answered_by.set((event.key, OVERLOAD))
+            return
         elif kind == events.BACKEND_ERROR:
-            self.errors.add(
-                1,
-                self.attributes(
-                    "traffik.throttle",
-                    event.policy,
-                    "traffik.backend",
-                    event.backend,
-                    "error.type",
-                    type(event.error).__qualname__,
-                ),
-            )
+            counts = self.errors
+            key = (event.policy, event.backend, type(event.error).__qualname__)
         elif kind in _TRANSITION_STATE:
-            self.transitions.add(
-                1,
-                self.attributes(
-                    "traffik.backend",
-                    event.backend,
-                    "traffik.failure_domain",
-                    _domain_name(event.detail),
-                    "traffik.circuit.state",
-                    _TRANSITION_STATE[kind],
-                ),
-            )
+            counts = self.transitions
+            key = (event.backend, _domain_name(event.detail), _TRANSITION_STATE[kind])
+        else:
+            return
+        counts[key] = counts.get(key, 0) + 1
 
     def on_call(self, backend: typing.Any, seconds: float, error: BaseException | None) -> None:
         if error is None:
-            attributes = self.attributes("traffik.backend", repr(backend))
+            attributes = self.attributes(("traffik.backend",), (repr(backend),))
         else:
             attributes = self.attributes(
-                "traffik.backend", repr(backend), "error.type", type(error).__qualname__
+                ("traffik.backend", "error.type"), (repr(backend), type(error).__qualname__)
             )
         self.duration.record(seconds, attributes)
 
-
-_active: _Recorder | None = None
-
-
-def _observe(
-    provider: MeterProvider | None, what: str
-) -> typing.Callable[[CallbackOptions], Iterable[Observation]]:
-    def callback(options: CallbackOptions) -> Iterable[Observation]:
+    def observe(self, name: str) -> list[Observation]:
+        """The current values of instrument ``name``."""
         from opentelemetry.metrics import Observation
 
-        recorder = _active
-        if recorder is None or recorder.provider is not provider:
-            return []
+        names = _COUNTERS.get(name)
+        if names is not None:
+            # list() copies at once: the event loop may add keys meanwhile.
+            return [
+                Observation(value, self.attributes(names, values))
+                for values, value in list(self.counts[name].items())
+            ]
         # Summed per attribute set: two backends may describe themselves alike.
         totals: dict[tuple[str, ...], int] = {}
         for stat in _instrument.guard_stats():
-            base = (
-                "traffik.backend",
-                repr(stat.backend),
-                "traffik.failure_domain",
-                _domain_name(stat.domain),
-            )
-            if what == "active":
+            base = (repr(stat.backend), _domain_name(stat.domain))
+            if name == "traffik.backend.calls.active":
                 totals[base] = totals.get(base, 0) + stat.in_flight
-            elif what == "waiting":
+            elif name == "traffik.backend.calls.waiting":
                 totals[base] = totals.get(base, 0) + stat.waiting
             else:
                 for state in _CIRCUIT_STATES:
-                    pairs = (*base, "traffik.circuit.state", state)
-                    totals[pairs] = totals.get(pairs, 0) + (stat.circuit == state)
-        observations = [
-            Observation(value, recorder.attributes(*pairs)) for pairs, value in totals.items()
+                    values = (*base, state)
+                    totals[values] = totals.get(values, 0) + (stat.circuit == state)
+        where = ("traffik.backend", "traffik.failure_domain")
+        return [
+            Observation(
+                value,
+                self.attributes(where if len(values) == 2 else _CIRCUIT_ATTRIBUTES, values),
+            )
+            for values, value in totals.items()
         ]
-        return observations
+
+
+_CIRCUIT_ATTRIBUTES = ("traffik.backend", "traffik.failure_domain", "traffik.circuit.state")
+
+_active: _Recorder | None = None
+#: id(meter provider) -> its recorder, kept after uninstrument(): its counters keep
+#: their totals (frozen), and instrumenting the same provider again carries on from them.
+_recorders: dict[int, _Recorder] = {}
+
+
+def _observe(
+    recorder: _Recorder, name: str
+) -> typing.Callable[[CallbackOptions], Iterable[Observation]]:
+    live = name in _GAUGES
+
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        if live and _active is not recorder:
+            return []  # the guard's live state is reported only while instrumented
+        return recorder.observe(name)
 
     return callback
 
@@ -305,7 +302,8 @@ def _observe(
 def instrument(meter_provider: MeterProvider | None = None) -> None:
     """Record traffik's metrics on ``meter_provider`` (default: the global one).
 
-    Calling it again replaces the previous instrumentation. Raises ``ImportError``
+    Calling it again replaces the previous instrumentation (counters resume where
+    they stopped when it is the same provider). Raises ``ImportError``
     naming the extra to install when ``opentelemetry-api`` is missing.
     """
     global _active
@@ -317,15 +315,18 @@ def instrument(meter_provider: MeterProvider | None = None) -> None:
             "pip install 'traffik-core[opentelemetry]' (and an SDK to export with)."
         ) from None
     uninstrument()
-    recorder = _Recorder(meter_provider)
+    recorder = _recorders.get(id(meter_provider))
+    if recorder is None or recorder.provider is not meter_provider:
+        recorder = _recorders[id(meter_provider)] = _Recorder(meter_provider)
     _active = recorder
     events.subscribe(recorder.on_event)
     _instrument.call_observer = recorder.on_call
 
 
 def uninstrument() -> None:
-    """Stop recording (a no-op when not instrumented). Observable instruments stay
-    registered on their meter but report nothing from now on."""
+    """Stop recording (a no-op when not instrumented). The counters keep reporting
+    their totals, frozen; the live gauges (calls, circuits) report nothing. Calling
+    :func:`instrument` on the same provider again resumes the same counters."""
     global _active
     recorder = _active
     if recorder is None:
