@@ -108,6 +108,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
 
     #: What FastAPI sees as the parameters of the throttle used as a dependency.
     _dependency_signature: typing.ClassVar[inspect.Signature | None] = None
+    #: The ASGI scope type this throttle keys (WebSocket keys use "ws" as the method).
+    _scope_type: typing.ClassVar[str] = "http"
 
     def __init__(
         self,
@@ -357,6 +359,70 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             return None
         return typing.cast("StrategyStat", await get_stat(key, self.rate, backend))
 
+    # -- one client, for operators ---------------------------------------------------
+
+    async def client_stat(
+        self,
+        identity: typing.Any,
+        route: str,
+        *,
+        method: str = "GET",
+        context_key: typing.Any = None,
+        backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
+        app: typing.Any = None,
+    ) -> StrategyStat | None:
+        """The quota of client ``identity`` on ``route``, read without charging it.
+
+        ``identity`` is what the identifier returns for that client: its address for
+        the default one (an IPv6 address is grouped into its network as requests
+        are), or your identifier's value. ``route`` is the route template
+        (``"/items/{item_id}"``; the path with ``key_by="path"``, or what an
+        overridden ``get_key`` returns), ``method`` its HTTP method. The backend is
+        ``backend``, else the throttle's, else ``app``'s. None when the strategy
+        cannot tell (a custom strategy without ``get_stat``).
+        """
+        from traffik._clients import resolve
+
+        found, key = resolve(self, identity, route, method, context_key, backend, app)
+        get_stat = getattr(self.strategy, "get_stat", None)
+        if get_stat is None:
+            return None
+        return typing.cast("StrategyStat", await get_stat(key, self.rate, found))
+
+    async def reset_client(
+        self,
+        identity: typing.Any,
+        route: str,
+        *,
+        method: str = "GET",
+        context_key: typing.Any = None,
+        backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
+        app: typing.Any = None,
+    ) -> None:
+        """Give client ``identity`` a fresh quota on ``route`` (arguments as in
+        :meth:`client_stat`), and unblock it.
+
+        This process's block cache forgets the client at once; another process
+        answers from its own block cache for at most one second before asking the
+        backend again.
+        Needs a built-in strategy (a custom one keeps its state where it chooses).
+        """
+        from traffik._blockcache import entry_key
+        from traffik._clients import resolve
+        from traffik.failures import guard_of
+
+        strategy = self.strategy
+        if not isinstance(strategy, Strategy):
+            raise ConfigurationError(
+                f"reset_client() needs a built-in strategy; throttle {self.uid!r} has the "
+                f"custom {strategy!r}, which keeps its state where it chooses: reset it there."
+            )
+        found, key = resolve(self, identity, route, method, context_key, backend, app)
+        await found.reset_key(key, strategy, self.rate)
+        guard = guard_of(found)
+        if guard is not None and guard.cache is not None:
+            guard.cache.discard(entry_key(key, strategy, self.rate))
+
 
 class HTTPThrottle(BaseThrottle[Request]):
     """Throttle HTTP requests: ``Depends(throttle)`` in FastAPI, or ``await throttle(request)``.
@@ -395,6 +461,7 @@ class WebSocketThrottle(BaseThrottle[WebSocket]):
     """
 
     _dependency_signature = _WS_SIGNATURE
+    _scope_type = "websocket"
 
     async def __call__(
         self,

@@ -88,6 +88,7 @@ _WRAPPED = (
     "clear",
     "decide",
     "peek",
+    "reset_key",
 )
 
 
@@ -222,6 +223,17 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def state_key(self, key: str, strategy: Strategy) -> str:
         """Where ``strategy`` keeps the state of throttle key ``key``."""
         return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
+
+    async def reset_key(self, key: str, strategy: Strategy, rate: Rate) -> None:
+        """Forget the state of throttle key ``key`` under ``strategy`` and ``rate``: its
+        next request starts on a fresh quota.
+
+        The default deletes :meth:`state_key`. A backend that keeps a key's state
+        elsewhere too (Memcached's fixed-window counters) overrides it. Throttles call
+        it from :meth:`~traffik.throttles.BaseThrottle.reset_client`, which also makes
+        this process's block cache forget the key.
+        """
+        await self.delete(self.state_key(key, strategy))
 
     def wrap_error(self, operation: str, error: Exception) -> BackendError:
         """The :class:`~traffik.exceptions.BackendError` raised for client error ``error``
