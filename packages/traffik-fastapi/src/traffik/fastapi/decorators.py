@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from fastapi import params
+from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.fastapi._headers import set_rate_limit_headers
 from traffik.fastapi._signature import with_dependencies
 from traffik.throttles import BaseThrottle
@@ -119,6 +120,8 @@ class ThrottleDepends(params.Depends):
         super().__init__(_build_dependency(select, dict(extra or {})))
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))
+        # Found by the startup checks (traffik.checks) in the app's dependency tree.
+        setattr(self.dependency, THROTTLES_ATTRIBUTE, self.throttles)
 
     def __call__(self, route: F) -> F:
         """Throttle ``route``: the same dependency, attached through the route's signature."""

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.headers import write_recorded_fields
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception
 from traffik.throttles import BaseThrottle
@@ -100,6 +101,7 @@ def throttled(
                 write_recorded_fields(connection.scope.get("state"), result)
             return result
 
+        setattr(wrapper, THROTTLES_ATTRIBUTE, throttles)  # found by startup checks
         return typing.cast("F", wrapper)
 
     return decorator
