@@ -11,27 +11,21 @@ choice, then::
     metrics.uninstrument()  # stop recording
 
 The instruments (meter ``traffik``; names follow OpenTelemetry's conventions:
-``traffik.`` prefix, dotted lowercase, UCUM units):
+``traffik.`` prefix, dotted lowercase, UCUM units), with their attributes:
 
-=================================  ======================  ==================================
-name                               kind, unit              attributes
-=================================  ======================  ==================================
-``traffik.decisions``              counter, ``{decision}``  ``traffik.throttle``,
-                                                           ``traffik.outcome``,
-                                                           ``traffik.backend``
-``traffik.backend.call.duration``  histogram, ``s``        ``traffik.backend``, ``error.type``
-                                                           (failed calls only)
-``traffik.backend.calls.active``   up-down, ``{call}``     ``traffik.backend``,
-                                                           ``traffik.failure_domain``
-``traffik.backend.calls.waiting``  up-down, ``{call}``     same
-``traffik.circuit.state``          up-down, ``1``          same, ``traffik.circuit.state``
-``traffik.circuit.transitions``    counter, ``{transition}``  same, ``traffik.circuit.state``
-``traffik.fallbacks``              counter, ``{answer}``   ``traffik.throttle``,
-                                                           ``traffik.backend``,
-                                                           ``traffik.action``
-``traffik.backend.errors``         counter, ``{error}``    ``traffik.throttle``,
-                                                           ``traffik.backend``, ``error.type``
-=================================  ======================  ==================================
+- ``traffik.decisions`` (counter, ``{decision}``): ``traffik.throttle``,
+  ``traffik.outcome``, ``traffik.backend``;
+- ``traffik.backend.call.duration`` (histogram, ``s``): ``traffik.backend``, and
+  ``error.type`` for failed calls;
+- ``traffik.backend.calls.active`` and ``traffik.backend.calls.waiting`` (up-down
+  counters, ``{call}``): ``traffik.backend``, ``traffik.failure_domain``;
+- ``traffik.circuit.state`` (up-down counter, ``1``) and
+  ``traffik.circuit.transitions`` (counter, ``{transition}``): ``traffik.backend``,
+  ``traffik.failure_domain``, ``traffik.circuit.state``;
+- ``traffik.fallbacks`` (counter, ``{answer}``): ``traffik.throttle``,
+  ``traffik.backend``, ``traffik.action``;
+- ``traffik.backend.errors`` (counter, ``{error}``): ``traffik.throttle``,
+  ``traffik.backend``, ``error.type``.
 
 ``traffik.outcome`` is one of :data:`OUTCOMES`: ``admitted``, ``refused``,
 ``refused_shadow`` (a shadow throttle would have refused; the request went
