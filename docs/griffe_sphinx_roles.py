@@ -12,7 +12,9 @@ import typing
 
 import griffe
 
-_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|mod|data|exc|obj|const):`(~?)([^`]+)`")
+_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|attr|mod|data|exc|obj|const):`(~?)([^`]+)`"
+)
 
 
 def _code(match: re.Match[str]) -> str:

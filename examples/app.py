@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from traffik.backends.base import ThrottleBackend
+from traffik import HTTPThrottle, ThrottleBackend, WebSocketThrottle
 from traffik.exceptions import ConnectionThrottled
 from traffik.fastapi import throttled
 from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware
@@ -30,7 +30,6 @@ from traffik.strategies import (
     TokenBucketStrategy,
     TokenBucketWithDebtStrategy,
 )
-from traffik.throttles import HTTPThrottle, WebSocketThrottle
 
 __all__ = ["RATE", "STRATEGIES", "create_app"]
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from starlette.testclient import TestClient
 
 from examples.app import RATE, STRATEGIES, create_app
-from traffik.backends.base import ThrottleBackend
-from traffik.backends.inmemory import InMemoryBackend
+from traffik import InMemoryBackend, ThrottleBackend
 
 #: Requests per burst and the gap between them: 30 requests at 10 per second,
 #: twice the 5-per-second rate of the strategy routes.
@@ -166,12 +165,12 @@ def run(url: str | None, count: int = BURST, gap_ms: int = GAP_MS) -> int:
         ws_replies = _websocket_demo(client)
 
     print(
-        f"\nStrategy routes apply {RATE}; /reports costs 2 of 10/s; /starlette/items/* 3/s; /area/* 4/s.\n"
+        f"\nStrategy routes apply {RATE}; /reports costs 2 of 10/s;"
+        "\nand /starlette/items/* 3/s; /area/* 4/s.\n"
     )
     rows = [
         [
             b.route,
-            str(len(b.statuses)),
             str(b.allowed),
             str(b.throttled),
             b.first_retry_after,
@@ -184,11 +183,10 @@ def run(url: str | None, count: int = BURST, gap_ms: int = GAP_MS) -> int:
             rows,
             [
                 "route",
-                "sent",
-                "allowed",
-                "throttled",
+                "200",
+                "429",
                 "first Retry-After",
-                "RateLimit (last response)",
+                "RateLimit (last)",
             ],
         )
     )
@@ -198,7 +196,8 @@ def run(url: str | None, count: int = BURST, gap_ms: int = GAP_MS) -> int:
         print(f"  {b.route.ljust(width)}  {b.timeline()}")
     print(f"\nWebSocket /ws, 5 messages against 3/s: {', '.join(ws_replies)}")
     print(
-        "\nServe the same app with: hatch run demo --serve   (then curl -i http://127.0.0.1:8000/strategies/gcra)"
+        "\nServe the same app with: hatch run demo --serve"
+        "\n(then curl -i http://127.0.0.1:8000/strategies/gcra)"
     )
     bad = [b.route for b in bursts if b.allowed == 0 or b.throttled == 0]
     if bad and count * gap_ms >= BURST * GAP_MS:

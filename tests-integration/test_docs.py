@@ -318,8 +318,17 @@ def _check_websocket(port: int) -> None:
     }
 
 
+def _check_depends(port: int) -> None:
+    """docs/guide/depends.md's usage app: two calls answer what the page shows."""
+    page = (DOCS / "guide" / "depends.md").read_text(encoding="utf-8")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        answers = [client.get("/usage").text for _ in range(2)]
+    assert "\n".join(answers) in page, answers
+
+
 #: What to ask each served page's app, over the network.
 CHECKS: dict[str, Callable[[int], None]] = {
+    "docs/guide/depends.md": _check_depends,
     "docs/guide/middleware.md": _check_middleware,
     "docs/guide/websocket.md": _check_websocket,
 }

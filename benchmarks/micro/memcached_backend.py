@@ -100,7 +100,7 @@ async def main(host: str, port: int, n: int, repeat: int, generation_ttl: float)
     )
     await backend.initialize()
     print(
-        f"memcached {host}:{port}, {n} decisions per run, median of {repeat}, "
+        f"memcached {host}:{port}, {n} decisions per run, median of {repeat},\n"
         f"pool_size=2, generation_ttl={generation_ttl}"
     )
     names = [s.name for s in BUILTIN_STRATEGIES]
