@@ -7,6 +7,8 @@ this process's block cache forgets it at once, another process's within a second
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import typing
 import uuid
 
@@ -217,3 +219,36 @@ async def test_bad_calls_say_what_to_do() -> None:
     odd = HTTPThrottle("odd", "1/h", strategy=custom, backend=backend)
     with pytest.raises(ConfigurationError, match="needs a built-in strategy"):
         await odd.reset_client("10.0.0.1", "/x")
+
+
+def test_a_middleware_rule_reads_and_resets_its_area() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.testclient import TestClient
+
+    from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware
+
+    backend = InMemoryBackend(namespace="area")
+    area = MiddlewareThrottle(HTTPThrottle("area", "2/h"), prefix="/items/")
+    per_path = MiddlewareThrottle(HTTPThrottle("paths", "3/h"), prefix="/items/", per_path=True)
+    app = Starlette(
+        routes=[ROUTE],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[area, per_path])],
+        lifespan=backend.lifespan,
+    )
+    with TestClient(app) as client:
+        codes = [client.get(f"/items/{n}").status_code for n in (1, 2, 3)]
+        assert codes == [200, 200, 429]
+        # TestClient's peer is "testclient": that is the identity here.
+        stat = client.portal.call(functools.partial(area.client_stat, "testclient", app=app))
+        assert stat is not None
+        assert stat.hits_remaining == 0
+        paths = client.portal.call(
+            functools.partial(per_path.client_stat, "testclient", "/items/1", app=app)
+        )
+        assert paths is not None
+        assert paths.hits_remaining == 2  # one request to this very path
+        client.portal.call(functools.partial(area.reset_client, "testclient", app=app))
+        assert client.get("/items/4").status_code == 200
+    with pytest.raises(ValueError, match="per_path=True"):
+        asyncio.run(per_path.reset_client("testclient", backend=backend))

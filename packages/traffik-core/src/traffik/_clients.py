@@ -68,10 +68,19 @@ def client_key(
     method: str,
     context_key: object,
     app: typing.Any,
+    area: str | None = None,
+    key_by: str | None = None,
 ) -> str:
     """The throttle key of ``identity``'s requests to ``route`` (a route template with
     ``key_by="route"``, a path with ``key_by="path"``, or what an overridden
-    ``get_key`` returns), as the request path builds it."""
+    ``get_key`` returns), as the request path builds it; with ``area``, the key a
+    middleware rule gives the whole area (``route`` is then ignored)."""
+    who = memo_identity_part(_identity(throttle, backend, identity, app))
+    if area is not None:
+        part = "*" + route_part(area)
+        if context_key is not None:
+            part = f"{part}|{route_part(str(context_key))}"
+        return f"{throttle._prefix}{part}:{who}"
     if not isinstance(route, str) or not route:
         raise ValueError(
             f"route must be the route template the client called (for example "
@@ -84,10 +93,12 @@ def client_key(
             verb = "ws"
         else:
             verb = _METHODS.get(method.upper(), "OTHER")
-        part = verb + (template_part(route) if throttle.key_by == "route" else route_part(route))
+        by = throttle.key_by if key_by is None else key_by
+        if by not in ("route", "path"):
+            raise ValueError(f"key_by must be 'route' or 'path', got {by!r}.")
+        part = verb + (template_part(route) if by == "route" else route_part(route))
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
-    who = memo_identity_part(_identity(throttle, backend, identity, app))
     return f"{throttle._prefix}{part}:{who}"
 
 
@@ -99,7 +110,10 @@ def resolve(
     context_key: object,
     backend: ThrottleBackend[typing.Any, typing.Any] | None,
     app: typing.Any,
+    area: str | None = None,
+    key_by: str | None = None,
 ) -> tuple[ThrottleBackend[typing.Any, typing.Any], str]:
     """The backend and the throttle key of one client, for the operator methods."""
     found = operator_backend(throttle, backend, app)
-    return found, client_key(throttle, found, identity, route, method, context_key, app)
+    key = client_key(throttle, found, identity, route, method, context_key, app, area, key_by)
+    return found, key

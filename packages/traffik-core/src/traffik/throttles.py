@@ -370,6 +370,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         context_key: typing.Any = None,
         backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
         app: typing.Any = None,
+        area: str | None = None,
+        key_by: str | None = None,
     ) -> StrategyStat | None:
         """The quota of client ``identity`` on ``route``, read without charging it.
 
@@ -378,12 +380,16 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         are), or your identifier's value. ``route`` is the route template
         (``"/items/{item_id}"``; the path with ``key_by="path"``, or what an
         overridden ``get_key`` returns), ``method`` its HTTP method. The backend is
-        ``backend``, else the throttle's, else ``app``'s. None when the strategy
-        cannot tell (a custom strategy without ``get_stat``).
+        ``backend``, else the throttle's, else ``app``'s. ``area``: the area a
+        ``ThrottleMiddleware`` rule keys by (``MiddlewareThrottle.client_stat``
+        passes it; ``route`` is then ignored). ``key_by``: how ``route`` is keyed,
+        ``"route"`` or ``"path"`` (default: the throttle's ``key_by``; a middleware
+        rule with ``per_path=True`` runs before routing, so it keys by path). None
+        when the strategy cannot tell (a custom strategy without ``get_stat``).
         """
         from traffik._clients import resolve
 
-        found, key = resolve(self, identity, route, method, context_key, backend, app)
+        found, key = resolve(self, identity, route, method, context_key, backend, app, area, key_by)
         get_stat = getattr(self.strategy, "get_stat", None)
         if get_stat is None:
             return None
@@ -398,6 +404,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         context_key: typing.Any = None,
         backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
         app: typing.Any = None,
+        area: str | None = None,
+        key_by: str | None = None,
     ) -> None:
         """Give client ``identity`` a fresh quota on ``route`` (arguments as in
         :meth:`client_stat`), and unblock it.
@@ -417,7 +425,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 f"reset_client() needs a built-in strategy; throttle {self.uid!r} has the "
                 f"custom {strategy!r}, which keeps its state where it chooses: reset it there."
             )
-        found, key = resolve(self, identity, route, method, context_key, backend, app)
+        found, key = resolve(self, identity, route, method, context_key, backend, app, area, key_by)
         await found.reset_key(key, strategy, self.rate)
         guard = guard_of(found)
         if guard is not None and guard.cache is not None:

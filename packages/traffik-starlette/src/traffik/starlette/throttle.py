@@ -14,6 +14,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
 
     from starlette.types import Receive, Scope, Send
+    from traffik.types import StrategyStat
 
 __all__ = ["MiddlewareThrottle", "ThrottleHook"]
 
@@ -177,6 +178,50 @@ class MiddlewareThrottle:
         scope.setdefault("state", {})
         await self.hit(connection)
         return connection
+
+    async def client_stat(
+        self,
+        identity: typing.Any,
+        path: str | None = None,
+        *,
+        method: str = "GET",
+        backend: typing.Any = None,
+        app: typing.Any = None,
+    ) -> StrategyStat | None:
+        """The quota client ``identity`` has left under this rule, read without
+        charging it: the whole area's (or, with ``per_path``, ``path``'s: the
+        middleware runs before routing, so it keys the concrete path). See
+        :meth:`traffik.throttles.BaseThrottle.client_stat`."""
+        route, area = self._operator_route(path)
+        return await self.throttle.client_stat(
+            identity, route, method=method, backend=backend, app=app, area=area, key_by="path"
+        )
+
+    async def reset_client(
+        self,
+        identity: typing.Any,
+        path: str | None = None,
+        *,
+        method: str = "GET",
+        backend: typing.Any = None,
+        app: typing.Any = None,
+    ) -> None:
+        """Give client ``identity`` a fresh quota under this rule, and unblock it
+        (arguments as in :meth:`client_stat`)."""
+        route, area = self._operator_route(path)
+        await self.throttle.reset_client(
+            identity, route, method=method, backend=backend, app=app, area=area, key_by="path"
+        )
+
+    def _operator_route(self, path: str | None) -> tuple[str, str | None]:
+        if not self.per_path:
+            return "", self._area
+        if not path:
+            raise ValueError(
+                "This rule keys each path apart (per_path=True): pass the path whose "
+                "quota to read or reset, such as '/items/1'."
+            )
+        return path, None
 
     async def hit(
         self,
