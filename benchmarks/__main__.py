@@ -42,10 +42,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--section",
-        choices=("micro", "http"),
+        choices=("micro", "http", "floors"),
         default="micro",
         help="micro: sections A to E (default); http: apps under uvicorn loaded by wrk "
-        "(results/http.md)",
+        "(results/http.md); floors: each integration in process against the same app "
+        "with its floor limiter (results/floors.md)",
     )
     parser.add_argument(
         "--quick",
@@ -101,9 +102,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=2000,
         help="requests per cell with --load python (default 2000)",
     )
+    floors = parser.add_argument_group("--section floors")
+    floors.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds (default 15, 1 with --quick)"
+    )
+    floors.add_argument(
+        "--per-round",
+        type=int,
+        default=None,
+        help="requests per app and round (default 2000, 200 with --quick)",
+    )
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = _peers.ROOT / "results" / ("http.md" if args.section == "http" else "latest.md")
+        name = {"http": "http.md", "floors": "floors.md"}.get(args.section, "latest.md")
+        args.out = _peers.ROOT / "results" / name
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 15
+    if args.per_round is None:
+        args.per_round = 200 if args.quick else 2000
+    if args.rounds < 1 or args.per_round < 1:
+        parser.error("--rounds and --per-round must be at least 1.")
     if args.duration is None:
         args.duration = 1.0 if args.quick else 2.0
     if args.bursts is None:
@@ -239,11 +257,45 @@ def main_http(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def main_floors(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--section floors``: in process, each integration against its floor app."""
+    from benchmarks import _floors
+
+    started, load_before = time.perf_counter(), _load()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    rows = _floors.run(args.per_round, args.rounds, args.paths, args.cells, log)
+    versions = {d: _version(d) for d in ("starlette", "fastapi")}
+    top = header(args, argv, "traffik against its floors, in process (--section floors)",
+                 "round(s)", time.perf_counter() - started, load_before, versions)  # fmt: skip
+    top.append(_floors.__doc__.split("\n\n", 1)[1].replace("\n", " ").strip() + "\n")
+    top.append(
+        "*×floor* is the share of the floor app's throughput (1.00× = as fast as the "
+        "floor); *added over bare* is the app's µs/request minus the same framework's app "
+        "without a limiter, in the same round (median), and *floor's added* the floor's. "
+        "*Opcodes added* counts the Python opcodes one request executes beyond the bare "
+        "app's (`sys.settrace`, after the timings): unlike the times, machine load does "
+        "not move it, but C code is not counted and an opcode is not a fixed time.\n"
+    )
+    if args.quick:
+        top.append("**Smoke run: not a measurement.**\n")
+    report = _floors.render(rows, top)
+    _floors.write(rows, report, args.out, {"argv": argv, "versions": versions,
+                                           "rounds": args.rounds, "per_round": args.per_round})  # fmt: skip
+    print(report)
+    log(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.section == "http":
         return main_http(args, argv)
+    if args.section == "floors":
+        return main_floors(args, argv)
     cfg = dict(QUICK if args.quick else FULL)
     started = time.perf_counter()
     load_before = _load()

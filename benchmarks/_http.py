@@ -41,14 +41,24 @@ WARM_S = 1.0
 BASELINE = "no limiter"
 Log = typing.Callable[[str], None]
 
-#: traffik (dev) apps: (framework, app name in traffik_dev.http_apps, how the throttle is applied).
+#: The floor limiters' apps (peers/floor_apps.py), served in the same pair as the cell.
+FLOOR = "floor"
+#: traffik (dev) apps: (framework, app name in traffik_dev.http_apps, how the throttle is
+#: applied, the floor app of the same framework it is compared with).
 OWN_APPS = (
-    ("fastapi", "fastapi-depends", "Depends"),
-    ("fastapi", "fastapi-decorator", "decorator"),
-    ("fastapi", "fastapi-middleware", "ThrottleMiddleware"),
-    ("starlette", "starlette-middleware", "ThrottleMiddleware"),
-    ("starlette", "starlette-endpoint", "await throttle(request)"),
+    ("fastapi", "fastapi-depends", "Depends", "fastapi-floor-depends"),
+    ("fastapi", "fastapi-decorator", "decorator", "fastapi-floor-depends"),
+    ("fastapi", "fastapi-middleware", "ThrottleMiddleware", "fastapi-floor"),
+    ("starlette", "starlette-middleware", "ThrottleMiddleware", "starlette-floor"),
+    ("starlette", "starlette-endpoint", "await throttle(request)", "starlette-floor"),
+    ("starlette", "starlette-decorator", "@throttled", "starlette-floor"),
 )
+#: Floor app -> how it limits (the report's "through" column).
+FLOOR_THROUGH = {
+    "fastapi-floor-depends": "Depends(dict window)",
+    "fastapi-floor": "pure-ASGI dict window",
+    "starlette-floor": "pure-ASGI dict window",
+}
 #: Peers served over HTTP: venv name -> (app name in the peer's http_apps, how it is applied).
 PEER_APPS = {
     "traffik_122": ("fastapi-depends", "Depends"),
@@ -70,9 +80,19 @@ class Cell:
     app: str
     module: str
     python: str
+    #: The floor app served in the same pair (traffik's cells), "" for none.
+    floor: str = ""
+
+    def floor_cell(self) -> Cell | None:
+        """The floor app of this cell, on the same path; None without one."""
+        if not self.floor:
+            return None
+        return Cell(FLOOR, FLOOR_THROUGH[self.floor], self.framework, "—", self.path,
+                    self.floor, "floor_apps", sys.executable)  # fmt: skip
 
     def args(self, servers: dict[str, typing.Any], port: int) -> dict[str, typing.Any]:
-        backend = "memory" if self.impl == BASELINE else self.backend  # builds no backend
+        # The baseline and the floors build no backend.
+        backend = "memory" if self.impl in (BASELINE, FLOOR) else self.backend
         return {"module": self.module, "app": self.app, "backend": backend,
                 "refuse": self.path == "refuse", "servers": servers, "port": port}  # fmt: skip
 
@@ -93,9 +113,9 @@ def cells(
     for backend in backends:
         block: list[Cell] = []
         for path in paths:
-            for framework, app, through in OWN_APPS:
+            for framework, app, through, floor in OWN_APPS:
                 block.append(Cell(OWN, through, framework, backend, path, app, "traffik_dev",
-                                  sys.executable))  # fmt: skip
+                                  sys.executable, floor))  # fmt: skip
             if backend not in PEER_BACKENDS:
                 continue
             for peer in peers:
@@ -241,15 +261,18 @@ class HttpRun:
         return out
 
     def measure(self, cell: Cell, rnd: int) -> None:
-        """Serve ``cell`` and its framework's app without a limiter side by side; load them
-        in alternating bursts; append a row for each, the cell's with its ratios."""
+        """Serve ``cell``, its framework's app without a limiter and (traffik's cells) its
+        floor app side by side; load them in alternating bursts; append a row for each,
+        the cell's with its ratios to the others."""
         base = self.base[cell.framework]
+        floor = cell.floor_cell()
+        group = [base, cell] if floor is None else [base, floor, cell]
         where = f"{cell.impl} {cell.app} {cell.backend}/{cell.path}"
         rows: list[dict[str, typing.Any]] = []
         try:
             if cell.backend in ("redis", "memcached"):
                 flush(cell.backend, self.servers)
-            with served([base, cell], self.servers, self.server_pin) as ports:
+            with served(group, self.servers, self.server_pin) as ports:
                 for port in ports:
                     self.load(port, warm=True)
                 statuses = [_get(port) for port in ports]
@@ -259,23 +282,30 @@ class HttpRun:
             self.errors.append(f"round {rnd + 1}: {message}")
             self.log(f"    error: {message}")
             return
-        for c, status, bursts in zip((base, cell), statuses, results, strict=True):
+        for c, status, bursts in zip(group, statuses, results, strict=True):
             row: dict[str, typing.Any] = {**asdict(c), "round": rnd, "status": status,
                                           **combine(bursts)}  # fmt: skip
             del row["python"]
             rows.append(row)
-        b, r = rows
-        r["ratio"] = r["rps"] / b["rps"]
-        r["p99_ratio"] = r["p99_ms"] / b["p99_ms"]
+        b, r = rows[0], rows[-1]
+        for other in rows[1:]:
+            other["ratio"] = other["rps"] / b["rps"]
+            other["p99_ratio"] = other["p99_ms"] / b["p99_ms"]
         b["baseline_of"] = cell.app
+        floor_note = ""
+        if floor is not None:
+            f = rows[1]
+            f["floor_of"] = cell.app
+            r["floor_ratio"] = r["rps"] / f["rps"]
+            floor_note = f" {r['floor_ratio']:5.2f}× floor ({f['rps']:5.0f})"
         self.rows += rows
         expected = 429 if cell.path == "refuse" else 200
-        if statuses != [200, expected]:
-            self.errors.append(f"round {rnd + 1}: {where}: answered {statuses[1]} (expected "
+        if statuses[0] != 200 or statuses[-1] != expected or statuses[1] != expected:
+            self.errors.append(f"round {rnd + 1}: {where}: answered {statuses[1:]} (expected "
                                f"{expected}), its baseline {statuses[0]}")  # fmt: skip
         self.log(f"    {cell.impl:<20} {cell.app:<21} {cell.backend:<9} {cell.path:<6} "
-                 f"{r['rps']:7.0f} req/s {r['ratio']:5.2f}× (no limiter {b['rps']:5.0f})  "
-                 f"p99 {r['p99_ms']:.2f} ms  status {statuses[1]}")  # fmt: skip
+                 f"{r['rps']:7.0f} req/s {r['ratio']:5.2f}× (no limiter {b['rps']:5.0f}){floor_note}"
+                 f"  p99 {r['p99_ms']:.2f} ms  status {statuses[-1]}")  # fmt: skip
 
     def round(self, rnd: int, blocks: dict[str, list[Cell]]) -> None:
         """Every cell once, backend by backend, each rotated by the round's number."""

@@ -6,12 +6,12 @@ import statistics
 import typing
 from collections import defaultdict
 
-from benchmarks._http import BASELINE
+from benchmarks._http import BASELINE, FLOOR
 from benchmarks._sections import OWN
 
 Row = dict[str, typing.Any]
 Key = tuple[str, str, str, str, str, str]  # impl, through, framework, backend, path, app
-METRICS = ("rps", "p50_ms", "p99_ms", "ratio", "p99_ratio")
+METRICS = ("rps", "p50_ms", "p99_ms", "ratio", "p99_ratio", "floor_ratio")
 BACKEND_ORDER = {"memory": 0, "redis": 1, "memcached": 2}
 
 
@@ -51,15 +51,15 @@ def _f(v: float | None, fmt: str, unit: str = "") -> str:
 
 
 def _order(key: Key) -> tuple[int, int, int, str]:
-    impl = 0 if key[0] == BASELINE else 1 if key[0] == OWN else 2
+    impl = 0 if key[0] == BASELINE else 1 if key[0] == FLOOR else 2 if key[0] == OWN else 3
     return (BACKEND_ORDER.get(key[3], -1), impl, 0 if key[2] == "fastapi" else 1, key[0])
 
 
 def table(meds: dict[Key, Row], path: str) -> list[str]:
     lines = [
-        "| limiter | through | app | backend | ×no limiter | req/s | p50 ms | p99 ms "
+        "| limiter | through | app | backend | ×no limiter | ×floor | req/s | p50 ms | p99 ms "
         "| p99 ×no limiter | non-2xx / requests | socket errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(meds, key=_order):
         m = meds[key]
@@ -68,8 +68,10 @@ def table(meds: dict[Key, Row], path: str) -> list[str]:
         impl, through, framework, backend = key[:4]
         ratio = "1 (baseline)" if impl == BASELINE else _f(m["ratio"], ".2f", "×")
         p99r = "—" if impl == BASELINE else _f(m["p99_ratio"], ".2f", "×")
+        floor = _f(m.get("floor_ratio"), ".2f", "×")
         lines.append(
-            f"| {impl} | {through} | {framework} | {backend} | {ratio} | {_f(m['rps'], ',.0f')} "
+            f"| {impl} | {through} | {framework} | {backend} | {ratio} | {floor} "
+            f"| {_f(m['rps'], ',.0f')} "
             f"| {_f(m['p50_ms'], '.2f')} | {_f(m['p99_ms'], '.2f')} | {p99r} "
             f"| {m['non2xx']:,} / {m['requests']:,} | {m['errors']} |"
         )
@@ -133,12 +135,43 @@ def targets(meds: dict[Key, Row]) -> list[str]:
     return out
 
 
+def targets_21(meds: dict[Key, Row]) -> list[str]:
+    """Issue 21's targets through uvicorn, each met or missed, from the medians above."""
+    out = ["| target | result |", "|---|---|"]
+    m = _own(meds, "starlette-middleware", "memory", "admit")
+    if m is None or m["ratio"] is None:
+        out.append(
+            "| in memory, Starlette `ThrottleMiddleware` ≥ 0.85× no limiter | not measured |"
+        )
+    else:
+        out.append(f"| in memory, Starlette `ThrottleMiddleware` ≥ 0.85× no limiter | "
+                   f"{_verdict(m['ratio'] >= 0.85)}: {m['ratio']:.3f}× |")  # fmt: skip
+    for backend, factor in (("memory", 1.3), ("redis", 1.5)):
+        m = _own(meds, "fastapi-depends", backend, "admit")
+        best = _best_peer(meds, backend, "admit")
+        label = f"{backend}, FastAPI `Depends` ≥ {factor}× the best peer's ratio"
+        if m is None or m["ratio"] is None or best is None:
+            out.append(f"| {label} | not measured |")
+            continue
+        x = m["ratio"] / best[1]
+        out.append(f"| {label} | {_verdict(x >= factor)}: {x:.3f}× ({best[0]}, "
+                   f"{best[1]:.2f}× no limiter) |")  # fmt: skip
+    m = _own(meds, "fastapi-depends", "redis", "admit")
+    if m is not None and m["ratio"] is not None:
+        out.append(f"| Redis, `Depends` ≥ 0.70× no limiter | {_verdict(m['ratio'] >= 0.70)}: "
+                   f"{m['ratio']:.3f}× |")  # fmt: skip
+        out.append(f"| Redis, `Depends`: p99 ≤ 2.5× no limiter | "
+                   f"{_verdict(m['p99_ratio'] <= 2.5)}: {m['p99_ratio']:.3f}× |")  # fmt: skip
+    return out
+
+
 def render(rows: list[Row], errors: list[str], header: list[str]) -> str:
     meds = summarize(rows)
     out = list(header)
     out += ["", "## Admit path (the limit is never reached)", "", *table(meds, "admit")]
     if any(k[4] == "refuse" for k in meds):
         out += ["", "## Refuse path (every request gets a 429)", "", *table(meds, "refuse")]
+    out += ["", "## Targets (issue 21)", "", *targets_21(meds)]
     out += ["", "## Targets (issue 15)", "", *targets(meds)]
     if errors:
         out += ["", "## Errors", "", *(f"- {e}" for e in errors)]

@@ -129,12 +129,15 @@ def test_http_section_serves_every_cell_and_counts_every_request(
     assert all(r["status"] == 200 and r["non2xx"] == 0 for r in bare)
     assert all(r["requests"] == HTTP_REQUESTS * HTTP_BURSTS for r in bare)
     rows = raw["rows"]
-    for base, cell in zip(
-        rows[::2], rows[1::2], strict=True
-    ):  # each pair: the baseline, then the cell
+    # Each of traffik's cells is served with the baseline and its floor app: the
+    # baseline, then the floor, then the cell.
+    for base, floor, cell in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
         assert (base["impl"], base["framework"]) == ("no limiter", cell["framework"])
+        assert (floor["impl"], floor["app"]) == ("floor", "fastapi-floor-depends")
+        assert floor["status"] == cell["status"]
         assert cell["ratio"] == pytest.approx(cell["rps"] / base["rps"])
         assert cell["p99_ratio"] == pytest.approx(cell["p99_ms"] / base["p99_ms"])
+        assert cell["floor_ratio"] == pytest.approx(cell["rps"] / floor["rps"])
 
 
 def test_http_report_has_both_paths_ratios_and_targets(
@@ -179,3 +182,23 @@ def test_wrk_output_is_parsed_with_units() -> None:
     }  # fmt: skip
     with pytest.raises(ValueError, match="wrk printed no result"):
         parse_wrk("unable to connect to 127.0.0.1:8000 Connection refused\n")
+
+
+# --- --section floors: each integration against its floor app, in process --------------------
+
+
+def test_floors_section_compares_every_integration_with_its_floor(tmp_path: Path) -> None:
+    text, raw = _bench(tmp_path / "floors.md", "--section", "floors", "--quick")
+    rows = {(r["path"], r["app"]): r for r in raw["rows"]}
+    apps = ("starlette-middleware", "starlette-endpoint", "starlette-decorator",
+            "fastapi-middleware", "fastapi-depends", "fastapi-decorator")  # fmt: skip
+    for path, status in (("admit", 200), ("refuse", 429)):
+        for app in apps:
+            row = rows[path, app]
+            # The throttled app and its floor answered alike: both admitted, or both refused.
+            assert (row["status"], row["floor_status"]) == (status, status), row
+            assert row["share"] > 0
+            assert row["us"] > 0
+            assert row["floor_us"] > 0
+    assert "| starlette, ThrottleMiddleware | pure-ASGI limiter |" in text
+    assert "| fastapi, Depends(throttle) | FastAPI dependency |" in text

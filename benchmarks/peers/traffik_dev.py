@@ -144,6 +144,16 @@ def starlette_apps(
         routes=[Route("/", throttled)], lifespan=backend.lifespan
     )
     try:
+        from traffik.starlette import throttled as st_throttled  # type: ignore[attr-defined]
+
+        sbackend = _backend(kind, servers, "e2e-sd")
+        sthrottle = HTTPThrottle(uid=f"e2e-sd-{kind}", rate=rate, backend=sbackend)
+        apps["starlette-decorator"] = Starlette(
+            routes=[Route("/", st_throttled(sthrottle)(_endpoint))], lifespan=sbackend.lifespan
+        )
+    except ImportError as exc:
+        missing.append(f"starlette-decorator: not available yet ({exc})")
+    try:
         mbackend, middleware = _throttle_middleware(kind, servers, rate)
         apps["starlette-middleware"] = Starlette(
             routes=[Route("/", _endpoint)], middleware=[middleware], lifespan=mbackend.lifespan

@@ -176,4 +176,17 @@ def test_rate_is_frozen_and_picklable() -> None:
     assert copy == rate
     assert copy.expire == 10_000
     assert repr(rate) == "Rate(limit=5, milliseconds=0, seconds=10, minutes=0, hours=0)"
-    assert str(rate) == "5/10000ms"
+    assert str(rate) == "5/10s"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("10/m", "10/min"), ("5/10s", "5/10s"), ("1000/500ms", "1000/500ms"), ("2/d", "2/d"),
+     ("3/48h", "3/2d"), ("7/90s", "7/90s"), ("1/1000ms", "1/s"), ("100/h", "100/h")],
+)  # fmt: skip
+def test_str_reads_in_the_largest_whole_unit_and_parses_back(text: str, shown: str) -> None:
+    rate = Rate.parse(text)
+    assert str(rate) == shown
+    assert Rate.parse(shown) == rate
+    assert Rate.parse(shown).expire == rate.expire
+    assert str(Rate()) == "unlimited"

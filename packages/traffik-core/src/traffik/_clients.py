@@ -76,11 +76,12 @@ def client_key(
     ``get_key`` returns), as the request path builds it; with ``area``, the key a
     middleware rule gives the whole area (``route`` is then ignored)."""
     who = memo_identity_part(_identity(throttle, backend, identity, app))
+    prefix = (throttle._plan or throttle._make_plan()).prefix
     if area is not None:
         part = "*" + route_part(area)
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
-        return f"{throttle._prefix}{part}:{who}"
+        return f"{prefix}{part}:{who}"
     if not isinstance(route, str) or not route:
         raise ValueError(
             f"route must be the route template the client called (for example "
@@ -99,7 +100,7 @@ def client_key(
         part = verb + (template_part(route) if by == "route" else route_part(route))
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
-    return f"{throttle._prefix}{part}:{who}"
+    return f"{prefix}{part}:{who}"
 
 
 def resolve(

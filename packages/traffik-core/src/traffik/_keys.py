@@ -110,7 +110,26 @@ class RouteKeys:
 
     def __init__(self, by_template: bool = True) -> None:
         self.by_template = by_template
-        self._cache: dict[tuple[int, str, str | None, str], str] = {}
+        #: id(route) -> (route, root path, raw method -> route part).
+        self._cache: dict[int, tuple[typing.Any, str, dict[str | None, str]]] = {}
+
+    def _uncached(self, scope: typing.MutableMapping[str, typing.Any], route: typing.Any) -> str:
+        """The route part when the cache has none: the template's (then cached), else
+        the raw path's."""
+        template = getattr(route, "path_format", None) if route is not None else None
+        if type(template) is not str:
+            return self._method(scope) + route_part(scope.get("path", ""))
+        root_path = scope.get("root_path", "")
+        part = self._method(scope) + template_part(root_path + template)
+        entry = self._cache.get(id(route))
+        if entry is None or entry[0] is not route or entry[1] != root_path:
+            if len(self._cache) >= _ROUTE_CACHE_SIZE:
+                self._cache.clear()
+            entry = self._cache[id(route)] = (route, root_path, {})
+        methods = entry[2]
+        if len(methods) < _ROUTE_CACHE_SIZE:  # bounded: the raw method is the client's
+            methods[scope.get("method")] = part
+        return part
 
     @staticmethod
     def _method(scope: typing.MutableMapping[str, typing.Any]) -> str:
@@ -139,19 +158,13 @@ class RouteKeys:
                     _area_parts[area] = part
         else:
             route = scope.get("route") if self.by_template else None
-            template = getattr(route, "path_format", None) if route is not None else None
-            if type(template) is str:
-                # Cached per (route, template, raw method, root path): one lookup per
-                # request. The template guards against a reused id of a freed route.
-                cache_key = (id(route), template, scope.get("method"), scope.get("root_path", ""))
-                part = self._cache.get(cache_key)
-                if part is None:
-                    part = self._method(scope) + template_part(cache_key[3] + template)
-                    if len(self._cache) >= _ROUTE_CACHE_SIZE:
-                        self._cache.clear()
-                    self._cache[cache_key] = part
+            # Cached per route object (the entry holds it, so its id is not reused
+            # while cached), then per raw method; the root path is checked.
+            entry = self._cache.get(id(route)) if route is not None else None
+            if entry is not None and entry[0] is route and entry[1] == scope.get("root_path", ""):
+                part = entry[2].get(scope.get("method")) or self._uncached(scope, route)
             else:
-                part = self._method(scope) + route_part(scope.get("path", ""))
+                part = self._uncached(scope, route)
         if context_key is not None:
             part = f"{part}|{route_part(str(context_key))}"
         return part

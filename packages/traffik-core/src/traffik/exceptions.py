@@ -133,10 +133,19 @@ def build_exception_handler_getter(
             if handler is not None:
                 return handler
         if isinstance(exc, HTTPException):
-            from starlette.middleware.exceptions import ExceptionMiddleware
-
-            default = ExceptionMiddleware(app=None)  # type: ignore[arg-type]
-            return default.http_exception
+            return _default_http_handler()
         return None
 
     return get_handler
+
+
+_default_handler: list[Callable[..., typing.Any]] = []
+
+
+def _default_http_handler() -> Callable[..., typing.Any]:
+    """Starlette's default ``HTTPException`` handler, built once (a refusal is common)."""
+    if not _default_handler:
+        from starlette.middleware.exceptions import ExceptionMiddleware
+
+        _default_handler.append(ExceptionMiddleware(app=None).http_exception)  # type: ignore[arg-type]
+    return _default_handler[0]

@@ -33,6 +33,7 @@ the Starlette decorator), :func:`message_with_fields` on an ASGI response start
 from __future__ import annotations
 
 import functools
+import operator
 import typing
 from collections.abc import Iterable, Mapping
 
@@ -78,6 +79,8 @@ MANAGED_FIELDS = frozenset(
 _MANAGED_RAW = frozenset(name.encode("latin-1") for name in MANAGED_FIELDS)
 
 _HUGE = 1 << 62
+
+_name_of = operator.itemgetter(0)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -147,11 +150,11 @@ def _policy_item(uid: str, limit: int, window_ms: int) -> str:
 #: (uid, limit, window_ms) -> the encoded RateLimit-Policy value of a request with
 #: that one decision, and the encoded policy name: constant per throttle, so built
 #: once (a plain dict: one lookup per request, bounded like the other caches).
-_single: dict[tuple[str, int, int], tuple[bytes, bytes]] = {}
+_single: dict[tuple[str, int, int], tuple[bytes, str]] = {}
 _SINGLE_MAX = 4096
 
 
-def _single_raw(uid: str, limit: int, window_ms: int) -> tuple[bytes, bytes]:
+def _single_raw(uid: str, limit: int, window_ms: int) -> tuple[bytes, str]:
     key = (uid, limit, window_ms)
     found = _single.get(key)
     if found is None:
@@ -159,7 +162,7 @@ def _single_raw(uid: str, limit: int, window_ms: int) -> tuple[bytes, bytes]:
             _single.clear()
         found = _single[key] = (
             _policy_item(uid, limit, window_ms).encode("latin-1"),
-            sf_string(uid).encode("latin-1"),
+            sf_string(uid),
         )
     return found
 
@@ -243,12 +246,19 @@ def rate_limit_fields(
     """
     if len(decisions) == 1 and not legacy:
         for uid, d in decisions.items():
-            policy, name = _single_raw(uid, d.limit, d.window_ms)
+            found = _single.get((uid, d.limit, d.window_ms))
+            policy, name = _single_raw(uid, d.limit, d.window_ms) if found is None else found
             if d.remaining < 0:
                 return [(b"ratelimit-policy", policy)]
+            if d.allowed or d.retry_after_ms == NEVER:
+                t = (d.reset_ms + 999) // 1000
+            else:
+                t = (d.retry_after_ms + 999) // 1000
+            # An f-string and encode() cost less than bytes %-formatting; the name is
+            # ASCII (sf_string), so UTF-8 and latin-1 agree.
             return [
                 (b"ratelimit-policy", policy),
-                (b"ratelimit", b"%s;r=%d;t=%d" % (name, d.remaining, _t(d))),
+                (b"ratelimit", f"{name};r={d.remaining};t={t}".encode()),
             ]
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -268,7 +278,10 @@ def merge_fields(
     throttle already wrote (for instance on a 429) are replaced, never duplicated.
     ``replace`` defaults to every RateLimit field (:data:`MANAGED_FIELDS`).
     """
-    kept = [item for item in raw if item[0].lower() not in replace]
+    kept = list(raw)
+    # Usually none of them is there yet: checked without a Python-level loop.
+    if not replace.isdisjoint(map(bytes.lower, map(_name_of, kept))):
+        kept = [item for item in kept if item[0].lower() not in replace]
     kept.extend(fields)
     return kept
 
@@ -277,11 +290,11 @@ def _write(
     response: typing.Any, fields: list[tuple[bytes, bytes]], replace: frozenset[bytes]
 ) -> None:
     raw: list[tuple[bytes, bytes]] = response.raw_headers
-    if raw:
+    if not raw or replace.isdisjoint(map(bytes.lower, map(_name_of, raw))):
+        raw.extend(fields)
+    else:
         # In place: ``response.headers`` shares this list.
         raw[:] = merge_fields(raw, fields, replace)
-    else:
-        raw.extend(fields)
 
 
 def recorded_fields(
@@ -308,9 +321,12 @@ def write_recorded_fields(
     Fields of the same names already on the response are replaced (applying this
     twice never duplicates a field). Nothing happens when no decision was recorded.
     """
-    fields = recorded_fields(state, legacy)
-    if fields is not None:
-        _write(response, fields, _MANAGED_RAW)
+    if not state:
+        return
+    decisions = state.get(DECISIONS_STATE_KEY)
+    if decisions:
+        legacy = legacy or bool(state.get(LEGACY_STATE_KEY))
+        _write(response, rate_limit_fields(decisions, legacy), _MANAGED_RAW)
 
 
 def message_with_fields(
@@ -321,10 +337,19 @@ def message_with_fields(
     The message itself is left alone (its header list may be a response's own):
     a new message is returned when there are fields to add, else ``message``.
     """
-    fields = recorded_fields(state, legacy)
-    if fields is None:
+    if not state:
         return message
-    return {**message, "headers": merge_fields(message.get("headers", ()), fields)}
+    decisions = state.get(DECISIONS_STATE_KEY)
+    if not decisions:
+        return message
+    fields = rate_limit_fields(decisions, legacy or bool(state.get(LEGACY_STATE_KEY)))
+    raw = message.get("headers")
+    if raw:
+        if _MANAGED_RAW.isdisjoint(map(bytes.lower, map(_name_of, raw))):
+            fields = [*raw, *fields]
+        else:
+            fields = merge_fields(raw, fields)
+    return {**message, "headers": fields}
 
 
 class RateLimitHeadersMiddleware:

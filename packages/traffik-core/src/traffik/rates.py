@@ -28,6 +28,9 @@ for _names, _field, _mult in (
     for _name in _names:
         _UNITS[_name] = (_field, _mult)
 
+#: Units of ``str(rate)``, largest first (each one :meth:`Rate.parse` reads).
+_STR_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000), ("ms", 1))
+
 _VALID_UNITS = "ms/millisecond(s), s/sec/second(s), m/min/minute(s), h/hr/hour(s), d/day(s)"
 _GRAMMAR = f"write '<limit>/<period>' such as '100/m' or '5/10s' (units: {_VALID_UNITS})"
 # ASCII digits only: "\d" would accept other scripts' digits, which int() then reads.
@@ -134,9 +137,19 @@ class Rate:
         return hash(self._key())
 
     def __str__(self) -> str:
+        """The rate in the form :meth:`parse` reads, in the largest whole unit:
+        ``10/min``, ``5/10s``, ``1000/500ms``, ``2/d``; ``unlimited`` for ``Rate()``.
+
+        ``repr`` keeps the exact fields. Keys and headers never use this text.
+        """
         if self.unlimited:
             return "unlimited"
-        return f"{self.limit}/{self._expire}ms"
+        expire = self._expire
+        for unit, ms in _STR_UNITS:
+            if expire % ms == 0:
+                count = expire // ms
+                return f"{self.limit}/{unit}" if count == 1 else f"{self.limit}/{count}{unit}"
+        return f"{self.limit}/{expire}ms"  # pragma: no cover - ms divides every window
 
     @classmethod
     def parse(cls, rate: str) -> Rate:

@@ -7,11 +7,23 @@ connection for the RateLimit headers, and calls the throttled handler (by
 default: raise :class:`~traffik.exceptions.ConnectionThrottled`, a 429) when the
 request is refused.
 
-For maintainers, the request path: the key prefix and strategy kind are fixed per
-throttle, route parts cached per route (``RouteKeys``), proxy settings read once per
-app and identities cached per peer (:mod:`traffik.identifiers`). Per request: one
-backend lookup, one key f-string, one decision, one record on ``scope["state"]``,
-and with a response one header merge (:mod:`traffik.headers`). HEAD is keyed as GET.
+For maintainers, the request path. What is constant for a throttle (key prefix,
+strategy kind, explicit backend, identifier and handler, failure action) is settled
+once, in a :class:`~traffik._plan.ThrottlePlan` built at the first call; route
+parts are cached per route (``RouteKeys``), proxy settings read once per app and
+identities cached per peer (:mod:`traffik.identifiers`). Per request,
+``BaseThrottle._throttle`` runs two steps:
+
+- ``_decide(connection, cost, context_key)``: identity -> key -> one decision
+  (:func:`traffik.failures.decide_with_policy`) -> one record on
+  ``scope["state"]``; it returns the :class:`~traffik.decisions.Decision`, or None
+  when the connection is exempt (``Rate()``, or the identifier returned
+  :data:`~traffik.types.UNLIMITED`);
+- what to do with it: with a response, one header merge (:mod:`traffik.headers`);
+  on a refusal, ``_refuse`` (the wait, the refusal's header fields, the handler).
+
+A new mode (charging without refusing, refunds, concurrency) changes the second
+step or adds a setting to the plan; the first stays one call. HEAD is keyed as GET.
 
 As a FastAPI dependency (``Depends(throttle)``) a throttle shows FastAPI only a
 ``request``/``response`` (HTTP) or ``websocket`` (WebSocket) parameter: ``cost``
@@ -30,15 +42,16 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from traffik._keys import RouteKeys, memo_identity_part, route_part
+from traffik._keys import memo_identity_part, route_part
+from traffik._plan import PLANNED, ThrottlePlan
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
-from traffik.decisions import NEVER
+from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
-from traffik.failures import check_on_error, decide_with_policy
+from traffik.failures import OnError, check_on_error, decide_with_policy
 from traffik.headers import (
+    DECISIONS_STATE_KEY,
     LEGACY_STATE_KEY,
     rate_limit_headers,
-    record_in_state,
     write_recorded_fields,
 )
 from traffik.identifiers import (
@@ -49,7 +62,7 @@ from traffik.identifiers import (
 )
 from traffik.rates import Rate
 from traffik.strategies import Strategy, check_cost, default_strategy
-from traffik.types import UNLIMITED, HTTPConnectionT, StrategyStat
+from traffik.types import UNLIMITED, HTTPConnectionT, Identifier, StrategyStat, ThrottledHandler
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -85,25 +98,41 @@ def _default_identity(connection: HTTPConnection) -> str:
 class BaseThrottle(typing.Generic[HTTPConnectionT]):
     """A rate applied to connections, keyed per client and route.
 
-    ``uid`` names the throttle: throttles with the same uid share state for the
-    same client and route (across instances and apps), and it is the policy name
-    in the RateLimit headers. ``rate`` is a :class:`~traffik.rates.Rate` or a
-    string such as ``"100/m"`` (parsed here; bad strings raise ``ValueError``).
+    Args:
+        uid: Names the throttle. Throttles with the same uid share state for the
+            same client and route (across instances and apps), and it is the policy
+            name in the RateLimit headers.
+        rate: A :class:`~traffik.rates.Rate`, or a string such as ``"100/m"``
+            (parsed here; a bad string raises ``ValueError``). ``Rate()`` admits
+            everything.
+        identifier: ``async (connection) -> identity``. Default: the backend's (the
+            client address, :func:`~traffik.identifiers.connection_identifier`).
+            Returning :data:`~traffik.types.UNLIMITED` exempts the connection.
+        handle_throttled: ``async (connection, wait_ms, *args, **kwargs)``, called on
+            a refusal. Default: the backend's (raise
+            :class:`~traffik.exceptions.ConnectionThrottled`, a 429).
+        strategy: A built-in :class:`~traffik.strategies.Strategy` (default: fixed
+            window) or a custom ``async (key, rate, backend, cost) -> wait_ms``.
+        backend: The throttle's own backend. Without one, the backend is resolved on
+            every call: the active ``async with backend(...)`` context, then
+            ``connection.app.state``.
+        cost: The units a call charges by default (a positive int).
+        context_backend: ``True`` documents that the backend is resolved per call
+            (and forbids ``backend=``).
+        min_wait_period: The shortest wait, in milliseconds, told to a refused
+            client.
+        headers: Extra header fields for refused responses.
+        on_backend_error: The failure action of this throttle (``"fallback"``,
+            ``"allow"``, ``"throttle"``, ``"raise"`` or a backend to fall back to);
+            default: the backend's policy (see :mod:`traffik.failures`).
+        legacy_headers: Also send ``X-RateLimit-Limit``/``-Remaining``/``-Reset``.
+        key_by: ``"route"`` (the route template: ``/items/1`` and ``/items/2``
+            share a budget) or ``"path"`` (the concrete path, as traffik 1.0.0b2
+            did).
 
-    ``identifier``: ``async (connection) -> key`` (default: the backend's, i.e. the
-    client address); returning :data:`~traffik.types.UNLIMITED` exempts the
-    connection. ``handle_throttled``: ``async (connection, wait_ms, **kwargs)``
-    called on refusal (default: raise a 429). ``strategy``: a built-in strategy
-    (default fixed window) or a custom ``async (key, rate, backend, cost) -> wait_ms``.
-    ``backend``: a fixed backend; otherwise it is resolved on every call from the
-    active ``async with backend(...)`` context, then ``connection.app.state``.
-    ``context_backend=True`` documents that (and forbids ``backend=``). ``cost``: the
-    default units per call (positive int). ``min_wait_period`` (ms): the shortest wait
-    told to a refused client. ``headers``: extra headers for throttled responses.
-    ``on_backend_error``: failure action for this throttle (see :mod:`traffik.failures`).
-    ``legacy_headers``: also send ``X-RateLimit-*``. ``key_by``: ``"route"`` (the
-    route template, so ``/items/1`` and ``/items/2`` share a budget) or ``"path"``
-    (the concrete path, as traffik 1.0.0b2 did).
+    ``identifier``, ``handle_throttled`` and ``backend`` read the throttle's own
+    value, or else the active backend's (inside ``async with backend():``), as in
+    traffik 1.0.0b2; None outside any backend context.
     """
 
     #: What FastAPI sees as the parameters of the throttle used as a dependency.
@@ -115,8 +144,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self,
         uid: str,
         rate: Rate | str,
-        identifier: typing.Any = None,
-        handle_throttled: typing.Any = None,
+        identifier: Identifier | None = None,
+        handle_throttled: ThrottledHandler | None = None,
         strategy: Strategy | ThrottleStrategy | None = None,
         backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
         cost: int = 1,
@@ -124,7 +153,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         min_wait_period: float | None = None,
         headers: Mapping[str, str] | None = None,
         *,
-        on_backend_error: typing.Any = None,
+        on_backend_error: OnError | None = None,
         legacy_headers: bool = False,
         key_by: str = "route",
     ) -> None:
@@ -168,10 +197,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 f"handle_throttled must be an async callable, got {handle_throttled!r}."
             )
 
+        self._plan: ThrottlePlan | None = None
         self.uid = uid
         self.rate: Rate = rate
-        self.identifier = identifier
-        self.handle_throttled = handle_throttled
+        self._identifier: Identifier | None = identifier
+        self._handle_throttled: ThrottledHandler | None = handle_throttled
         self.strategy = strategy
         self._backend = backend
         self.cost = cost
@@ -181,11 +211,35 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.on_backend_error = on_backend_error
         self.legacy_headers = legacy_headers
         self.key_by = key_by
-        self._prefix = f"{route_part(uid)}:"
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
-        self._routes = RouteKeys(by_template=key_by == "route")
         if self._dependency_signature is not None:
             self.__signature__ = self._dependency_signature
+
+    def __setattr__(self, name: str, value: typing.Any) -> None:
+        # Assigning an option the plan is built from rebuilds the plan at the next call.
+        object.__setattr__(self, name, value)
+        if name in PLANNED:
+            object.__setattr__(self, "_plan", None)
+
+    def _make_plan(self) -> ThrottlePlan:
+        """Settle the constant part of the request path (see :mod:`traffik._plan`)."""
+        plan = ThrottlePlan(
+            uid=self.uid,
+            rate=self.rate,
+            cost=self.cost,
+            strategy=self.strategy,
+            backend=self._backend,
+            identifier=self._identifier,
+            handler=self._handle_throttled,
+            policy=self.on_backend_error,
+            legacy=self.legacy_headers,
+            min_wait=self.min_wait_period,
+            headers=self.headers,
+            by_template=self.key_by == "route",
+            custom_key=self._custom_key,
+        )
+        self._plan = plan
+        return plan
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(uid={self.uid!r}, rate={self.rate})"
@@ -205,6 +259,34 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     def backend(self, backend: ThrottleBackend[typing.Any, typing.Any] | None) -> None:
         self._backend = backend
 
+    @property
+    def identifier(self) -> Identifier | None:
+        """The throttle's own identifier; without one, its backend's (:attr:`backend`:
+        its own, or the one active where it is read), as in traffik 1.0.0b2; else None."""
+        own = self._identifier
+        if own is not None:
+            return own
+        backend = self.backend
+        return backend.identifier if backend is not None else None
+
+    @identifier.setter
+    def identifier(self, identifier: Identifier | None) -> None:
+        self._identifier = identifier
+
+    @property
+    def handle_throttled(self) -> ThrottledHandler | None:
+        """The throttle's own refusal handler; without one, its backend's (as
+        :attr:`identifier`); else None."""
+        own = self._handle_throttled
+        if own is not None:
+            return own
+        backend = self.backend
+        return backend.handle_throttled if backend is not None else None
+
+    @handle_throttled.setter
+    def handle_throttled(self, handler: ThrottledHandler | None) -> None:
+        self._handle_throttled = handler
+
     # -- keys -------------------------------------------------------------------
 
     async def get_key(
@@ -216,18 +298,21 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         plus the ``context_key`` keyword when given. Overrides' results are
         bounded like every other key part.
         """
-        return self._routes.route_key(connection.scope, kwargs.get("context_key"))
+        plan = self._plan or self._make_plan()
+        return plan.routes.route_key(connection.scope, kwargs.get("context_key"))
 
     async def _key(
         self, connection: HTTPConnectionT, identity: typing.Any, context_key: typing.Any
     ) -> str:
-        if self._custom_key:
+        plan = self._plan or self._make_plan()
+        if plan.custom_key:
             if context_key is None:
                 raw = await self.get_key(connection)
             else:
                 raw = await self.get_key(connection, context_key=context_key)
-            return f"{self._prefix}{route_part(str(raw))}:{memo_identity_part(identity)}"
-        return f"{self._prefix}{self._routes.route_key(connection.scope, context_key)}:{memo_identity_part(identity)}"
+            return f"{plan.prefix}{route_part(str(raw))}:{memo_identity_part(identity)}"
+        route = plan.routes.route_key(connection.scope, context_key)
+        return f"{plan.prefix}{route}:{memo_identity_part(identity)}"
 
     # -- resolution --------------------------------------------------------------
 
@@ -249,7 +334,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     async def _identity(
         self, connection: HTTPConnection, backend: ThrottleBackend[typing.Any, typing.Any]
     ) -> typing.Any:
-        identifier = self.identifier or backend.identifier
+        identifier = self._identifier or backend.identifier
         if identifier is connection_identifier:
             return _default_identity(connection)
         try:
@@ -260,6 +345,94 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
 
     # -- the call ------------------------------------------------------------------
 
+    async def _decide(
+        self, connection: HTTPConnectionT, cost: int | None, context_key: typing.Any
+    ) -> Decision | None:
+        """Identity -> key -> one decision -> one record on ``scope["state"]``.
+
+        Returns the recorded decision, or None when the connection is exempt
+        (``Rate()``, or an identifier returning :data:`~traffik.types.UNLIMITED`):
+        nothing was charged or recorded then. Refuses nothing: see :meth:`_throttle`.
+        """
+        plan = self._plan or self._make_plan()
+        if plan.unlimited:
+            return None
+        cost = plan.cost if cost is None else check_cost(cost)
+        backend = plan.backend
+        if backend is None:
+            backend = self._resolve_backend(connection)
+        identifier = plan.identifier or backend.identifier
+        identity: typing.Any
+        try:
+            if identifier is connection_identifier:
+                # The default identifier, without a coroutine of its own.
+                identity = _identity_of(connection)
+            else:
+                identity = await identifier(connection)
+                if identity is UNLIMITED:
+                    return None
+        except AnonymousConnection:
+            _warn_anonymous()
+            identity = ANONYMOUS
+        uid = plan.uid
+        scope = connection.scope
+        if plan.custom_key:
+            key = await self._key(connection, identity, context_key)
+        else:
+            route = plan.routes.route_key(scope, context_key)
+            key = f"{plan.prefix}{route}:{memo_identity_part(identity)}"
+        # Built-in and custom strategies take the same failure path (traffik.failures).
+        decision = await decide_with_policy(
+            backend, key, plan.strategy, plan.rate, cost, policy=plan.policy, name=uid
+        )
+        if decision.limit != plan.limit:
+            # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
+            # queue_size=) decide with their capacity as the limit. The recorded
+            # decision, and so RateLimit-Policy's q, carries the configured rate
+            # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
+            # second"). r still counts the units available now (up to the burst).
+            decision = decision._replace(limit=plan.limit)
+        # The record (headers.record_in_state, inlined: one call less per request).
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = {DECISIONS_STATE_KEY: {uid: decision}}
+        else:
+            decisions = state.get(DECISIONS_STATE_KEY)
+            if decisions is None:
+                state[DECISIONS_STATE_KEY] = {uid: decision}
+            else:
+                decisions[uid] = decision
+        if plan.legacy:
+            scope["state"][LEGACY_STATE_KEY] = True
+        return decision
+
+    async def _refuse(
+        self,
+        connection: HTTPConnectionT,
+        decision: Decision,
+        context_key: typing.Any,
+        args: tuple[typing.Any, ...],
+        kwargs: dict[str, typing.Any],
+    ) -> None:
+        """Answer a refusal: the wait to tell, the refusal's header fields, the handler."""
+        plan = self._plan or self._make_plan()
+        # Whole milliseconds (an int) for a finite wait, inf when it can never be admitted.
+        wait: float = math.inf if decision.retry_after_ms == NEVER else decision.retry_after_ms
+        if plan.min_wait is not None and wait < plan.min_wait:
+            wait = math.ceil(plan.min_wait)
+        if "headers" not in kwargs:
+            state = connection.scope["state"]
+            headers = dict(plan.headers)
+            legacy = plan.legacy or bool(state.get(LEGACY_STATE_KEY))
+            headers.update(rate_limit_headers(state[DECISIONS_STATE_KEY], legacy=legacy))
+            kwargs["headers"] = headers
+        if context_key is not None:
+            kwargs.setdefault("context_key", context_key)
+        handler = plan.handler
+        if handler is None:
+            handler = self._resolve_backend(connection).handle_throttled
+        await handler(connection, wait, *args, **kwargs)
+
     async def _throttle(
         self,
         connection: HTTPConnectionT,
@@ -269,63 +442,15 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         args: tuple[typing.Any, ...],
         kwargs: dict[str, typing.Any],
     ) -> HTTPConnectionT:
-        # The request path. Everything constant per throttle (key prefix, strategy
-        # kind, rate) was settled in __init__ and route parts are cached per route
-        # (RouteKeys), so per request there is: the backend lookup, the identity
-        # (cached per peer address), one f-string key, one decision, one record on
-        # scope["state"] and, with a response, one header merge (traffik.headers).
-        rate = self.rate
-        if rate.unlimited:
+        # The request path: one decision (_decide), then what to do with it.
+        decision = await self._decide(connection, cost, context_key)
+        if decision is None:
             return connection
-        cost = self.cost if cost is None else check_cost(cost)
-        backend = self.backend
-        if backend is None:
-            backend = self._resolve_backend(connection)
-        if (self.identifier or backend.identifier) is connection_identifier:
-            # The default identifier, without a coroutine of its own.
-            identity = _default_identity(connection)
-        else:
-            identity = await self._identity(connection, backend)
-            if identity is UNLIMITED:
-                return connection
-        scope = connection.scope
-        if self._custom_key:
-            key = await self._key(connection, identity, context_key)
-        else:
-            key = f"{self._prefix}{self._routes.route_key(scope, context_key)}:{memo_identity_part(identity)}"
-        # Built-in and custom strategies take the same failure path (traffik.failures).
-        decision = await decide_with_policy(
-            backend, key, self.strategy, rate, cost, policy=self.on_backend_error, name=self.uid
-        )
-        if decision.limit != rate.limit:
-            # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
-            # queue_size=) decide with their capacity as the limit. The recorded
-            # decision, and so RateLimit-Policy's q, carries the configured rate
-            # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
-            # second"). r still counts the units available now (up to the burst).
-            decision = decision._replace(limit=rate.limit)
-        state = scope.get("state")
-        if state is None:
-            state = scope["state"] = {}
-        decisions = record_in_state(state, self.uid, decision, self.legacy_headers)
         if decision.allowed:
             if response is not None:
-                write_recorded_fields(state, response)
+                write_recorded_fields(connection.scope["state"], response)
             return connection
-
-        # Whole milliseconds (an int) for a finite wait, inf when it can never be admitted.
-        wait: float = math.inf if decision.retry_after_ms == NEVER else decision.retry_after_ms
-        if self.min_wait_period is not None and wait < self.min_wait_period:
-            wait = math.ceil(self.min_wait_period)
-        if "headers" not in kwargs:
-            headers = dict(self.headers)
-            legacy = self.legacy_headers or bool(state.get(LEGACY_STATE_KEY))
-            headers.update(rate_limit_headers(decisions, legacy=legacy))
-            kwargs["headers"] = headers
-        if context_key is not None:
-            kwargs.setdefault("context_key", context_key)
-        handler = self.handle_throttled or backend.handle_throttled
-        await handler(connection, wait, *args, **kwargs)
+        await self._refuse(connection, decision, context_key, args, kwargs)
         return connection
 
     async def __call__(

@@ -20,10 +20,12 @@ __all__ = [
     "ExceptionHandler",
     "HTTPConnectionT",
     "HTTPConnectionTcon",
+    "Identifier",
     "LockConfig",
     "Matchable",
     "StrategyStat",
     "Stringable",
+    "ThrottledHandler",
     "WaitPeriod",
 ]
 
@@ -98,6 +100,17 @@ class ConnectionThrottledHandler(typing.Protocol[HTTPConnectionTcon]):
         *args: typing.Any,
         **kwargs: typing.Any,
     ) -> typing.Any: ...
+
+
+#: What a throttle's ``identifier=`` takes: ``async (connection) -> identity``. The
+#: identity is any value whose ``str()`` keys the client (returning
+#: :data:`UNLIMITED` exempts the connection). A :class:`ConnectionIdentifier` is one.
+Identifier = typing.Callable[..., typing.Awaitable[typing.Any]]
+
+#: What a throttle's ``handle_throttled=`` takes: ``async (connection, wait_ms,
+#: *args, **kwargs)``, called on a refusal (usually it raises). A
+#: :class:`ConnectionThrottledHandler` is one.
+ThrottledHandler = typing.Callable[..., typing.Awaitable[typing.Any]]
 
 
 class ExceptionHandler(typing.Protocol):

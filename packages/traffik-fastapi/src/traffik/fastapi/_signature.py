@@ -113,7 +113,20 @@ def with_dependencies(route: F, dependencies: Sequence[params.Depends]) -> F:
     names = tuple(p.name for p in hidden)
 
     wrapper: Callable[..., typing.Any]
-    if is_async_callable(original):
+    if is_async_callable(original) and len(names) == 1:
+        # The usual case, one throttled(...) on the route: no list, no helper call.
+        (only,) = names
+
+        @functools.wraps(original)
+        async def async_wrapper_one(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+            finish = kwargs.pop(only, None)
+            result = await original(*args, **kwargs)
+            if callable(finish) and isinstance(result, Response):
+                finish(result)
+            return result
+
+        wrapper = async_wrapper_one
+    elif is_async_callable(original):
 
         @functools.wraps(original)
         async def async_wrapper(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:

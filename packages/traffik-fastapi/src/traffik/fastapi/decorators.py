@@ -59,10 +59,29 @@ def _identifier_dependencies(
     return found
 
 
+class _Finish:
+    """What the dependency returns: puts the fields on a ``Response`` the route returns
+    (FastAPI drops the injected response's headers then); see ``_signature``."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: HTTPConnection) -> None:
+        self.connection = connection
+
+    def __call__(self, returned: Response) -> None:
+        set_rate_limit_headers(self.connection, returned)
+
+
 def _build_dependency(
-    select: Selector, extra: Mapping[str, Callable[..., typing.Any]]
+    select: Selector,
+    extra: Mapping[str, Callable[..., typing.Any]],
+    fixed: Sequence[BaseThrottle[typing.Any]] | None = None,
 ) -> Callable[..., Awaitable[Callable[[Response], None]]]:
-    """A FastAPI dependency that runs the selected throttles on the connection."""
+    """A FastAPI dependency that runs the selected throttles on the connection.
+
+    ``fixed``: the throttles when they do not depend on the request (``throttled``),
+    applied without calling ``select``.
+    """
     from traffik.fastapi.dependencies import store_resolved
 
     names = tuple(extra)
@@ -72,14 +91,10 @@ def _build_dependency(
     ) -> Callable[[Response], None]:
         if resolved:
             store_resolved(connection, resolved)
-        for throttle in select(connection, resolved):
+        for throttle in select(connection, resolved) if fixed is None else fixed:
             await throttle(connection)
         set_rate_limit_headers(connection, response)
-
-        def finish(returned: Response) -> None:
-            set_rate_limit_headers(connection, returned)
-
-        return finish
+        return _Finish(connection)
 
     parameters = [
         inspect.Parameter(
@@ -104,7 +119,8 @@ class ThrottleDepends(params.Depends):
 
     Put it in ``dependencies=[...]`` (of a route, router or app), or decorate a
     route function with it (under ``@app.get(...)``). Build it with
-    :func:`throttled` or :func:`traffik.fastapi.dependencies.tiered`.
+    :func:`throttled` or :func:`traffik.fastapi.dependencies.tiered`. ``fixed=True``
+    says that ``select`` always returns ``throttles`` (it is then not called).
     """
 
     #: The throttles this dependency may apply.
@@ -116,8 +132,11 @@ class ThrottleDepends(params.Depends):
         *,
         extra: Mapping[str, Callable[..., typing.Any]] | None = None,
         throttles: Sequence[BaseThrottle[typing.Any]] = (),
+        fixed: bool = False,
     ) -> None:
-        super().__init__(_build_dependency(select, dict(extra or {})))
+        super().__init__(
+            _build_dependency(select, dict(extra or {}), tuple(throttles) if fixed else None)
+        )
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))
         # Found by the startup checks (traffik.checks) in the app's dependency tree.
@@ -196,7 +215,9 @@ def throttled(*args: typing.Any, route: typing.Any = None) -> typing.Any:
     ) -> Sequence[BaseThrottle[typing.Any]]:
         return checked
 
-    depends = ThrottleDepends(select, extra=_identifier_dependencies(checked), throttles=checked)
+    depends = ThrottleDepends(
+        select, extra=_identifier_dependencies(checked), throttles=checked, fixed=True
+    )
     if route is not None:
         return depends(route)
     return depends

@@ -18,6 +18,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "WS_TRY_AGAIN_LATER",
     "handle_exception",
+    "is_async_handler",
     "rate_limit_sender",
 ]
 
@@ -26,6 +27,10 @@ WS_TRY_AGAIN_LATER = 1013
 
 #: Longest close reason a WebSocket close frame carries, in bytes.
 _MAX_REASON = 123
+
+#: Exception handler -> whether it is async: looked up once per handler, not per refusal.
+_async_handlers: dict[typing.Any, bool] = {}
+_MAX_HANDLERS = 256
 
 _START_TYPES = frozenset(
     {"http.response.start", "websocket.http.response.start", "websocket.accept"}
@@ -56,7 +61,7 @@ async def handle_exception(
     if handler is None:
         raise exc
     response: typing.Any
-    if is_async_callable(handler):
+    if is_async_handler(handler):
         response = await handler(connection, exc)
     else:
         response = await run_in_threadpool(handler, connection, exc)
@@ -80,6 +85,20 @@ async def handle_exception(
     # not close the socket itself) the handshake is closed.
     if not sent:
         await send({"type": "websocket.close", "code": close_code, "reason": _reason(exc)})
+
+
+def is_async_handler(handler: typing.Any) -> bool:
+    """:func:`traffik.utils.is_async_callable`, remembered per (hashable) handler."""
+    try:
+        found = _async_handlers.get(handler)
+    except TypeError:  # an unhashable callable: judged every time
+        return is_async_callable(handler)
+    if found is None:
+        found = is_async_callable(handler)
+        if len(_async_handlers) >= _MAX_HANDLERS:
+            _async_handlers.clear()
+        _async_handlers[handler] = found
+    return found
 
 
 def _reason(exc: Exception) -> str:

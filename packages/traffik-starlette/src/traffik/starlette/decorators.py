@@ -21,7 +21,7 @@ import functools
 import typing
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from traffik.checks import THROTTLES_ATTRIBUTE
@@ -39,6 +39,8 @@ F = typing.TypeVar("F", bound="Callable[..., typing.Any]")
 
 
 def _find_connection(args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]) -> HTTPConnection:
+    if args and type(args[0]) is Request:
+        return args[0]  # a function endpoint: Starlette passes the request alone
     for value in (*args, *kwargs.values()):
         if isinstance(value, HTTPConnection):
             return value

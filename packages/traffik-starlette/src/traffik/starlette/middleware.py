@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 from traffik.backends.base import initialize_by_policy, throttle_backend_ctx
 from traffik.checks import check_backends
+from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception, rate_limit_sender
 from traffik.starlette.throttle import MiddlewareThrottle
 from traffik.throttles import BaseThrottle
@@ -20,6 +21,8 @@ if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
 
 __all__ = ["ThrottleMiddleware"]
+
+_UNSET: typing.Any = object()
 
 
 WebSocketMode = typing.Literal["throttle", "pass"]
@@ -103,7 +106,8 @@ class ThrottleMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Per request: one state dict, one cheap send wrapper (headers=True), the rules
-        # checked on the scope, and one Request/WebSocket only when a rule matches.
+        # checked on the scope, one Request/WebSocket only when a rule matches, and
+        # each matching throttle called directly (its area named on the scope).
         candidates = self._by_type.get(scope["type"])
         if candidates is None:
             if scope["type"] == "lifespan":
@@ -116,20 +120,56 @@ class ThrottleMiddleware:
             scope["state"] = {}
         if self.headers:
             send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
-        matching = [t for t in candidates if t.matches(scope)]
-        if matching:
-            connection: HTTPConnection = (
-                Request(scope, receive, send)
-                if scope["type"] == "http"
-                else WebSocket(scope, receive, send)
+        connection: HTTPConnection | None = None
+        token = None
+        area = _UNSET
+        try:
+            for rule in candidates:
+                if not rule.matches(scope):
+                    continue
+                if connection is None:
+                    area = scope.get(ROUTE_KEY_SCOPE, _UNSET)
+                    connection = (
+                        Request(scope, receive, send)
+                        if scope["type"] == "http"
+                        else WebSocket(scope, receive, send)
+                    )
+                    backend = self.backend
+                    if backend is not None:
+                        # Otherwise throttles resolve the app's backend themselves.
+                        if not self._initialized:
+                            await self._initialize(backend)
+                        token = throttle_backend_ctx.set(backend)
+                if rule.hook is not None and not await rule.hook_allows(connection):
+                    continue
+                # What MiddlewareThrottle.hit does, without a call per rule: unless
+                # per_path, the rule's area is the route part of the key.
+                if rule.per_path:
+                    if area is _UNSET:
+                        scope.pop(ROUTE_KEY_SCOPE, None)
+                    else:
+                        scope[ROUTE_KEY_SCOPE] = area
+                else:
+                    scope[ROUTE_KEY_SCOPE] = rule._area
+                await rule.throttle(connection)
+        except Exception as exc:
+            if token is not None:
+                throttle_backend_ctx.reset(token)
+                token = None
+            self._restore_area(scope, area)
+            assert connection is not None  # a rule matched: only throttles raise here
+            await handle_exception(
+                connection, exc, scope, receive, send, close_code=self.websocket_close_code
             )
-            try:
-                await self._apply(matching, connection)
-            except Exception as exc:
-                await handle_exception(
-                    connection, exc, scope, receive, send, close_code=self.websocket_close_code
-                )
-                return
+            return
+        finally:
+            if token is not None:
+                throttle_backend_ctx.reset(token)
+        if connection is not None:
+            if area is _UNSET:
+                scope.pop(ROUTE_KEY_SCOPE, None)
+            else:
+                scope[ROUTE_KEY_SCOPE] = area
         await self.app(scope, receive, send)
 
     def _startup_checker(self, scope: Scope, send: Send) -> Send:
@@ -146,23 +186,12 @@ class ThrottleMiddleware:
 
         return checked
 
-    async def _apply(self, matching: list[MiddlewareThrottle], connection: HTTPConnection) -> None:
-        backend = self.backend
-        if backend is None:
-            # Throttles resolve the app's backend themselves (connection.app.state).
-            for throttle in matching:
-                if throttle.hook is None or await throttle.hook_allows(connection):
-                    await throttle.hit(connection)
-            return
-        if not self._initialized:
-            await self._initialize(backend)
-        token = throttle_backend_ctx.set(backend)
-        try:
-            for throttle in matching:
-                if throttle.hook is None or await throttle.hook_allows(connection):
-                    await throttle.hit(connection)
-        finally:
-            throttle_backend_ctx.reset(token)
+    @staticmethod
+    def _restore_area(scope: Scope, area: typing.Any) -> None:
+        if area is _UNSET:
+            scope.pop(ROUTE_KEY_SCOPE, None)
+        else:
+            scope[ROUTE_KEY_SCOPE] = area
 
     async def _initialize(self, backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
         # initialize() is idempotent, so two first requests racing here are harmless. As
