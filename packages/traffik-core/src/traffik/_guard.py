@@ -338,7 +338,10 @@ async def answer_by_policy(
         return Decision(False, rate.limit, 0, rate.expire, rate.expire, rate.expire)
 
 
-def emit_answer(decision: Decision, key: str, backend: Backend, name: str) -> None:
-    """Emit ALLOWED or THROTTLED for the answer a throttle got, whoever gave it."""
+def emit_answer(
+    decision: Decision, key: str, backend: Backend, name: str, shadow: bool = False
+) -> None:
+    """Emit ALLOWED or THROTTLED (SHADOW_THROTTLED in shadow) for the answer a
+    throttle got, whoever gave it."""
     if _subscribers:
-        emit_decision(decision, key, backend, name)
+        emit_decision(decision, key, backend, name, shadow)

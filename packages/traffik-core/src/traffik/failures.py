@@ -216,6 +216,7 @@ async def decide_with_policy(
     *,
     policy: OnError | None = None,
     name: str = "",
+    shadow: bool = False,
 ) -> Decision:
     """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action).
 
@@ -223,7 +224,8 @@ async def decide_with_policy(
     one (``async (key, rate, backend, cost) -> wait_ms``, its wait turned into a
     decision with ``remaining=-1``, unknown); both take the same path. ``name``
     (the throttle's uid) is the ``policy`` of the events emitted, and every answer,
-    whoever gave it, is emitted once as ``allowed`` or ``throttled``.
+    whoever gave it, is emitted once as ``allowed`` or ``throttled``
+    (``shadow_throttled`` with ``shadow=True``: a shadow throttle's refusal).
     """
     from traffik.strategies._base import Strategy
 
@@ -232,7 +234,7 @@ async def decide_with_policy(
         decision = strategy.decide(None, 0, rate, cost).decision
     else:
         decision = await _decide(backend, key, strategy, rate, cost, policy, name)
-    emit_answer(decision, key, backend, name)
+    emit_answer(decision, key, backend, name, shadow)
     return decision
 
 

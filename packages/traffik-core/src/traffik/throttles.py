@@ -129,6 +129,12 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         key_by: ``"route"`` (the route template: ``/items/1`` and ``/items/2``
             share a budget) or ``"path"`` (the concrete path, as traffik 1.0.0b2
             did).
+        shadow: Decide and charge as usual but never refuse: a would-be refusal is
+            reported (the ``shadow_throttled`` event) and the request goes on. A
+            backend with ``shadow = True`` puts every throttle deciding on it in
+            shadow.
+        shadow_headers: Also send a shadow throttle's RateLimit fields (off by
+            default: clients see only the enforcing throttles').
 
     ``identifier``, ``handle_throttled`` and ``backend`` read the throttle's own
     value, or else the active backend's (inside ``async with backend():``), as in
@@ -156,6 +162,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         on_backend_error: OnError | None = None,
         legacy_headers: bool = False,
         key_by: str = "route",
+        shadow: bool = False,
+        shadow_headers: bool = False,
     ) -> None:
         if not isinstance(uid, str) or not uid:
             raise ValueError(f"uid must be a non-empty string naming the throttle, got {uid!r}.")
@@ -211,6 +219,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.on_backend_error = on_backend_error
         self.legacy_headers = legacy_headers
         self.key_by = key_by
+        for name, flag in (("shadow", shadow), ("shadow_headers", shadow_headers)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}.")
+        self.shadow = shadow
+        self.shadow_headers = shadow_headers
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         if self._dependency_signature is not None:
             self.__signature__ = self._dependency_signature
@@ -237,6 +250,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             headers=self.headers,
             by_template=self.key_by == "route",
             custom_key=self._custom_key,
+            shadow=self.shadow,
+            shadow_headers=self.shadow_headers,
         )
         self._plan = plan
         return plan
@@ -353,6 +368,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         Returns the recorded decision, or None when the connection is exempt
         (``Rate()``, or an identifier returning :data:`~traffik.types.UNLIMITED`):
         nothing was charged or recorded then. Refuses nothing: see :meth:`_throttle`.
+        In shadow (the throttle's ``shadow`` or its backend's), the decision is taken,
+        charged and reported as usual, then never refused: None is returned (and
+        nothing recorded), or with ``shadow_headers`` the decision is recorded and
+        an admitted copy returned.
         """
         plan = self._plan or self._make_plan()
         if plan.unlimited:
@@ -382,8 +401,16 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             route = plan.routes.route_key(scope, context_key)
             key = f"{plan.prefix}{route}:{memo_identity_part(identity)}"
         # Built-in and custom strategies take the same failure path (traffik.failures).
+        shadow = plan.shadow or backend.shadow
         decision = await decide_with_policy(
-            backend, key, plan.strategy, plan.rate, cost, policy=plan.policy, name=uid
+            backend,
+            key,
+            plan.strategy,
+            plan.rate,
+            cost,
+            policy=plan.policy,
+            name=uid,
+            shadow=shadow,
         )
         if decision.limit != plan.limit:
             # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
@@ -392,6 +419,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
             # second"). r still counts the units available now (up to the burst).
             decision = decision._replace(limit=plan.limit)
+        if shadow and not plan.shadow_headers:
+            return None  # charged and reported; clients see nothing of it
         # The record (headers.record_in_state, inlined: one call less per request).
         state = scope.get("state")
         if state is None:
@@ -404,6 +433,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 decisions[uid] = decision
         if plan.legacy:
             scope["state"][LEGACY_STATE_KEY] = True
+        if shadow and not decision.allowed:
+            return decision._replace(allowed=True)  # recorded as it is; never refused
         return decision
 
     async def _refuse(

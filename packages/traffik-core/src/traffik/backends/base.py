@@ -163,6 +163,10 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     capabilities: typing.ClassVar[BackendCapabilities] = BackendCapabilities()
     #: Methods a subclass wants left unwrapped (hot paths that cannot raise client errors).
     unwrapped_methods: typing.ClassVar[frozenset[str]] = frozenset()
+    #: Shadow mode for every throttle that decides on this backend: decisions are
+    #: taken, charged and reported as usual, and nothing is refused (set
+    #: ``backend.shadow = True``; read per request, so it can be switched live).
+    shadow: bool = False
 
     def __init_subclass__(cls, **kwargs: typing.Any) -> None:
         super().__init_subclass__(**kwargs)

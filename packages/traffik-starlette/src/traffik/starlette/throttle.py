@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import typing
@@ -84,7 +85,9 @@ class MiddlewareThrottle:
     throttle here limits the **whole matched area per client**: every path it matches
     shares one budget (``"/api/"`` with ``"100/m"`` = 100 API requests per minute per
     client). Pass ``per_path=True`` for one budget per concrete path (traffik
-    1.0.0b2's behaviour).
+    1.0.0b2's behaviour). ``shadow=True`` runs this rule in shadow (it charges and
+    reports, never refuses) on its own copy of the throttle, which keeps enforcing
+    wherever else it is used.
     """
 
     __slots__ = (
@@ -108,6 +111,7 @@ class MiddlewareThrottle:
         *,
         prefix: str | None = None,
         per_path: bool = False,
+        shadow: bool = False,
     ) -> None:
         if not isinstance(throttle, BaseThrottle):
             raise TypeError(
@@ -120,6 +124,13 @@ class MiddlewareThrottle:
             raise TypeError(f"prefix must be a string such as '/api/', got {prefix!r}.")
         if hook is not None and not callable(hook):
             raise TypeError(f"hook must be a callable (connection) -> bool, got {hook!r}.")
+        if not isinstance(shadow, bool):
+            raise TypeError(f"shadow must be True or False, got {shadow!r}.")
+        if shadow and not throttle.shadow:
+            # This rule's own copy: same uid, so the same budgets, while the throttle
+            # keeps enforcing wherever else it is used.
+            throttle = copy.copy(throttle)
+            throttle.shadow = True
         self.throttle = throttle
         self.path = _compile_path(path)
         self.prefix = prefix
