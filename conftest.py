@@ -5,11 +5,17 @@ Real servers, started on free local ports the first time a test asks for them:
 - ``redis_server`` / ``redis_url``: one ``redis-server`` for the whole session.
 - ``redis_cluster``: one 3-master, 3-replica Redis Cluster for the whole session.
   Do not kill its nodes: failover tests build their own with ``make_redis_cluster``.
+- ``redis_sentinel``: one primary, one replica and three sentinels for the whole
+  session (``redis_sentinel.url`` is a ``redis+sentinel://`` URL). Do not kill its
+  primary: failover tests build their own with ``make_redis_sentinel``.
+- ``redis_tls``: test certificates (a private CA, server and client certificates, and
+  an unrelated CA), made once with ``openssl``; ``make_redis_server(tls=redis_tls)``
+  starts a TLS-only server.
 - ``memcached_server``: one ``memcached`` for the whole session.
 - ``memcached_pool``: three more ``memcached`` for the whole session (a client-side
   pool: ``MemcachedBackend(servers=[s.address for s in memcached_pool])``).
-- ``make_redis_server`` / ``make_memcached_server`` / ``make_redis_cluster``:
-  factories for private servers a test may kill and restart; everything they
+- ``make_redis_server`` / ``make_memcached_server`` / ``make_redis_cluster`` /
+  ``make_redis_sentinel``: factories for private servers a test may kill and restart; everything they
   started is stopped at the end of the test.
 
 Session servers are shared: give every test its own keys (a unique namespace).
@@ -30,7 +36,10 @@ from traffik.testing.servers import (
     MemcachedServer,
     MissingBinaryError,
     RedisClusterServer,
+    RedisSentinelServer,
     RedisServer,
+    TLSFiles,
+    tls_files,
 )
 
 _T = TypeVar("_T")
@@ -93,6 +102,20 @@ def redis_cluster() -> Iterator[RedisClusterServer]:
 
 
 @pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelServer]:
+    """A primary, a replica and three sentinels shared by the session (do not kill them)."""
+    group = _build(RedisSentinelServer)
+    with group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """Certificates for TLS servers and clients (a private CA), made once per session."""
+    return _build(lambda: tls_files(str(tmp_path_factory.mktemp("tls"))))
+
+
+@pytest.fixture(scope="session")
 def memcached_server() -> Iterator[MemcachedServer]:
     """A ``memcached`` shared by the whole session (do not kill it)."""
     server = _build(MemcachedServer)
@@ -119,7 +142,7 @@ def _factory(build: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
         yield make
     finally:
         for server in reversed(started):
-            if isinstance(server, RedisClusterServer):
+            if isinstance(server, (RedisClusterServer, RedisSentinelServer)):
                 server.stop()
             else:
                 server.close()
@@ -135,6 +158,13 @@ def make_redis_server() -> Iterator[Callable[..., RedisServer]]:
 def make_memcached_server() -> Iterator[Callable[..., MemcachedServer]]:
     """``make_memcached_server(port=None, *, extra_args=())`` starts a private memcached."""
     yield from _factory(MemcachedServer)
+
+
+@pytest.fixture
+def make_redis_sentinel() -> Iterator[Callable[..., RedisSentinelServer]]:
+    """``make_redis_sentinel(service="mymaster", *, replicas=1, sentinels=3)`` starts a
+    private Sentinel group (a primary, replicas, sentinels) a test may kill."""
+    yield from _factory(RedisSentinelServer)
 
 
 @pytest.fixture

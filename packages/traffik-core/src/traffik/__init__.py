@@ -17,6 +17,7 @@ from traffik.backends.base import (
     get_throttle_backend,
 )
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.concurrency import ConcurrencyThrottle
 from traffik.decisions import Decision
 from traffik.rates import Rate
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
@@ -40,6 +41,7 @@ __all__ = [
     "UNLIMITED",
     "AsyncLock",
     "BaseThrottle",
+    "ConcurrencyThrottle",
     "ConnectionIdentifier",
     "ConnectionThrottledHandler",
     "Decision",

@@ -39,6 +39,9 @@ __all__ = [
     "LOCAL_BLOCK",
     "OVERLOAD",
     "SHADOW_THROTTLED",
+    "SLOT_EXPIRED",
+    "SLOT_REFUSED",
+    "SLOT_TAKEN",
     "THROTTLED",
     "EventKind",
     "ThrottleEvent",
@@ -60,6 +63,9 @@ EventKind = typing.Literal[
     "circuit_open",
     "circuit_half_open",
     "circuit_closed",
+    "slot_taken",
+    "slot_refused",
+    "slot_expired",
 ]
 
 #: A request was admitted.
@@ -84,6 +90,13 @@ CIRCUIT_OPEN: EventKind = "circuit_open"
 CIRCUIT_HALF_OPEN: EventKind = "circuit_half_open"
 #: A probe succeeded: the backend is used again.
 CIRCUIT_CLOSED: EventKind = "circuit_closed"
+#: A concurrency throttle gave the request a slot (``detail``: "held/limit").
+SLOT_TAKEN: EventKind = "slot_taken"
+#: A concurrency throttle refused the request: its slots were all held.
+SLOT_REFUSED: EventKind = "slot_refused"
+#: A slot's lease expired before its request ended (not renewed in time, or its
+#: release failed): the slot was free again for others meanwhile.
+SLOT_EXPIRED: EventKind = "slot_expired"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik._keys import memo_identity_part, route_part
+from traffik._lifecycle_depends import with_lifecycle_parameter
 from traffik._plan import PLANNED, ThrottlePlan
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
 from traffik.decisions import NEVER, Decision
@@ -145,6 +146,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
     _dependency_signature: typing.ClassVar[inspect.Signature | None] = None
     #: The ASGI scope type this throttle keys (WebSocket keys use "ws" as the method).
     _scope_type: typing.ClassVar[str] = "http"
+    #: True when the throttle acts on the response lifecycle (:mod:`traffik.lifecycle`):
+    #: integrations then observe the connection's status and end for it.
+    needs_lifecycle: bool = False
 
     def __init__(
         self,
@@ -226,7 +230,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.shadow_headers = shadow_headers
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         if self._dependency_signature is not None:
-            self.__signature__ = self._dependency_signature
+            signature = self._dependency_signature
+            if self.needs_lifecycle:
+                # Depends(throttle) then also solves the request-scoped lifecycle.
+                signature = with_lifecycle_parameter(signature)
+            self.__signature__ = signature
 
     def __setattr__(self, name: str, value: typing.Any) -> None:
         # Assigning an option the plan is built from rebuilds the plan at the next call.
@@ -604,9 +612,11 @@ class HTTPThrottle(BaseThrottle[Request]):
         *args: typing.Any,
         request: Request | None = None,
         response: Response | None = None,
+        traffik_lifecycle: typing.Any = None,
         **kwargs: typing.Any,
     ) -> Request:
-        """Charge ``cost`` to ``connection`` (FastAPI passes ``request``/``response``)."""
+        """Charge ``cost`` to ``connection`` (FastAPI passes ``request``/``response``, and
+        ``traffik_lifecycle`` when the throttle ``needs_lifecycle``)."""
         if connection is None:
             if request is None:
                 raise TypeError("HTTPThrottle needs the request: await throttle(request).")
@@ -634,6 +644,7 @@ class WebSocketThrottle(BaseThrottle[WebSocket]):
         context_key: str | None = None,
         *args: typing.Any,
         websocket: WebSocket | None = None,
+        traffik_lifecycle: typing.Any = None,
         **kwargs: typing.Any,
     ) -> WebSocket:
         """Charge ``cost`` to ``connection`` under ``context_key`` (FastAPI passes ``websocket``)."""

@@ -39,6 +39,8 @@ from traffik.failures import (
 )
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
+from traffik.leases import LeaseGrant
+from traffik.lifecycle import observe_routes
 from traffik.strategies._base import Strategy, decode_state, encode_state
 from traffik.types import HTTPConnectionT
 
@@ -89,6 +91,9 @@ _WRAPPED = (
     "decide",
     "peek",
     "reset_key",
+    "take_lease",
+    "renew_lease",
+    "release_lease",
 )
 
 
@@ -127,6 +132,8 @@ class BackendCapabilities:
     negative_counters: bool = True
     #: The backend keeps one clock for every app host (a server clock).
     server_clock: bool = False
+    #: ``take_lease``/``renew_lease``/``release_lease`` work (concurrency limits).
+    leases: bool = False
 
 
 def _wrap(name: str, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -399,6 +406,33 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         now = self.now_ms() if now_ms is None else now_ms
         return strategy.peek(state, now, rate)
 
+    # -- leases (concurrency limits; see traffik.leases) -------------------------
+
+    def lease_key(self, key: str) -> str:
+        """Where the leases of throttle key ``key`` are kept."""
+        return f"{self.namespace}:{key}:lease"
+
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        """Atomically drop expired leases of ``key`` and give ``holder`` one lasting
+        ``lease_ms`` if fewer than ``limit`` are live (a live one of ``holder`` is renewed).
+
+        Backends declaring ``capabilities.leases`` implement it (and the two below)
+        in one atomic step; this default raises ConfigurationError.
+        """
+        raise ConfigurationError(_no_leases(self))
+
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        """Push ``holder``'s live lease on ``key`` to ``lease_ms`` from now; False if gone."""
+        raise ConfigurationError(_no_leases(self))
+
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        """Remove ``holder``'s lease on ``key``; False if it was not live."""
+        raise ConfigurationError(_no_leases(self))
+
     # -- contexts -------------------------------------------------------------
 
     def __call__(
@@ -417,6 +451,9 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         nested = throttle_backend_ctx.get() is self
         if app is not None:
             setattr(app.state, BACKEND_STATE_KEY, self)
+            # Routes whose throttles act on the response lifecycle: observed from
+            # their first request (traffik.lifecycle).
+            observe_routes(app)
         if persistent is None:
             persistent = True if nested else self.persistent
         if close_on_exit is None:
@@ -427,6 +464,15 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def lifespan(self, app: typing.Any) -> typing.AsyncContextManager[None]:
         """A Starlette/FastAPI ``lifespan``: the backend is open while the app runs, closed after."""
         return _lifespan(self, app)
+
+
+def _no_leases(backend: ThrottleBackend[typing.Any, typing.Any]) -> str:
+    return (
+        f"{type(backend).__name__} cannot hold leases (the 'leases' capability, needed by "
+        f"ConcurrencyThrottle): use InMemoryBackend, RedisBackend or MemcachedBackend, or "
+        f"implement take_lease, renew_lease and release_lease and declare "
+        f"BackendCapabilities(leases=True)."
+    )
 
 
 async def _lifespan_gen(

@@ -23,6 +23,7 @@ from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend
 from traffik.decisions import NEVER
 from traffik.decisions import Decision as _Decision
 from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.leases import LeaseGrant, release_lease, renew_lease, take_lease
 from traffik.strategies._base import decode_state, encode_state, fast_new
 from traffik.strategies.fixed_window import FixedWindowStrategy as _FixedWindow
 from traffik.types import HTTPConnectionT
@@ -68,7 +69,7 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
     not survive ``close()`` whatever ``persistent`` says: it lives in this object.
     """
 
-    capabilities = BackendCapabilities(injectable_clock=True)
+    capabilities = BackendCapabilities(injectable_clock=True, leases=True)
     unwrapped_methods = frozenset({"decide"})
 
     def __init__(
@@ -100,6 +101,8 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
         self._buckets: dict[int, set[str]] = {}
         self._bucket_heap: list[int] = []
         self._locks: weakref.WeakValueDictionary[str, _LockState] = weakref.WeakValueDictionary()
+        #: Concurrency leases per lease key (traffik.leases); empty sets are dropped.
+        self._leases: dict[str, dict[str, int]] = {}
         # The last fixed-window rejection of a full window (reset_ms 0 never matches).
         self._fw_full: Decision = _Decision(False, 0, 0, 0, 0, 0, "default")
 
@@ -113,6 +116,7 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
 
     async def close(self) -> None:
         self.connection = None
+        self._leases = {}
         self._buckets = {}
         self._bucket_heap = []
 
@@ -127,6 +131,7 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
 
     async def reset(self) -> None:
         store = self._store()
+        self._leases.clear()
         prefix = self.namespace + ":"
         for key in [k for k in store if k.startswith(prefix)]:
             self._drop(store, key, store[key])
@@ -350,3 +355,42 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
             value = entry[0]
             state = value if isinstance(value, tuple) else decode_state(value)
         return strategy.peek(state, now, rate)
+
+    # -- leases: the reference transitions of traffik.leases, in one synchronous step --
+
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        self._store()
+        lkey = self.lease_key(key)
+        leases = self._leases.get(lkey)
+        if leases is None:
+            leases = self._leases[lkey] = {}
+        now = self.clock() if now_ms is None else now_ms
+        grant = take_lease(leases, now, holder, limit, lease_ms)
+        if not leases:
+            del self._leases[lkey]
+        return grant
+
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        return self._on_leases(
+            key, lambda leases, now: renew_lease(leases, now, holder, lease_ms), now_ms
+        )
+
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        return self._on_leases(key, lambda leases, now: release_lease(leases, now, holder), now_ms)
+
+    def _on_leases(
+        self, key: str, step: typing.Callable[[dict[str, int], int], bool], now_ms: int | None
+    ) -> bool:
+        self._store()
+        lkey = self.lease_key(key)
+        leases = self._leases.get(lkey)
+        if leases is None:
+            return False
+        done = step(leases, self.clock() if now_ms is None else now_ms)
+        if not leases:
+            del self._leases[lkey]
+        return done

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 
 from traffik.testing._decisions import DecisionTests
+from traffik.testing._leases import LeaseTests
 from traffik.testing._lifecycle import LifecycleTests
 from traffik.testing._locks import LockTests
 from traffik.testing._primitives import PrimitiveTests
@@ -34,7 +35,7 @@ def _xfail_reason(func: object) -> str | None:
     return None
 
 
-class BackendConformance(PrimitiveTests, LifecycleTests, LockTests, DecisionTests):
+class BackendConformance(PrimitiveTests, LifecycleTests, LockTests, DecisionTests, LeaseTests):
     """The conformance kit. Subclass it as ``Test<Something>`` and define ``make_backend``.
 
     * ``make_backend(self, namespace)`` returns a new, uninitialised backend whose keys

@@ -30,6 +30,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -37,15 +38,21 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from traffik.testing._tls import TLSFiles, make_tls_files
+
 __all__ = [
     "MemcachedServer",
     "MissingBinaryError",
     "RedisClusterServer",
+    "RedisSentinelServer",
     "RedisServer",
     "ServerError",
+    "TLSFiles",
     "find_free_port",
+    "make_tls_files",
     "redis_command",
     "require_binary",
+    "tls_files",
 ]
 
 _START_TIMEOUT_S = 30.0
@@ -145,23 +152,46 @@ def _read_reply(stream: Any) -> Any:
     raise ConnectionError(f"Unexpected reply type {kind!r}.")
 
 
-def redis_command(host: str, port: int, *args: str, timeout: float = 2.0) -> Any:
-    """Send one command to the Redis server at ``host:port`` and return its decoded reply."""
+def redis_command(
+    host: str,
+    port: int,
+    *args: str,
+    timeout: float = 2.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Any:
+    """Send one command to the Redis server at ``host:port`` and return its decoded reply.
+
+    With ``ssl_context``, the connection is made over TLS.
+    """
     payload = [f"*{len(args)}\r\n".encode()]
     for arg in args:
         raw = arg.encode()
         payload.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if ssl_context is not None:
+            sock = stack.enter_context(ssl_context.wrap_socket(sock, server_hostname=host))
         sock.sendall(b"".join(payload))
         with sock.makefile("rb") as stream:
             return _read_reply(stream)
 
 
-def _redis_answers_ping(host: str, port: int) -> bool:
+def _redis_answers_ping(host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> bool:
     try:
-        return bool(redis_command(host, port, "PING", timeout=1.0) == "PONG")
+        reply = redis_command(host, port, "PING", timeout=1.0, ssl_context=ssl_context)
+        return bool(reply == "PONG")
     except (OSError, _RespError):
         return False
+
+
+def tls_files(directory: str | None = None) -> TLSFiles:
+    """Make a test CA, server and client certificates (``openssl`` must be on ``PATH``).
+
+    The files go into ``directory`` (a new temporary directory by default); delete
+    it when done. Pass the result to ``RedisServer(tls=...)``.
+    """
+    openssl = require_binary("openssl", "openssl")
+    return make_tls_files(directory or tempfile.mkdtemp(prefix="traffik-tls-"), openssl)
 
 
 def _memcached_answers(host: str, port: int) -> bool:
@@ -355,19 +385,57 @@ class RedisServer(_ManagedServer):
     """A private ``redis-server`` on a free local port: no persistence, its own temp dir.
 
     ``extra_args`` are appended to the command line (e.g. ``("--maxmemory", "10mb")``).
+    With ``tls`` (see `tls_files`), the port speaks TLS only (``--tls-port``, no
+    plain port), replication uses TLS too, and ``tls_auth_clients`` (``"no"``,
+    ``"optional"`` or ``"yes"``) says whether clients must show a certificate.
     """
 
     _kind = "redis-server"
 
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        tls: TLSFiles | None = None,
+        tls_auth_clients: str = "no",
+    ) -> None:
+        if tls_auth_clients not in {"no", "optional", "yes"}:
+            raise ValueError(
+                f"tls_auth_clients must be 'no', 'optional' or 'yes', got {tls_auth_clients!r}."
+            )
+        super().__init__(port, host=host, extra_args=extra_args)
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
+
     @property
     def url(self) -> str:
-        """``redis://HOST:PORT/0``."""
-        return f"redis://{self.host}:{self.port}/0"
+        """``redis://HOST:PORT/0`` (``rediss://`` with TLS)."""
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{self.host}:{self.port}/0"
+
+    def _ports(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", self.tls.server_cert,
+            "--tls-key-file", self.tls.server_key,
+            "--tls-ca-cert-file", self.tls.ca_cert,
+            "--tls-auth-clients", self.tls_auth_clients,
+            "--tls-replication", "yes",
+        ]  # fmt: skip
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context `command` connects with: None without TLS."""
+        return None if self.tls is None else self.tls.client_context()
 
     def _command(self) -> list[str]:
         return [
             self.binary,
-            "--port", str(self.port),
+            *self._ports(),
             "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
@@ -378,7 +446,7 @@ class RedisServer(_ManagedServer):
         ]  # fmt: skip
 
     def _answers(self) -> bool:
-        return _redis_answers_ping(self.host, self.port)
+        return _redis_answers_ping(self.host, self.port, self.ssl_context())
 
     def _log_tail(self) -> str:
         try:
@@ -390,7 +458,7 @@ class RedisServer(_ManagedServer):
 
     def command(self, *args: str) -> Any:
         """Send one command to this server (a tiny blocking client) and return the reply."""
-        return redis_command(self.host, self.port, *args)
+        return redis_command(self.host, self.port, *args, ssl_context=self.ssl_context())
 
     @contextlib.contextmanager
     def writes_paused(self, seconds: float = 10.0) -> Iterator[None]:
@@ -465,7 +533,9 @@ class RedisClusterServer:
     Every node is a `RedisServer` started with ``--cluster-enabled yes`` on a free port
     (whose bus port, port + 10000, is free too). `start` creates the cluster with
     ``redis-cli --cluster create`` and waits until every node reports
-    ``cluster_state:ok`` and every replica is in sync.
+    ``cluster_state:ok`` and every replica is in sync. With ``tls`` (see `tls_files`)
+    every node speaks TLS only, the cluster bus and replication included
+    (``--tls-cluster yes``), and `url` is ``rediss://``.
     """
 
     def __init__(
@@ -476,6 +546,7 @@ class RedisClusterServer:
         host: str = "127.0.0.1",
         node_timeout_ms: int = 3000,
         extra_args: Sequence[str] = (),
+        tls: TLSFiles | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError(f"A Redis Cluster needs at least 3 masters, got {masters}.")
@@ -488,6 +559,7 @@ class RedisClusterServer:
         self.replicas_per_master = replicas_per_master
         self.node_timeout_ms = node_timeout_ms
         self.extra_args = tuple(extra_args)
+        self.tls = tls
         self._servers: list[RedisServer] = []
 
     @property
@@ -502,9 +574,9 @@ class RedisClusterServer:
 
     @property
     def url(self) -> str:
-        """``redis://HOST:PORT/0`` of the first master."""
+        """``redis://HOST:PORT/0`` of the first master (``rediss://`` with TLS)."""
         host, port = self.nodes[0]
-        return f"redis://{host}:{port}/0"
+        return f"{'redis' if self.tls is None else 'rediss'}://{host}:{port}/0"
 
     def server(self, host: str, port: int) -> RedisServer:
         """The `RedisServer` running node ``host:port``."""
@@ -524,9 +596,11 @@ class RedisClusterServer:
             "--cluster-node-timeout", str(self.node_timeout_ms),
             *self.extra_args,
         )  # fmt: skip
+        if self.tls is not None:
+            args += ("--tls-cluster", "yes")
         try:
             for _ in range(total):
-                server = _ClusterNode(host=self.host, extra_args=args)
+                server = _ClusterNode(host=self.host, extra_args=args, tls=self.tls)
                 self._servers.append(server)
                 server.start()
             self._create()
@@ -539,6 +613,10 @@ class RedisClusterServer:
     def _create(self) -> None:
         addresses = [f"{host}:{port}" for host, port in self.nodes]
         command = [self.redis_cli, "--cluster", "create", *addresses]
+        if self.tls is not None:
+            tls = self.tls
+            command += ["--tls", "--cacert", tls.ca_cert, "--cert", tls.client_cert]
+            command += ["--key", tls.client_key]
         command += ["--cluster-replicas", str(self.replicas_per_master), "--cluster-yes"]
         result = subprocess.run(
             command,
@@ -677,3 +755,7 @@ def _parse_cluster_nodes(raw: str) -> list[dict[str, Any]]:
             }
         )
     return nodes
+
+
+# Built on the classes above, so imported last (import it from here, not from _sentinel).
+from traffik.testing._sentinel import RedisSentinelServer  # noqa: E402

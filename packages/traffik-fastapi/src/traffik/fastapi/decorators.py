@@ -28,6 +28,7 @@ from fastapi import params
 from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.fastapi._headers import set_rate_limit_headers
 from traffik.fastapi._signature import with_dependencies
+from traffik.lifecycle import Lifecycle, connection_lifecycle
 from traffik.throttles import BaseThrottle
 
 if typing.TYPE_CHECKING:
@@ -36,6 +37,9 @@ if typing.TYPE_CHECKING:
 __all__ = ["DecoratorDepends", "ThrottleDepends", "apply_throttle", "throttled"]
 
 F = typing.TypeVar("F", bound="Callable[..., typing.Any]")
+
+#: The dependency parameter carrying the connection's lifecycle (see _build_dependency).
+_LIFECYCLE = "traffik_lifecycle"
 
 #: ``(connection, resolved) -> throttles to apply``: ``resolved`` maps the names of
 #: the extra dependencies to what FastAPI resolved for them on this request.
@@ -76,11 +80,16 @@ def _build_dependency(
     select: Selector,
     extra: Mapping[str, Callable[..., typing.Any]],
     fixed: Sequence[BaseThrottle[typing.Any]] | None = None,
+    *,
+    lifecycle: bool = False,
 ) -> Callable[..., Awaitable[Callable[[Response], None]]]:
     """A FastAPI dependency that runs the selected throttles on the connection.
 
     ``fixed``: the throttles when they do not depend on the request (``throttled``),
-    applied without calling ``select``.
+    applied without calling ``select``. With ``lifecycle`` (a throttle acts on the
+    response lifecycle) it also asks FastAPI for the request-scoped
+    :func:`traffik.lifecycle.connection_lifecycle`, which ends the connection's
+    lifecycle once the response is over.
     """
     from traffik.fastapi.dependencies import store_resolved
 
@@ -89,6 +98,7 @@ def _build_dependency(
     async def throttle_dependency(
         connection: HTTPConnection, response: Response, **resolved: typing.Any
     ) -> Callable[[Response], None]:
+        resolved.pop(_LIFECYCLE, None)
         if resolved:
             store_resolved(connection, resolved)
         for throttle in select(connection, resolved) if fixed is None else fixed:
@@ -110,6 +120,16 @@ def _build_dependency(
         )
         for name in names
     )
+    if lifecycle:
+        parameters.append(
+            inspect.Parameter(
+                _LIFECYCLE,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=typing.Annotated[
+                    Lifecycle, params.Depends(connection_lifecycle, scope="request")
+                ],
+            )
+        )
     throttle_dependency.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return throttle_dependency
 
@@ -134,8 +154,14 @@ class ThrottleDepends(params.Depends):
         throttles: Sequence[BaseThrottle[typing.Any]] = (),
         fixed: bool = False,
     ) -> None:
+        lifecycle = any(t.needs_lifecycle for t in throttles)
         super().__init__(
-            _build_dependency(select, dict(extra or {}), tuple(throttles) if fixed else None)
+            _build_dependency(
+                select,
+                dict(extra or {}),
+                tuple(throttles) if fixed else None,
+                lifecycle=lifecycle,
+            )
         )
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))

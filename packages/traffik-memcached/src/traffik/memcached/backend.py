@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend, wall_clock_ms
 from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.leases import LeaseGrant, release_lease, renew_lease, take_lease
 from traffik.memcached._decisions import decide_cas, decide_window
 from traffik.memcached._generations import Generations
 from traffik.memcached._keys import (
@@ -22,6 +23,7 @@ from traffik.memcached._keys import (
     item_key,
     namespace_tag,
 )
+from traffik.memcached._leases import on_leases
 from traffik.memcached._primitives import count, retime, ttl_fields
 from traffik.memcached._protocol import LINE, VALUES, MemcachedClient
 from traffik.memcached._servers import (
@@ -95,6 +97,7 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         distributed_locks=True,
         negative_counters=True,
         server_clock=False,
+        leases=True,
     )
 
     def __init__(
@@ -436,6 +439,27 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         for line in replies:
             if line not in (b"DELETED", b"NOT_FOUND"):
                 raise BackendError(f"memcached answered delete of {key!r} with {line!r}.")
+
+    # -- leases (traffik.leases): a CAS loop per operation, see _leases.py -----------
+
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        return await on_leases(
+            self, key, lambda leases, now: take_lease(leases, now, holder, limit, lease_ms), now_ms
+        )
+
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        return await on_leases(
+            self, key, lambda leases, now: renew_lease(leases, now, holder, lease_ms), now_ms
+        )
+
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        return await on_leases(
+            self, key, lambda leases, now: release_lease(leases, now, holder), now_ms
+        )
 
     async def _read_counter(self, server: Server, key: str) -> int:
         raw = await self._get_on(server, key)

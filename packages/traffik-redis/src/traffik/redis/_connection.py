@@ -1,7 +1,8 @@
 """Turning the ``connection`` argument into a redis.asyncio client.
 
-``connection`` is a URL, a ``Redis`` or ``RedisCluster`` instance, or a zero-argument
-factory (sync or async) returning one. Clients built from a URL or a factory belong
+``connection`` is a URL (``redis://``, ``rediss://``, ``unix://``, or
+``redis+sentinel://``: see ``_sentinel``), a ``Redis`` or ``RedisCluster`` instance, or
+a zero-argument factory (sync or async) returning one. Clients built from a URL or a factory belong
 to the backend, which closes them; an instance passed in belongs to the caller.
 """
 
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from traffik.exceptions import ConfigurationError
+from traffik.redis._sentinel import is_sentinel_url, parse_sentinel_url
 
 __all__ = ["Client", "ConnectionSettings", "Opened", "describe_url", "open_client", "validate_url"]
 
@@ -33,6 +36,8 @@ class ConnectionSettings:
     pool_timeout: float
     connect_timeout: float
     socket_timeout: float
+    #: Options of the connections to the sentinels (a ``redis+sentinel://`` URL).
+    sentinel_kwargs: typing.Mapping[str, typing.Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,16 +51,29 @@ class Opened:
     gate: asyncio.Semaphore | None
     #: "host:port" (or the socket path) for error messages.
     where: str
+    #: The Sentinel a ``redis+sentinel://`` URL made: its clients close with ``client``.
+    sentinel: Sentinel | None = None
+
+    async def aclose(self) -> None:
+        """Close the client and the sentinel clients (call only when ``owned``)."""
+        try:
+            await self.client.aclose()
+        finally:
+            if self.sentinel is not None:
+                for node in self.sentinel.sentinels:
+                    await node.aclose()
 
 
 def validate_url(url: str) -> str:
     """Check a Redis URL; return "host:port" for messages. Raises ConfigurationError."""
+    if is_sentinel_url(url):
+        return parse_sentinel_url(url).describe()
     try:
         kwargs = parse_url(url)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
-            f"{url!r} is not a Redis URL ({exc}); use redis://host:port/db, rediss:// for TLS "
-            f"or unix:///path/to/socket."
+            f"{url!r} is not a Redis URL ({exc}); use redis://host:port/db, rediss:// for TLS, "
+            f"unix:///path/to/socket or redis+sentinel://host:port[,host:port...]/service."
         ) from None
     return describe_url(kwargs)
 
@@ -70,7 +88,10 @@ def _describe_client(client: Client) -> str:
     if isinstance(client, RedisCluster):
         nodes = client.get_nodes() or client.nodes_manager.startup_nodes.values()
         return ", ".join(sorted(f"{node.host}:{node.port}" for node in nodes)) or "the cluster"
-    return describe_url(client.connection_pool.connection_kwargs)
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        return f"service {pool.service_name!r} (Sentinel)"
+    return describe_url(pool.connection_kwargs)
 
 
 def _retry() -> Retry:
@@ -99,6 +120,24 @@ def _from_url(url: str, settings: ConnectionSettings) -> Client:
     return Redis.from_pool(pool)
 
 
+def _from_sentinel_url(url: str, settings: ConnectionSettings) -> tuple[Redis, Sentinel]:
+    parsed = parse_sentinel_url(url)
+    common: dict[str, typing.Any] = {
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": settings.socket_timeout,
+        **parsed.auth(),
+    }
+    sentinel = Sentinel(
+        parsed.sentinels,
+        sentinel_kwargs={**common, **(settings.sentinel_kwargs or {})},
+        **common,
+    )
+    client = sentinel.master_for(
+        parsed.service, db=parsed.db, max_connections=settings.max_connections, retry=_retry()
+    )
+    return client, sentinel
+
+
 def _gate(client: Client, settings: ConnectionSettings) -> asyncio.Semaphore | None:
     if isinstance(client, RedisCluster):
         # A cluster node raises MaxConnectionsError past its pool size: queue here instead.
@@ -116,8 +155,13 @@ def _gate(client: Client, settings: ConnectionSettings) -> asyncio.Semaphore | N
 async def open_client(source: typing.Any, settings: ConnectionSettings) -> Opened:
     """Build or fetch the client for ``source`` (connections open lazily or in ``initialize``)."""
     owned = True
+    sentinel: Sentinel | None = None
+    if isinstance(source, str) and is_sentinel_url(source):
+        client: typing.Any
+        client, sentinel = _from_sentinel_url(source, settings)
+        return Opened(client, owned, _gate(client, settings), _describe_client(client), sentinel)
     if isinstance(source, str):
-        client: typing.Any = _from_url(source, settings)
+        client = _from_url(source, settings)
     elif isinstance(source, (Redis, RedisCluster)):
         client, owned = source, False
     elif callable(source):

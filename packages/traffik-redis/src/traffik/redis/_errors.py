@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
+import ssl
 import typing
 
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.redis._scripts import script_calls
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["backend_error", "gated"]
+__all__ = ["ACL_COMMANDS", "backend_error", "gated"]
 
 P = typing.ParamSpec("P")
 R = typing.TypeVar("R")
@@ -36,14 +39,108 @@ class _Gated(typing.Protocol):
 S = typing.TypeVar("S", bound=_Gated)
 
 
+#: The commands of the smallest ACL, as docs/backends/redis-production.md gives it
+#: (the scripts' inner calls included); a user needs them on the keys ~<namespace>:*.
+ACL_COMMANDS = (
+    "+ping +evalsha +script|load +time +get +set +del +unlink +exists +incrby +decrby "
+    "+pexpire +mget +scan"
+)
+ACL_DOCS = "the ACL in the docs ('Running Redis in production')"
+
+
+def _tls_hint(text: str) -> str | None:
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "The server's TLS certificate is not signed by a CA this client trusts: set "
+            "ssl_ca_certs (a URL parameter, or Redis(ssl_ca_certs=...)) to the CA that "
+            "signed it."
+        )
+    if "certificate required" in text.lower():
+        return (
+            "The server asks for a TLS client certificate: pass ssl_certfile and "
+            "ssl_keyfile (URL parameters, or arguments of Redis(...))."
+        )
+    if "[SSL" in text or "SSL:" in text:
+        return (
+            "The TLS handshake failed: check that the port speaks TLS, ssl_ca_certs (the "
+            "CA that signed the server's certificate), and ssl_certfile and ssl_keyfile if "
+            "the server asks for a client certificate."
+        )
+    return None
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError behind ``exc`` (redis-py 5.0 keeps it only as the context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _is_permission(text: str) -> bool:
+    return "NOPERM" in text or "can't run this command" in text or "no permissions" in text
+
+
+def _hint(exc: BaseException) -> str:
+    """What to check for a connection error: TLS, credentials, permissions, or the address."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationError) or "WRONGPASS" in text:
+        return (
+            "The server refused the user name or password: check the credentials "
+            "(redis://user:password@host:port/db, or username= and password=)."
+        )
+    if _is_permission(text):
+        return (
+            f"The Redis user lacks a permission traffik needs: grant it {ACL_DOCS} "
+            f"(on Redis Cluster, with +cluster|slots +command +info)."
+        )
+    if "Cluster mode is not enabled" in text:
+        # redis-py says so too when the user may not run CLUSTER SLOTS.
+        return (
+            "Either the node is not part of a Redis Cluster (drop cluster=True), or the "
+            "user may not read the slot map: grant it +cluster|slots +command +info."
+        )
+    return _tls_hint(text) or "Check that the server is running and reachable at that address."
+
+
+def _missing_permission(exc: BaseException) -> BackendError | None:
+    text = str(exc)
+    if not (isinstance(exc, NoPermissionError) or _is_permission(text)):
+        return None
+    # A command refused inside a script is not named by Redis: name what the script calls.
+    found = re.search(r"script: ([0-9a-f]{40})", text)
+    ours = script_calls(found.group(1)) if found else None
+    calls = (
+        ""
+        if ours is None
+        else (f" (traffik's {ours[0]!r} script calls {', '.join(ours[1])}: the user needs each)")
+    )
+    return BackendError(
+        f"The Redis user lacks a permission traffik needs: {text.rstrip('.')}{calls}. "
+        f"Grant it {ACL_DOCS}: ~<namespace>:* {ACL_COMMANDS}."
+    )
+
+
 def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
     """The traffik exception for client error ``exc`` raised by ``op`` on the server ``where``."""
     if isinstance(exc, _CONNECTION_ERRORS):
+        text = str(exc).rstrip(".")
+        tls = _ssl_cause(exc)
+        if tls is not None and str(tls) not in text:
+            text += f" (TLS: {tls})"
+            exc_hint = _tls_hint(str(tls)) or _hint(exc)
+        else:
+            exc_hint = _hint(exc)
         return BackendConnectionError(
-            f"Redis at {where} failed during {op}(): {type(exc).__name__}: "
-            f"{str(exc).rstrip('.')}. "
-            f"Check that the server is running and reachable at that address."
+            f"Redis at {where} failed during {op}(): {type(exc).__name__}: {text}. {exc_hint}"
         )
+    denied = _missing_permission(exc)
+    if denied is not None:
+        return denied
     return BackendError(f"RedisBackend.{op}() failed: {type(exc).__name__}: {exc}")
 
 

@@ -21,10 +21,19 @@ trips by a few large ones, which is what makes a busy event loop faster than a
 plain ``EVALSHA`` per request.
 
 Failures behave as redis-py's own commands: a round trip runs under the
-connection's ``Retry`` (a broken connection is dropped, reconnected and the round
-trip sent again), a reply timeout or a cancelled caller drops the connection (no
-stray reply is ever read as another call's answer), and ``NOSCRIPT`` loads the
-script on the same connection and sends the calls that missed it again.
+connection's ``Retry`` (a broken connection is dropped, reconnected with its
+``connect()`` and the round trip sent again), a reply timeout or a cancelled caller
+drops the connection (no stray reply is ever read as another call's answer), and
+``NOSCRIPT`` loads the script on the same connection and sends the calls that
+missed it again.
+
+A lane never keeps a connection whose round trip failed: it goes back to the pool
+disconnected, and the lane's next call takes one from the pool, which connects it
+through ``connect()``. That is what makes a lane follow a Sentinel failover: a
+Sentinel-managed connection asks the sentinels for the primary in ``connect()``,
+but a send on a disconnected connection reconnects to its last address (the dead
+primary) without asking. A ``READONLY`` reply (the server was demoted to a replica)
+fails the round trip the same way, so the next connection finds the new primary.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import asyncio
 import inspect
 import typing
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from traffik.redis._scripts import LuaScript, PackedArgs, pack_evalsha
 
 __all__ = ["MAX_IN_FLIGHT", "AutoPipeline"]
@@ -118,15 +127,15 @@ class AutoPipeline:
                 conn = self._idle.pop() if self._idle else await self._connect()
                 try:
                     packed = pack_evalsha(script, self._encode(key), args)
-                    return await conn.retry.call_with_retry(
+                    reply = await conn.retry.call_with_retry(
                         lambda: _one(conn, packed, script, self._read_timeout(conn)),
-                        lambda error: conn.disconnect(),
+                        lambda error: _reconnect(conn),
                     )
-                finally:
-                    if self._closed:
-                        await self._release(conn)
-                    else:
-                        self._idle.append(conn)
+                except BaseException:
+                    await self._drop(conn)
+                    raise
+                await self._keep(conn)
+                return reply
             finally:
                 self._in_flight -= 1
                 if self._queue:
@@ -158,6 +167,22 @@ class AutoPipeline:
         self._timeouts[id(conn)] = conn.socket_timeout
         conn.socket_timeout = None  # reads get it explicitly (see the module docstring)
         return conn
+
+    async def _keep(self, conn: typing.Any) -> None:
+        """After a round trip that went well: keep ``conn`` for the next call (or give it back)."""
+        if self._closed:
+            await self._release(conn)
+        else:
+            self._idle.append(conn)
+
+    async def _drop(self, conn: typing.Any) -> None:
+        """After a failed round trip: ``conn`` goes back to the pool, disconnected."""
+        try:
+            await conn.disconnect()
+        except Exception:  # it is dropped anyway; the pool connects it again on checkout
+            pass
+        finally:
+            await self._release(conn)
 
     def _read_timeout(self, conn: typing.Any) -> float | None:
         return self._timeouts.get(id(conn))
@@ -193,10 +218,13 @@ class AutoPipeline:
                     await _read(conn, timeout)  # a SHA1, or an error the calls sent again repeat
                 for i in lost:
                     replies[i] = await _read(conn, timeout)
+            for reply in replies:
+                if isinstance(reply, ReadOnlyError):
+                    raise reply  # a demoted primary: drop the connection (module docstring)
             return replies
 
         result: list[typing.Any] = await conn.retry.call_with_retry(
-            attempt, lambda error: conn.disconnect()
+            attempt, lambda error: _reconnect(conn)
         )
         return result
 
@@ -225,11 +253,10 @@ class AutoPipeline:
             conn = self._idle.pop() if self._idle else await self._connect()
             try:
                 replies = await self._exchange(conn, [item[:3] for item in batch])
-            finally:
-                if self._closed:
-                    await self._release(conn)
-                else:
-                    self._idle.append(conn)
+            except BaseException:
+                await self._drop(conn)
+                raise
+            await self._keep(conn)
         except BaseException as exc:
             for *_, future in batch:
                 if future.done():
@@ -251,6 +278,13 @@ class AutoPipeline:
         finally:
             self._in_flight -= 1
             self._kick()
+
+
+async def _reconnect(conn: typing.Any) -> None:
+    """Before a retry: drop ``conn`` and connect it again with its own ``connect()``
+    (a Sentinel-managed connection asks the sentinels where the primary is now)."""
+    await conn.disconnect()
+    await conn.connect()
 
 
 async def _one(

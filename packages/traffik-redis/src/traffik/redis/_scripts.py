@@ -9,6 +9,7 @@ retried, as redis-py's ``register_script`` would, without its wrapper per call.
 from __future__ import annotations
 
 import hashlib
+import re
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -110,6 +111,19 @@ class LuaScript:
         source = _source(name).encode("utf-8")
         sha = hashlib.sha1(source).hexdigest()
         return cls(name, source, sha, sha.encode("ascii"))
+
+
+_CALL = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")
+
+
+def script_calls(sha: str) -> tuple[str, list[str]] | None:
+    """The name of traffik's script ``sha`` and the commands it calls; None if not ours."""
+    for name in _ALL_SCRIPTS:
+        script = LuaScript.named(name)
+        if script.sha == sha:
+            calls = {command.upper() for command in _CALL.findall(script.source.decode())}
+            return name, sorted(calls)
+    return None
 
 
 class ScriptSet:

@@ -13,9 +13,11 @@ from traffik.exceptions import (
     BackendError,
     ConfigurationError,
 )
+from traffik.leases import LeaseGrant
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
+from traffik.redis._leases import LEASE_SCRIPTS, grant_of, run_lease
 from traffik.redis._pipeline import AutoPipeline
 from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
@@ -28,6 +30,7 @@ from traffik.redis._scripts import (
     run_script,
     to_decision,
 )
+from traffik.redis._sentinel import is_sentinel_url
 from traffik.redis.lock import DEFAULT_LOCK_TIMEOUT, AsyncRedisLock
 from traffik.strategies import UNLIMITED_DECISION, check_cost, decode_state
 from traffik.types import HTTPConnectionT
@@ -50,9 +53,13 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     ``RedisBackend(connection, namespace, persistent=True)`` as in the traffik
     1.0.0b2 API reference; every other parameter is keyword-only.
 
-    ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``),
+    ``connection`` is a URL (``redis://host:port/db``, ``rediss://``, ``unix://``, or
+    ``redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db]``),
     a ``redis.asyncio.Redis`` or ``RedisCluster``, or a zero-argument factory (sync
-    or async) returning one. Clients built from a URL or a factory are closed by
+    or async) returning one. With a Sentinel URL the client follows the primary
+    Sentinel names; the URL's user and password go to the Redis servers and to the
+    sentinels, and ``sentinel_kwargs`` (a mapping) adds or replaces options of the
+    connections to the sentinels only (``{"password": ...}`` when they have their own). Clients built from a URL or a factory are closed by
     :meth:`close`; a client instance you pass in is yours to close. With
     ``cluster=True`` a URL names any node of a Redis Cluster.
 
@@ -82,6 +89,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         distributed_locks=True,
         negative_counters=True,
         server_clock=True,
+        leases=True,
     )
 
     def __init__(
@@ -101,6 +109,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         auto_pipeline: bool = True,
         clock: Clock | None = None,
         failure_policy: FailurePolicy | typing.Literal["default"] | None = "default",
+        sentinel_kwargs: typing.Mapping[str, typing.Any] | None = None,
     ) -> None:
         super().__init__(
             None,
@@ -137,6 +146,13 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self._where = "the Redis server"
         if isinstance(connection, str):
             self._where = validate_url(connection)
+        if sentinel_kwargs is not None and not (
+            isinstance(connection, str) and is_sentinel_url(connection)
+        ):
+            raise ConfigurationError(
+                "sentinel_kwargs applies to a redis+sentinel:// URL only; with a client or a "
+                "factory, pass the options to redis.asyncio.sentinel.Sentinel yourself."
+            )
         elif connection is None:
             raise ConfigurationError(
                 "RedisBackend needs a connection: a URL such as 'redis://localhost:6379/0', a "
@@ -149,6 +165,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             pool_timeout=float(pool_timeout),
             connect_timeout=float(connect_timeout),
             socket_timeout=float(socket_timeout),
+            sentinel_kwargs=None if sentinel_kwargs is None else dict(sentinel_kwargs),
         )
         self.lock_timeout = float(lock_timeout)
         self._server_clock = clock is None
@@ -234,7 +251,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
     async def _discard(opened: Opened | None) -> None:
         if opened is not None and opened.owned:
             try:
-                await opened.client.aclose()
+                await opened.aclose()
             except Exception:  # the connection is being dropped anyway
                 pass
 
@@ -248,7 +265,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
                 await pipeline.aclose()  # its connections go back to the pool first
         finally:
             if opened is not None and opened.owned:
-                await opened.client.aclose()
+                await opened.aclose()
 
     async def reset(self) -> None:
         """Delete every key of the namespace: SCAN on every master, UNLINK in batches."""
@@ -390,6 +407,42 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             async with opened.gate:
                 now, raw = await run_script(opened.client, script, skey, args)
         return strategy.peek(decode_state(raw), int(now), rate)
+
+    # -- leases (traffik.leases): one script per operation, see _leases.py ---------
+
+    def lease_key(self, key: str) -> str:
+        """``namespace:{key}:lease``: one hash slot per throttle key."""
+        return tagged_key(self.namespace, key, "lease")
+
+    def _lease_now(self, now_ms: int | None) -> int | str:
+        if now_ms is None:
+            return "" if self._server_clock else self.clock()
+        return now_ms
+
+    async def _lease(self, op: str, key: str, args: tuple[int | str, ...]) -> typing.Any:
+        # As decide does: the auto-pipeline when there is one, else EVALSHA (gated).
+        pipeline = self._pipeline
+        if pipeline is not None:
+            return await pipeline.call(LEASE_SCRIPTS[op], self.lease_key(key), pack_args(args))
+        opened, _ = self._ready()
+        if opened.gate is None:
+            return await run_lease(opened.client, op, self.lease_key(key), args)
+        async with opened.gate:
+            return await run_lease(opened.client, op, self.lease_key(key), args)
+
+    async def take_lease(
+        self, key: str, holder: str, limit: int, lease_ms: int, *, now_ms: int | None = None
+    ) -> LeaseGrant:
+        args = (holder, limit, lease_ms, self._lease_now(now_ms))
+        return grant_of(await self._lease("take", key, args))
+
+    async def renew_lease(
+        self, key: str, holder: str, lease_ms: int, *, now_ms: int | None = None
+    ) -> bool:
+        return bool(await self._lease("renew", key, (holder, lease_ms, self._lease_now(now_ms))))
+
+    async def release_lease(self, key: str, holder: str, *, now_ms: int | None = None) -> bool:
+        return bool(await self._lease("release", key, (holder, self._lease_now(now_ms))))
 
 
 def _text(value: typing.Any) -> str | None:

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.headers import write_recorded_fields
+from traffik.starlette._lifecycle import call_with_lifecycle
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception
 from traffik.throttles import BaseThrottle
 from traffik.utils import is_async_callable
@@ -74,10 +75,18 @@ def throttled(
         if not callable(endpoint):
             raise TypeError(f"throttled(...) decorates an endpoint function, got {endpoint!r}.")
         is_async = is_async_callable(endpoint)
+        lifecycle = any(t.needs_lifecycle for t in throttles)
 
         @functools.wraps(endpoint)
         async def wrapper(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
             connection = _find_connection(args, kwargs)
+            if lifecycle:
+                return await call_with_lifecycle(lambda: run(connection, args, kwargs), connection)
+            return await run(connection, args, kwargs)
+
+        async def run(
+            connection: HTTPConnection, args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]
+        ) -> typing.Any:
             if isinstance(connection, WebSocket):
                 try:
                     for throttle in throttles:

@@ -9,6 +9,7 @@ from starlette.websockets import WebSocket
 from traffik.backends.base import initialize_by_policy, throttle_backend_ctx
 from traffik.checks import check_backends
 from traffik.keys import ROUTE_KEY_SCOPE
+from traffik.lifecycle import observe
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception, rate_limit_sender
 from traffik.starlette.throttle import MiddlewareThrottle
 from traffik.throttles import BaseThrottle
@@ -103,8 +104,17 @@ class ThrottleMiddleware:
         if websocket == "throttle":
             self._by_type["websocket"] = tuple(t for t in throttles if t.applies_to("websocket"))
         self._initialized = backend is None
+        # Throttles acting on the response lifecycle (traffik.lifecycle) need the
+        # connection observed from here; others pay nothing for it.
+        self._observe = any(t.throttle.needs_lifecycle for t in throttles)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._observe:
+            await observe(self._handle, scope, receive, send)
+        else:
+            await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Per request: one state dict, one cheap send wrapper (headers=True), the rules
         # checked on the scope, one Request/WebSocket only when a rule matches, and
         # each matching throttle called directly (its area named on the scope).
