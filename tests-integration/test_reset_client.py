@@ -28,6 +28,8 @@ from traffik.strategies import BUILTIN_STRATEGIES, Strategy
 from traffik.throttles import HTTPThrottle, WebSocketThrottle
 
 Backend = ThrottleBackend[typing.Any, typing.Any]
+#: The in-memory backends' clock: fixed, so no window ever rolls over in a test.
+NOW = 1_699_999_980_000
 
 BACKENDS = [
     "memory",
@@ -67,7 +69,7 @@ def request(client: str, item: int = 1) -> Request:
 def make_backend(kind: str, request: pytest.FixtureRequest, namespace: str = "") -> Backend:
     namespace = namespace or f"reset-{uuid.uuid4().hex[:8]}"
     if kind == "memory":
-        return InMemoryBackend(namespace=namespace)
+        return InMemoryBackend(namespace=namespace, clock=lambda: NOW)
     if kind == "redis":
         return RedisBackend(request.getfixturevalue("redis_url"), namespace=namespace)
     if kind == "cluster":
@@ -96,8 +98,9 @@ async def test_an_operator_reads_and_resets_one_client(
 ) -> None:
     backend = make_backend(kind, request)
     async with backend(persistent=False):
-        # Per hour: a window boundary is (almost) never crossed while the test runs.
-        throttle = HTTPThrottle("orders", "2/h", strategy=strategy, backend=backend)
+        # Per day: a window boundary (midnight UTC, by the servers' clocks) is
+        # practically never crossed while the test runs.
+        throttle = HTTPThrottle("orders", "2/d", strategy=strategy, backend=backend)
         blocked, other = "203.0.113.7", "198.51.100.20"
         assert [await admitted(throttle, blocked, n) for n in (1, 2, 3)] == [True, True, False]
         assert await admitted(throttle, other)
@@ -137,8 +140,8 @@ async def test_another_process_unblocks_the_client_within_a_second(
         assert guard is not None
         now = [0]
         guard.cache = BlockCache(100, clock=lambda: now[0])
-        theirs = HTTPThrottle("orders", "2/h", backend=worker)
-        ours = HTTPThrottle("orders", "2/h", backend=operator)
+        theirs = HTTPThrottle("orders", "2/d", backend=worker)
+        ours = HTTPThrottle("orders", "2/d", backend=operator)
         client = "203.0.113.8"
         assert [await admitted(theirs, client, n) for n in (1, 2, 3)] == [True, True, False]
 
@@ -175,7 +178,7 @@ def test_the_block_cache_trusts_a_refusal_for_one_second_and_keeps_its_retry_aft
 
 @pytest.mark.asyncio
 async def test_keys_match_the_request_path_for_ipv6_websockets_and_context_keys() -> None:
-    backend = InMemoryBackend(namespace="keys")
+    backend = InMemoryBackend(namespace="keys", clock=lambda: NOW)
     async with backend(persistent=False):
         throttle = HTTPThrottle("v6", "1/h", backend=backend)
         # The default identifier keys IPv6 clients by /64: any address of it finds them.
@@ -228,7 +231,7 @@ def test_a_middleware_rule_reads_and_resets_its_area() -> None:
 
     from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware
 
-    backend = InMemoryBackend(namespace="area")
+    backend = InMemoryBackend(namespace="area", clock=lambda: NOW)
     area = MiddlewareThrottle(HTTPThrottle("area", "2/h"), prefix="/items/")
     per_path = MiddlewareThrottle(HTTPThrottle("paths", "3/h"), prefix="/items/", per_path=True)
     app = Starlette(
