@@ -117,7 +117,7 @@ def request(client: str = "203.0.113.9") -> Request:
 
 @pytest.mark.asyncio
 async def test_decisions_are_counted_by_throttle_outcome_and_backend(reader: Reader) -> None:
-    backend = InMemoryBackend(namespace="metrics")
+    backend = InMemoryBackend(namespace="metrics", clock=lambda: 1_699_999_980_000)
     await backend.initialize()
     throttle = HTTPThrottle("search", "2/m", backend=backend)
     for _ in range(2):
