@@ -255,3 +255,13 @@ def test_a_middleware_rule_reads_and_resets_its_area() -> None:
         assert client.get("/items/4").status_code == 200
     with pytest.raises(ValueError, match="per_path=True"):
         asyncio.run(per_path.reset_client("testclient", backend=backend))
+
+
+@pytest.mark.asyncio
+async def test_a_concurrency_throttle_has_no_quota_to_reset() -> None:
+    from traffik.concurrency import ConcurrencyThrottle
+
+    slots = ConcurrencyThrottle("slots", 2)
+    backend = InMemoryBackend(namespace="slots")
+    with pytest.raises(ConfigurationError, match="holds slots for requests in flight"):
+        await slots.reset_client("10.0.0.1", "/x", backend=backend)

@@ -30,6 +30,12 @@ def operator_backend(
 ) -> ThrottleBackend[typing.Any, typing.Any]:
     """The backend to read or reset on: ``backend``, else the throttle's (its own or
     the active context's), else ``app``'s."""
+    if throttle.needs_lifecycle:
+        raise ConfigurationError(
+            f"Throttle {throttle.uid!r} holds slots for requests in flight, not a quota: "
+            f"its slots free when those requests end (or their leases expire), so there is "
+            f"nothing to read or reset here."
+        )
     found = backend or throttle.backend or (get_throttle_backend(app) if app else None)
     if found is None:
         raise ConfigurationError(
