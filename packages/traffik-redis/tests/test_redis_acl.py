@@ -14,7 +14,9 @@ import pytest
 from traffik.exceptions import BackendError
 from traffik.rates import Rate
 from traffik.redis import RedisBackend
+from traffik.redis import _scripts as redis_scripts
 from traffik.redis._errors import ACL_COMMANDS
+from traffik.redis._scripts import _CALL
 from traffik.strategies import FixedWindowStrategy
 from traffik.testing import BackendConformance
 from traffik.testing.servers import RedisServer
@@ -117,3 +119,15 @@ async def test_a_user_limited_to_another_namespace_is_told_about_the_keys(
     assert "lacks a permission traffik needs" in message
     assert "key" in message.lower()
     assert f"~<namespace>:* {ACL_COMMANDS}" in message
+
+
+def test_the_documented_acl_covers_every_command_the_scripts_call() -> None:
+    # Every Lua file the backend ships (decisions, peeks, leases, adjustments): a
+    # script that calls a command the ACL lacks fails only for least-privilege users.
+    scripts = Path(redis_scripts.__file__).parent / "scripts"
+    called = set()
+    for path in scripts.glob("*.lua"):
+        called |= {c.lower() for c in _CALL.findall(path.read_text(encoding="utf-8"))}
+    granted = {part.lstrip("+") for part in ACL_COMMANDS.split()}
+    assert called, "no script found"
+    assert called <= granted, f"the ACL lacks {sorted(called - granted)}"

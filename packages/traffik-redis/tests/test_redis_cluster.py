@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import given
@@ -101,3 +103,68 @@ async def test_primitives_across_slots(redis_cluster: RedisClusterServer) -> Non
         assert 1000 < ttl <= 30_000, "a later increment_with_ttl changed the TTL"
         async with await backend.lock("lock:x"):
             pass
+
+
+def _node_id(cluster: RedisClusterServer, name: str) -> str:
+    host, port = name.rsplit(":", 1)
+    raw = cluster.server(host, int(port)).command("CLUSTER", "MYID")
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _on(cluster: RedisClusterServer, name: str, *command: str) -> object:
+    host, port = name.rsplit(":", 1)
+    return cluster.server(host, int(port)).command(*command)
+
+
+@pytest.mark.cluster
+@pytest.mark.asyncio
+async def test_a_moved_slot_is_followed_and_the_map_learns_it(
+    make_redis_cluster: typing.Callable[..., RedisClusterServer],
+) -> None:
+    # The slot of a fresh key is given to another master behind the backend's back:
+    # the old master answers MOVED, the call goes to the new one, and so do the next.
+    cluster = make_redis_cluster(replicas_per_master=0)
+    strategy, rate = BUILTIN_STRATEGIES[0], Rate(limit=5, hours=1)
+    backend = RedisBackend(cluster.url, namespace="moved", cluster=True, persistent=False)
+    async with backend():
+        key = "client-1"
+        slot = key_slot(backend.state_key(key, strategy).encode())
+        old = backend.failure_domain(key)
+        new = next(f"{h}:{p}" for h, p in cluster.masters() if f"{h}:{p}" != old)
+        assert isinstance(old, str)
+        new_id = _node_id(cluster, new)
+        for host, port in cluster.masters():  # the new owner first, as redis-cli does
+            for name in sorted({new, f"{host}:{port}"}, key=lambda n: n != new):
+                _on(cluster, name, "CLUSTER", "SETSLOT", str(slot), "NODE", new_id)
+        got = [await backend.decide(key, strategy, rate) for _ in range(3)]
+        assert [d.remaining for d in got] == [4, 3, 2]
+        assert backend.failure_domain(key) == new
+        assert _on(cluster, new, "EXISTS", backend.state_key(key, strategy)) == 1
+
+
+@pytest.mark.cluster
+@pytest.mark.asyncio
+async def test_a_slot_being_migrated_is_asked_of_the_importing_master(
+    make_redis_cluster: typing.Callable[..., RedisClusterServer],
+) -> None:
+    # MIGRATING on the owner, IMPORTING on the target: the owner answers ASK for a key
+    # it does not hold, and the call runs on the target after ASKING. The slot map
+    # does not change (the migration may still be rolled back).
+    cluster = make_redis_cluster(replicas_per_master=0)
+    strategy, rate = BUILTIN_STRATEGIES[0], Rate(limit=5, hours=1)
+    backend = RedisBackend(cluster.url, namespace="asked", cluster=True, persistent=False)
+    async with backend():
+        key = "client-2"
+        skey = backend.state_key(key, strategy)
+        slot = str(key_slot(skey.encode()))
+        owner = backend.failure_domain(key)
+        assert isinstance(owner, str)
+        target = next(f"{h}:{p}" for h, p in cluster.masters() if f"{h}:{p}" != owner)
+        _on(cluster, target, "CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(cluster, owner))
+        _on(cluster, owner, "CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(cluster, target))
+        got = [await backend.decide(key, strategy, rate) for _ in range(3)]
+        assert [d.remaining for d in got] == [4, 3, 2]
+        assert (await backend.peek(key, strategy, rate)).remaining == 1  # one more: 1 left
+        assert backend.failure_domain(key) == owner
+        assert _on(cluster, target, "CLUSTER", "COUNTKEYSINSLOT", slot) == 1
+        assert _on(cluster, owner, "CLUSTER", "COUNTKEYSINSLOT", slot) == 0

@@ -7,7 +7,10 @@ import typing
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from traffik.exceptions import BackendConnectionError
 from traffik.rates import Rate
 from traffik.redis import RedisBackend
 from traffik.strategies import FixedWindowStrategy, GCRAStrategy
@@ -117,3 +120,66 @@ async def test_a_decision_plan_is_kept_per_strategy_rate_and_cost(
             ).remaining == rate.limit - 1
         for rate in rates[:5]:
             assert (await backend.decide(f"r{rate.limit}", strategy, rate)).limit == rate.limit
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("concurrent", [1, 20], ids=["alone", "batch"])
+async def test_a_reply_timeout_drops_the_connection_and_no_stray_reply_is_read(
+    make_redis_server: typing.Callable[..., RedisServer], concurrent: int
+) -> None:
+    # Writes paused past socket_timeout: the calls fail with a timeout (never a None
+    # taken for a reply), their connection is dropped, and the replies the server still
+    # owes are never read as the answers of later calls.
+    server = make_redis_server()
+    strategy, rate = FixedWindowStrategy(), Rate(limit=100, hours=1)
+    backend = RedisBackend(server.url, namespace="late", socket_timeout=0.2, persistent=False)
+    async with backend():
+        assert (await backend.decide("k", strategy, rate)).remaining == 99
+        with server.writes_paused():
+            results = await asyncio.gather(
+                *(backend.decide("k", strategy, rate) for _ in range(concurrent)),
+                return_exceptions=True,
+            )
+        assert all(isinstance(r, BackendConnectionError) for r in results), results
+        assert all("socket_timeout" in str(r) for r in results), results
+        # The paused calls ran when the pause ended (the server got them): each later
+        # decision reads its own reply, in order.
+        got = [(await backend.decide("k", strategy, rate)).remaining for _ in range(3)]
+        first = got[0]
+        assert got == [first, first - 1, first - 2]
+        assert (await backend.peek("k", strategy, rate)).remaining == first - 3
+
+
+class _CountingPool(aioredis.BlockingConnectionPool):
+    """A real pool that counts the connections handed out (for the lanes' checkouts)."""
+
+    taken = 0
+
+    async def get_connection(self, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        self.taken += 1
+        return await super().get_connection(*args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_a_lane_drops_a_broken_connection_and_takes_one_afresh_from_the_pool(
+    redis_server: RedisServer,
+) -> None:
+    # The server closes the lane's connection: the next decision fails on it, gives it
+    # back to the pool and runs again on a connection the pool hands out (so a Sentinel
+    # pool could send it to a new primary), not on the old one reconnected in place.
+    pool = _CountingPool.from_url(redis_server.url, max_connections=4, retry=Retry(NoBackoff(), 1))
+    client = aioredis.Redis.from_pool(pool)
+    strategy, rate = FixedWindowStrategy(), Rate(limit=10, hours=1)
+    try:
+        async with RedisBackend(client, namespace="afresh", persistent=False)() as backend:
+            assert (await backend.decide("k", strategy, rate)).remaining == 9
+            taken = pool.taken  # initialize's commands, and the lane's connection
+            assert (await backend.decide("k", strategy, rate)).remaining == 8
+            assert pool.taken == taken  # the lane keeps its connection while it works
+            redis_server.command("CLIENT", "KILL", "TYPE", "normal")
+            assert (await backend.decide("k", strategy, rate)).remaining == 7
+            assert pool.taken == taken + 1
+            assert (await backend.decide("k", strategy, rate)).remaining == 6
+            assert pool.taken == taken + 1
+    finally:
+        await client.aclose()

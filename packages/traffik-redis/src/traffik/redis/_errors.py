@@ -43,7 +43,7 @@ S = typing.TypeVar("S", bound=_Gated)
 #: (the scripts' inner calls included); a user needs them on the keys ~<namespace>:*.
 ACL_COMMANDS = (
     "+ping +evalsha +script|load +time +get +set +del +unlink +exists +incrby +decrby "
-    "+pexpire +mget +scan"
+    "+pexpire +mget +scan +zadd +zcard +zrange +zrem +zremrangebyscore +zscore"
 )
 ACL_DOCS = "the ACL in the docs ('Running Redis in production')"
 

@@ -14,6 +14,7 @@ from traffik.exceptions import (
     ConfigurationError,
 )
 from traffik.leases import LeaseGrant
+from traffik.redis._cluster import ClusterRouter
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
 from traffik.redis._keys import escape_tag, tagged_key
@@ -172,7 +173,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self.auto_pipeline = auto_pipeline
         self._opened: Opened | None = None
         self._scripts: ScriptSet | None = None
-        self._pipeline: AutoPipeline | None = None
+        # The decision path: lanes to a single Redis, or a router to each master.
+        self._pipeline: AutoPipeline | ClusterRouter | None = None
         # By (id(strategy), id(rate), cost); a plan holds both objects, so their ids
         # cannot be reused while it is kept.
         self._plans: dict[tuple[int, int, int], DecisionPlan] = {}
@@ -223,20 +225,28 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             return
         timeout = self._settings.connect_timeout + self._settings.socket_timeout
         opened: Opened | None = None
+        pipeline: AutoPipeline | ClusterRouter | None = None
         try:
             opened = await asyncio.wait_for(open_client(self._source, self._settings), timeout)
             self._where = opened.where
             scripts = ScriptSet()
             await asyncio.wait_for(self._prepare(opened.client, scripts), timeout)
+            if not self.auto_pipeline:
+                pass
+            elif isinstance(opened.client, RedisCluster):
+                router = ClusterRouter.open(opened.client, self._settings.pool_timeout)
+                pipeline = await asyncio.wait_for(router, timeout)
+            else:
+                pipeline = AutoPipeline.for_client(opened.client, opened.gate)
         except BaseException:
             await self._discard(opened)
             raise
         if self._opened is not None:  # another task initialised meanwhile
+            if isinstance(pipeline, ClusterRouter):
+                await pipeline.aclose()
             await self._discard(opened)
             return
-        self._opened, self._scripts = opened, scripts
-        if self.auto_pipeline and not isinstance(opened.client, RedisCluster):
-            self._pipeline = AutoPipeline.for_client(opened.client, opened.gate)
+        self._opened, self._scripts, self._pipeline = opened, scripts, pipeline
         self.connection = opened.client
 
     @staticmethod
@@ -262,7 +272,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         self.connection = None
         try:
             if pipeline is not None:
-                await pipeline.aclose()  # its connections go back to the pool first
+                await pipeline.aclose()  # its connections go back to the pool(s) first
         finally:
             if opened is not None and opened.owned:
                 await opened.aclose()
@@ -334,6 +344,9 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         dies opens its circuit only: the keys of the other masters keep their exact
         decisions, and after a failover the slot's new master starts closed.
         """
+        pipeline = self._pipeline
+        if isinstance(pipeline, ClusterRouter):
+            return pipeline.domain(pipeline.encode(tagged_key(self.namespace, key, "")))
         client = self.connection
         if not isinstance(client, RedisCluster):
             return None
@@ -358,8 +371,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             plan = self._plans.get((id(strategy), id(rate), cost))
             if plan is not None:
                 # The strategy, rate and cost were checked when the plan was made.
-                skey = f"{self.namespace}:{{{escape_tag(key)}}}:{plan.suffix}"
-                return to_decision(await pipeline.call(plan.script, skey, plan.args))
+                raw = pipeline.encode(f"{self.namespace}:{{{escape_tag(key)}}}:{plan.suffix}")
+                return to_decision(await pipeline.call(plan.script, raw, plan.args))
         name = SCRIPT_OF.get(type(strategy))
         if name is None:
             return await super().decide(key, strategy, rate, cost, now_ms=now_ms)
@@ -377,7 +390,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             packed = pack_args(args)
             if now_ms is None:  # the server's clock: the same ARGV every time
                 keep_plan(self._plans, DecisionPlan(strategy, rate, script, suffix, packed), cost)
-            reply = await pipeline.call(script, skey, packed)
+            reply = await pipeline.call(script, pipeline.encode(skey), packed)
         elif opened.gate is None:
             reply = await run_script(opened.client, script, skey, args)
         else:
@@ -400,7 +413,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         args = ("" if now_ms is None else now_ms,)
         pipeline, script = self._pipeline, scripts["peek"]
         if pipeline is not None:
-            now, raw = await pipeline.call(script, skey, pack_args(args))
+            now, raw = await pipeline.call(script, pipeline.encode(skey), pack_args(args))
         elif opened.gate is None:
             now, raw = await run_script(opened.client, script, skey, args)
         else:
@@ -423,7 +436,8 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         # As decide does: the auto-pipeline when there is one, else EVALSHA (gated).
         pipeline = self._pipeline
         if pipeline is not None:
-            return await pipeline.call(LEASE_SCRIPTS[op], self.lease_key(key), pack_args(args))
+            lease_key = pipeline.encode(self.lease_key(key))
+            return await pipeline.call(LEASE_SCRIPTS[op], lease_key, pack_args(args))
         opened, _ = self._ready()
         if opened.gate is None:
             return await run_lease(opened.client, op, self.lease_key(key), args)
