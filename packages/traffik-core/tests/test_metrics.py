@@ -302,3 +302,35 @@ def test_instrument_names_the_extra_when_opentelemetry_is_missing(
     with pytest.raises(ImportError, match=r"traffik-core\[opentelemetry\]"):
         metrics.instrument()
     assert not metrics.is_instrumented()
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_a_real_redis_backend_reports_its_call_durations_and_circuit(
+    reader: Reader, redis_url: str
+) -> None:
+    from traffik.redis import RedisBackend
+
+    backend = RedisBackend(redis_url, namespace="metrics-redis", persistent=False)
+    async with backend():
+        throttle = HTTPThrottle("redis", "100/d", backend=backend)
+        for _ in range(3):
+            await throttle(request())
+        durations = reader.read()["traffik.backend.call.duration"]
+        ok = [
+            point
+            for point in durations.data.data_points
+            if dict(point.attributes) == {"traffik.backend": repr(backend)}
+        ]
+        assert len(ok) == 1
+        assert ok[0].count == 3
+        assert 0 < ok[0].sum < 3
+        where = ("traffik.backend", repr(backend))
+        domain = ("traffik.failure_domain", "default")
+        assert reader.points("traffik.circuit.state", backend) == {
+            tuple(sorted([where, domain, ("traffik.circuit.state", s)])): int(s == "closed")
+            for s in ("closed", "half_open", "open")
+        }
+        assert reader.points("traffik.decisions") == {
+            decision_attrs("redis", "admitted", backend): 3
+        }
