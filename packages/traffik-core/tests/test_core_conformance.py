@@ -51,6 +51,11 @@ class TestDocumentedDictBackendConformance(BackendConformance):
 #: The kit's test names are public API: add to this list, never rename or remove
 #: (outside a major release), since subclasses refer to them.
 PUBLIC_TEST_NAMES = [
+    "test_adjust_matches_the_reference",
+    "test_adjust_matches_the_reference_across_instances",
+    "test_adjust_refunds_exactly_across_instances",
+    "test_adjust_refunds_exactly_under_concurrency",
+    "test_adjust_rejects_a_delta_that_is_not_an_int",
     "test_awkward_keys_round_trip",
     "test_capabilities_do_not_widen_the_backend_declaration",
     "test_clear_clears_only_its_namespace",
@@ -59,6 +64,7 @@ PUBLIC_TEST_NAMES = [
     "test_concurrent_increment_with_ttl_is_exact",
     "test_concurrent_increments_across_instances_are_exact",
     "test_concurrent_increments_are_exact",
+    "test_custom_strategies_cannot_be_adjusted",
     "test_decide_admits_exactly_the_quota_across_instances",
     "test_decide_admits_exactly_the_quota_under_concurrency",
     "test_decide_matches_the_reference",
@@ -69,6 +75,7 @@ PUBLIC_TEST_NAMES = [
     "test_delete_returns_whether_the_key_existed",
     "test_expire_missing_key_returns_false",
     "test_expire_sets_a_ttl_on_an_existing_key",
+    "test_extra_charge_is_never_refused_and_puts_the_key_in_debt",
     "test_get_missing_key_returns_none",
     "test_increment_adds_and_returns_the_new_value",
     "test_increment_keeps_the_ttl",
@@ -98,6 +105,7 @@ PUBLIC_TEST_NAMES = [
     "test_multi_get_returns_values_in_order",
     "test_multi_get_without_keys_returns_an_empty_list",
     "test_peek_charges_nothing",
+    "test_refund_never_leaves_more_than_the_full_quota",
     "test_reset_clears_decision_state",
     "test_reset_clears_only_its_namespace",
     "test_reset_spares_another_namespace_on_the_same_server",

@@ -6,11 +6,12 @@ import typing
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from traffik.exceptions import BackendConnectionError
 from traffik.rates import Rate
 from traffik.redis import RedisBackend
-from traffik.redis._errors import ACL_COMMANDS
+from traffik.redis._errors import ACL_COMMANDS, backend_error
 from traffik.strategies import FixedWindowStrategy
 from traffik.testing.servers import RedisClusterServer, RedisServer, TLSFiles
 
@@ -152,3 +153,13 @@ async def test_redis_cluster_over_tls_with_a_least_privilege_user(redis_tls: TLS
             assert [(await backend.decide(k, strategy, rate)).allowed for k in keys] == [True] * 12
             assert not any([(await backend.decide(k, strategy, rate)).allowed for k in keys])
             await backend.reset()
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_a_reset_during_the_handshake_is_explained_as_tls_only_on_tls(tls: bool) -> None:
+    # Under TLS 1.3 the server checks the client certificate after the client's side
+    # of the handshake: its reset can reach the client before its alert does.
+    error = RedisConnectionError("Error while reading from x:1 : (104, 'Connection reset by peer')")
+    message = str(backend_error("x:1", "initialize", error, tls=tls))
+    assert ("ssl_certfile" in message) is tls
+    assert ("running and reachable" in message) is not tls

@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING:
     from traffik.decisions import Decision
 
 __all__ = [
+    "ADJUSTMENT_DROPPED",
     "ALLOWED",
     "BACKEND_ERROR",
     "CIRCUIT_CLOSED",
@@ -63,6 +64,7 @@ EventKind = typing.Literal[
     "circuit_open",
     "circuit_half_open",
     "circuit_closed",
+    "adjustment_dropped",
     "slot_taken",
     "slot_refused",
     "slot_expired",
@@ -84,6 +86,11 @@ LOCAL_BLOCK: EventKind = "local_block"
 #: This process, not the backend, was behind (in-flight queue full, or a call late while
 #: the server answered others): the request was refused without counting as a failure.
 OVERLOAD: EventKind = "overload"
+#: A refund or an extra charge (``throttle.refund``, ``charge_when``, a reservation's
+#: ``settle``) did not reach the backend (it failed, was too slow, or its circuit is
+#: open) and was dropped; ``detail`` says what was lost, ``error`` why. With the
+#: ``"fallback"`` action it was applied to the fallback backend instead (``detail`` says so).
+ADJUSTMENT_DROPPED: EventKind = "adjustment_dropped"
 #: The circuit breaker opened: the backend is skipped until a probe succeeds.
 CIRCUIT_OPEN: EventKind = "circuit_open"
 #: The circuit breaker lets one probe call through.

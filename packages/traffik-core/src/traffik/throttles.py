@@ -42,10 +42,19 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from traffik._charges import RESPONSE_STATE_KEY, monotonic_ms, remember_charge
 from traffik._keys import memo_identity_part, route_part
 from traffik._lifecycle_depends import with_lifecycle_parameter
 from traffik._plan import PLANNED, ThrottlePlan
 from traffik.backends._context import get_throttle_backend, throttle_backend_ctx
+from traffik.charging import (
+    ChargeWhen,
+    Reservation,
+    charge_by_status,
+    check_charge_when,
+    refund,
+    reserve,
+)
 from traffik.decisions import NEVER, Decision
 from traffik.exceptions import AnonymousConnection, ConfigurationError
 from traffik.failures import OnError, check_on_error, decide_with_policy
@@ -67,6 +76,7 @@ from traffik.types import UNLIMITED, HTTPConnectionT, Identifier, StrategyStat, 
 
 if typing.TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.decisions import Decision
 
 __all__ = ["BaseThrottle", "HTTPThrottle", "ThrottleStrategy", "WebSocketThrottle"]
 
@@ -136,6 +146,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             shadow.
         shadow_headers: Also send a shadow throttle's RateLimit fields (off by
             default: clients see only the enforcing throttles').
+        charge_when: ``(connection, status_code) -> bool``, sync or async, called
+            once the response status is known; False gives the request's charge
+            back (:mod:`traffik.charging`).
 
     ``identifier``, ``handle_throttled`` and ``backend`` read the throttle's own
     value, or else the active backend's (inside ``async with backend():``), as in
@@ -168,6 +181,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         key_by: str = "route",
         shadow: bool = False,
         shadow_headers: bool = False,
+        charge_when: ChargeWhen | None = None,
     ) -> None:
         if not isinstance(uid, str) or not uid:
             raise ValueError(f"uid must be a non-empty string naming the throttle, got {uid!r}.")
@@ -200,6 +214,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             strategy.decide(None, 0, rate, 1)
         if on_backend_error is not None:
             check_on_error(on_backend_error)
+        check_charge_when(charge_when, strategy)
         if key_by not in _KEY_BY:
             raise ValueError(f"key_by must be 'route' or 'path', got {key_by!r}.")
         if identifier is not None and not callable(identifier):
@@ -228,6 +243,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 raise ValueError(f"{name} must be True or False, got {flag!r}.")
         self.shadow = shadow
         self.shadow_headers = shadow_headers
+        #: ``(connection, status_code) -> bool``: False refunds the request (traffik.charging).
+        self.charge_when = charge_when
+        if charge_when is not None:
+            self.needs_lifecycle = True
         self._custom_key = type(self).get_key is not BaseThrottle.get_key
         if self._dependency_signature is not None:
             signature = self._dependency_signature
@@ -408,6 +427,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         else:
             route = plan.routes.route_key(scope, context_key)
             key = f"{plan.prefix}{route}:{memo_identity_part(identity)}"
+        # Taken before the decision: a refund's age then errs long (traffik._charges).
+        started = monotonic_ms()
         # Built-in and custom strategies take the same failure path (traffik.failures).
         shadow = plan.shadow or backend.shadow
         decision = await decide_with_policy(
@@ -428,7 +449,13 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             # second"). r still counts the units available now (up to the burst).
             decision = decision._replace(limit=plan.limit)
         if shadow and not plan.shadow_headers:
-            return None  # charged and reported; clients see nothing of it
+            # Charged and reported (decide_with_policy); nothing recorded, so clients
+            # see none of its fields, and None: nothing refuses.
+            if decision.allowed:
+                if scope.get("state") is None:
+                    scope["state"] = {}
+                self._charged(connection, scope["state"], uid, backend, key, cost, started)
+            return None
         # The record (headers.record_in_state, inlined: one call less per request).
         state = scope.get("state")
         if state is None:
@@ -441,9 +468,26 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
                 decisions[uid] = decision
         if plan.legacy:
             scope["state"][LEGACY_STATE_KEY] = True
-        if shadow and not decision.allowed:
+        if decision.allowed:
+            self._charged(connection, scope["state"], uid, backend, key, cost, started)
+        elif shadow:
             return decision._replace(allowed=True)  # recorded as it is; never refused
         return decision
+
+    def _charged(
+        self,
+        connection: HTTPConnectionT,
+        state: dict[str, typing.Any],
+        uid: str,
+        backend: ThrottleBackend[typing.Any, typing.Any],
+        key: str,
+        cost: int,
+        started: int,
+    ) -> None:
+        # What a refund gives back to (traffik.charging), and charge_when's refund.
+        remember_charge(state, uid, backend, key, cost, started)
+        if self.charge_when is not None:
+            charge_by_status(self, connection, self.charge_when)
 
     async def _refuse(
         self,
@@ -487,7 +531,9 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             return connection
         if decision.allowed:
             if response is not None:
-                write_recorded_fields(connection.scope["state"], response)
+                state = connection.scope["state"]
+                state[RESPONSE_STATE_KEY] = response  # adjustments rewrite its fields
+                write_recorded_fields(state, response)
             return connection
         await self._refuse(connection, decision, context_key, args, kwargs)
         return connection
@@ -505,6 +551,22 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         )
 
     hit = __call__
+
+    async def refund(
+        self, connection: HTTPConnectionT, cost: int = 1, *, context_key: typing.Any = None
+    ) -> Decision | None:
+        """Give ``cost`` units back to the key this throttle charged for ``connection``.
+
+        Returns the quota after the refund, or None when nothing was given back
+        (see :func:`traffik.charging.refund`). Raises ``ValueError`` for a cost that
+        is not a positive int, ``ConfigurationError`` for a custom strategy.
+        """
+        return await refund(self, connection, cost, context_key=context_key)
+
+    async def reserve(self, connection: HTTPConnectionT, cost: int) -> Reservation:
+        """Charge an estimated ``cost`` now (refused exactly like a call with that cost);
+        ``await reservation.settle(actual)`` charges or gives back the difference."""
+        return await reserve(self, connection, cost)
 
     async def stat(
         self, connection: HTTPConnectionT, context_key: typing.Any = None

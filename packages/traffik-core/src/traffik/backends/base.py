@@ -41,6 +41,7 @@ from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.leases import LeaseGrant
 from traffik.lifecycle import observe_routes
+from traffik.strategies._adjust import check_adjustment
 from traffik.strategies._base import Strategy, decode_state, encode_state
 from traffik.types import HTTPConnectionT
 
@@ -48,6 +49,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from traffik.rates import Rate
+    from traffik.strategies._base import State, Transition
     from traffik.types import AsyncLock
 
 __all__ = [
@@ -91,6 +93,7 @@ _WRAPPED = (
     "decide",
     "peek",
     "reset_key",
+    "adjust",
     "take_lease",
     "renew_lease",
     "release_lease",
@@ -388,15 +391,19 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
             state = decode_state(await self.get(skey))
             now = self.now_ms() if now_ms is None else now_ms
             step = strategy.decide(state, now, rate, cost)
-            if step.write:
-                if step.state is None:
-                    if state is not None:
-                        await self.delete(skey)
-                else:
-                    await self.set(
-                        skey, encode_state(step.state), expire=math.ceil(step.ttl_ms / 1000) or 1
-                    )
+            await self._write_step(skey, state, step)
         return step.decision
+
+    async def _write_step(self, skey: str, state: State | None, step: Transition) -> None:
+        """Store what a transition says (the generic paths of decide and adjust)."""
+        if step.write:
+            if step.state is None:
+                if state is not None:
+                    await self.delete(skey)
+            else:
+                await self.set(
+                    skey, encode_state(step.state), expire=math.ceil(step.ttl_ms / 1000) or 1
+                )
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
@@ -405,6 +412,39 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
         state = decode_state(await self.get(self.state_key(key, strategy)))
         now = self.now_ms() if now_ms is None else now_ms
         return strategy.peek(state, now, rate)
+
+    async def adjust(
+        self,
+        key: str,
+        strategy: Strategy,
+        rate: Rate,
+        delta: int,
+        *,
+        age_ms: int = 0,
+        now_ms: int | None = None,
+    ) -> Decision:
+        """Give back ``-delta`` units to throttle key ``key`` or charge ``delta`` more, atomically.
+
+        The inverse of :meth:`decide`: never refused, it may leave the key in debt
+        (a charge) and never leaves more than the full quota (a refund); see
+        :meth:`Strategy.adjust <traffik.strategies.Strategy.adjust>` for each
+        strategy's rules. ``age_ms`` is how long ago the refunded charge was made.
+        Returns a snapshot of the quota after the adjustment (``remaining``: units
+        left, ``allowed``: whether a one-unit request would be admitted now).
+        Strategies that cannot adjust (custom seed-protocol callables) raise
+        ``ConfigurationError``. This generic version holds a per-key lock around
+        read, transition and write, like the generic :meth:`decide`.
+        """
+        check_adjustment(strategy, rate, delta, age_ms)  # bad input fails before any I/O
+        skey = self.state_key(key, strategy)
+        async with await self.lock(
+            f"lock:{skey}", blocking=True, blocking_timeout=GENERIC_DECIDE_LOCK_TIMEOUT
+        ):
+            state = decode_state(await self.get(skey))
+            now = self.now_ms() if now_ms is None else now_ms
+            step = strategy.adjust(state, now, rate, delta, age_ms)
+            await self._write_step(skey, state, step)
+        return step.decision
 
     # -- leases (concurrency limits; see traffik.leases) -------------------------
 

@@ -24,6 +24,7 @@ from traffik.decisions import NEVER
 from traffik.decisions import Decision as _Decision
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.leases import LeaseGrant, release_lease, renew_lease, take_lease
+from traffik.strategies._adjust import check_adjustable_strategy
 from traffik.strategies._base import decode_state, encode_state, fast_new
 from traffik.strategies.fixed_window import FixedWindowStrategy as _FixedWindow
 from traffik.types import HTTPConnectionT
@@ -70,7 +71,7 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
     """
 
     capabilities = BackendCapabilities(injectable_clock=True, leases=True)
-    unwrapped_methods = frozenset({"decide"})
+    unwrapped_methods = frozenset({"decide", "adjust"})
 
     def __init__(
         self,
@@ -341,6 +342,39 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
                 self._drop(store, skey, entry)
             else:
                 store.move_to_end(skey)
+        return decision
+
+    async def adjust(
+        self,
+        key: str,
+        strategy: Strategy,
+        rate: Rate,
+        delta: int,
+        *,
+        age_ms: int = 0,
+        now_ms: int | None = None,
+    ) -> Decision:
+        """Give back or charge more in one synchronous step (see ``ThrottleBackend.adjust``)."""
+        check_adjustable_strategy(strategy)
+        store = self._store()
+        now = self.clock() if now_ms is None else now_ms
+        skey = f"{self.namespace}:{key}:{strategy.storage_suffix()}"
+        entry = self._live(store, skey, now)
+        state: State | None = None
+        if entry is not None:
+            value = entry[0]
+            state = value if isinstance(value, tuple) else decode_state(value)
+        new, ttl_ms, decision, write = strategy.adjust(state, now, rate, delta, age_ms)
+        if write:
+            if new is None:
+                if entry is not None:
+                    self._drop(store, skey, entry)
+            elif entry is None:
+                self._put(store, skey, new, now + ttl_ms, now)
+            else:
+                entry[0] = new
+                store.move_to_end(skey)
+                self._expire_at(skey, entry, now + ttl_ms)
         return decision
 
     async def peek(

@@ -7,12 +7,13 @@ Each built-in strategy is a frozen dataclass with a pure transition
 This module is also the strategy half of the extension API for backend authors:
 :class:`State` and its stored text (:func:`encode_state`, :func:`decode_state`),
 :class:`Transition`, :func:`check_cost`, :meth:`Strategy.check_exact`,
-:data:`UNLIMITED_DECISION` and :func:`ceil_div` are public and follow the
+:data:`UNLIMITED_DECISION`, :func:`ceil_div` and :func:`check_adjustment` are public and follow the
 compatibility policy (CONTRIBUTING.md): they change only in a major release.
 """
 
 from __future__ import annotations
 
+from traffik.strategies._adjust import DEBT_FACTOR, check_adjustment
 from traffik.strategies._arith import ceil_div
 from traffik.strategies._base import (
     UNLIMITED_DECISION,
@@ -31,6 +32,7 @@ from traffik.strategies.token_bucket import TokenBucketStrategy, TokenBucketWith
 
 __all__ = [
     "BUILTIN_STRATEGIES",
+    "DEBT_FACTOR",
     "UNLIMITED_DECISION",
     "FixedWindowStrategy",
     "GCRAStrategy",
@@ -44,6 +46,7 @@ __all__ = [
     "TokenBucketWithDebtStrategy",
     "Transition",
     "ceil_div",
+    "check_adjustment",
     "check_cost",
     "decode_state",
     "default_strategy",

@@ -37,6 +37,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "fast_new",
+    "not_adjustable",
     "special_step",
 ]
 
@@ -96,6 +97,16 @@ def special_step(rate: Rate, cost: object) -> Transition | None:
     return None
 
 
+def not_adjustable(strategy: object) -> str:
+    """The message of the error raised when ``strategy`` cannot give units back."""
+    return (
+        f"{strategy!r} cannot give units back or charge more: refunds, charge_when and "
+        f"reserve/settle need a built-in strategy (traffik.strategies) or a Strategy "
+        f"subclass that implements adjust(). Custom async (key, rate, backend, cost) "
+        f"strategies only decide."
+    )
+
+
 def encode_state(state: State) -> str:
     """The stored text of a state: decimal ints joined by commas."""
     return ",".join(map(str, state))
@@ -151,6 +162,35 @@ class Strategy(ABC):
     def peek(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
         """The decision a one-unit request would get now, without charging anything."""
         return self.decide(state, now_ms, rate, 1).decision
+
+    @property
+    def adjustable(self) -> bool:
+        """True when this strategy can give units back or charge more (:meth:`adjust`)."""
+        return type(self).adjust is not Strategy.adjust
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """The inverse of a decision: give back ``-delta`` units, or charge ``delta`` more.
+
+        A refund never leaves more than the full quota; a charge is never refused
+        and may leave the key in debt (its next requests wait). ``age_ms`` is how
+        long ago the refunded charge was made (the window strategies give back only
+        within the window charged). The transition's decision is a snapshot of the
+        quota after the adjustment (see :mod:`traffik.strategies._adjust`). Built-in
+        strategies implement it; this default raises ``ConfigurationError``.
+        """
+        raise ConfigurationError(not_adjustable(self))
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        """The quota of ``state`` now, charging nothing (``remaining``: units left).
+
+        The default derives it from :meth:`peek`; built-in strategies compute it exactly.
+        """
+        decision = self.peek(state, now_ms, rate)
+        if decision.allowed:
+            return decision._replace(remaining=decision.remaining + 1)
+        return decision
 
     def storage_suffix(self) -> str:
         """Suffix appended to a throttle key to name this strategy's state."""

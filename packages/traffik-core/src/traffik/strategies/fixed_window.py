@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
+from traffik.strategies._adjust import fw_adjust, fw_snapshot, prepare_delta
 from traffik.strategies._base import State, Strategy, Transition, fast_new, special_step
 
 __all__ = ["FixedWindowStrategy"]
@@ -49,3 +50,12 @@ class FixedWindowStrategy(Strategy):
             Decision, (False, limit, remaining, reset if used else 0, retry, window, "default")
         )
         return fast_new(Transition, (state, reset, decision, False))
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund within the window charged (``age_ms`` ago), or charge more in this one."""
+        return fw_adjust(state, now_ms, rate, prepare_delta(self, rate, delta, age_ms), age_ms)
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        return fw_snapshot(state, now_ms, rate)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
+from traffik.strategies._adjust import gcra_adjust, gcra_snapshot, prepare_delta
 from traffik.strategies._arith import ceil_div
 from traffik.strategies._base import (
     State,
@@ -75,3 +76,13 @@ class GCRAStrategy(Strategy):
         remaining = max(0, (tolerance - ahead) // window)
         decision = fast_new(Decision, (False, burst, remaining, reset, retry, window, "default"))
         return fast_new(Transition, (state, reset, decision, False))
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund by moving the TAT back (never before now), or charge more by moving it on."""
+        bounded = prepare_delta(self, rate, delta, age_ms)
+        return gcra_adjust(state, now_ms, rate, bounded, self.capacity(rate))
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        return gcra_snapshot(state, now_ms, rate, self.capacity(rate))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from traffik.rates import Rate
+from traffik.strategies._adjust import MeterAdjustments
 from traffik.strategies._base import State, Strategy, Transition, _check_positive
 from traffik.strategies._meter import meter_step
 
@@ -12,7 +13,7 @@ __all__ = ["LeakyBucketStrategy", "LeakyBucketWithQueueStrategy"]
 
 
 @dataclass(frozen=True)
-class LeakyBucketStrategy(Strategy):
+class LeakyBucketStrategy(MeterAdjustments, Strategy):
     """A bucket of ``limit`` units draining at ``limit`` per window (a leaky bucket as a meter).
 
     Admitted traffic never exceeds the rate by more than the bucket's size: a fresh
@@ -26,7 +27,7 @@ class LeakyBucketStrategy(Strategy):
 
 
 @dataclass(frozen=True)
-class LeakyBucketWithQueueStrategy(Strategy):
+class LeakyBucketWithQueueStrategy(MeterAdjustments, Strategy):
     """A leaky bucket whose queue holds ``queue_size`` units (default: the limit).
 
     Requests join the queue while it has room and drain at the rate; a request that

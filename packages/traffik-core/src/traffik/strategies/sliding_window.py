@@ -6,6 +6,13 @@ from dataclasses import dataclass
 
 from traffik.decisions import NEVER, Decision
 from traffik.rates import Rate
+from traffik.strategies._adjust import (
+    prepare_delta,
+    swc_adjust,
+    swc_snapshot,
+    swl_adjust,
+    swl_snapshot,
+)
 from traffik.strategies._base import State, Strategy, Transition, fast_new, special_step
 
 __all__ = ["SlidingWindowCounterStrategy", "SlidingWindowLogStrategy"]
@@ -66,6 +73,15 @@ class SlidingWindowLogStrategy(Strategy):
         )
         return fast_new(Transition, (state, reset, decision, False))
 
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund by removing the newest entries (while the charge is in the window)."""
+        return swl_adjust(state, now_ms, rate, prepare_delta(self, rate, delta, age_ms), age_ms)
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        return swl_snapshot(state, now_ms, rate)
+
 
 @dataclass(frozen=True)
 class SlidingWindowCounterStrategy(Strategy):
@@ -125,3 +141,12 @@ class SlidingWindowCounterStrategy(Strategy):
             retry = left + window - ((limit - cost) * window) // cur
         decision = fast_new(Decision, (False, limit, remaining, reset, retry, window, "default"))
         return fast_new(Transition, (state, reset, decision, False))
+
+    def adjust(
+        self, state: State | None, now_ms: int, rate: Rate, delta: int, age_ms: int = 0
+    ) -> Transition:
+        """Refund within the window charged (``age_ms`` ago), or charge more in this one."""
+        return swc_adjust(state, now_ms, rate, prepare_delta(self, rate, delta, age_ms), age_ms)
+
+    def snapshot(self, state: State | None, now_ms: int, rate: Rate) -> Decision:
+        return swc_snapshot(state, now_ms, rate)

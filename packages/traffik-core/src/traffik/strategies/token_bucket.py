@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from traffik.rates import Rate
+from traffik.strategies._adjust import MeterAdjustments
 from traffik.strategies._base import State, Strategy, Transition, _check_positive
 from traffik.strategies._meter import meter_step
 
@@ -12,7 +13,7 @@ __all__ = ["TokenBucketStrategy", "TokenBucketWithDebtStrategy"]
 
 
 @dataclass(frozen=True)
-class TokenBucketStrategy(Strategy):
+class TokenBucketStrategy(MeterAdjustments, Strategy):
     """A bucket of ``burst_size`` tokens (default: the limit) refilled at ``limit`` per window.
 
     A fresh key admits ``burst_size`` units at once; afterwards the rate applies.
@@ -36,7 +37,7 @@ class TokenBucketStrategy(Strategy):
 
 
 @dataclass(frozen=True)
-class TokenBucketWithDebtStrategy(Strategy):
+class TokenBucketWithDebtStrategy(MeterAdjustments, Strategy):
     """A token bucket that may go ``max_debt`` tokens below empty, paid back by later refills.
 
     A fresh key admits ``burst_size + max_debt`` units at once; a client in debt

@@ -21,6 +21,7 @@ import sys
 import typing
 
 if typing.TYPE_CHECKING:
+    from traffik.testing._adjustments import reference_adjust_run
     from traffik.testing._decisions import reference_run
     from traffik.testing._support import CAPABILITY_FLAGS, eventually
     from traffik.testing.conformance import BackendConformance, kit_test_names
@@ -30,6 +31,7 @@ __all__ = [
     "BackendConformance",
     "eventually",
     "kit_test_names",
+    "reference_adjust_run",
     "reference_run",
 ]
 
@@ -39,6 +41,7 @@ _HOMES = {
     "eventually": "traffik.testing._support",
     "kit_test_names": "traffik.testing.conformance",
     "reference_run": "traffik.testing._decisions",
+    "reference_adjust_run": "traffik.testing._adjustments",
 }
 
 _NEEDED = ("pytest", "pytest_asyncio", "hypothesis")
@@ -51,6 +54,7 @@ _KIT_MODULES = (
     "traffik.testing._lifecycle",
     "traffik.testing._locks",
     "traffik.testing._decisions",
+    "traffik.testing._adjustments",
     "traffik.testing.conformance",
 )
 _registered = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pytest
 
+from traffik.testing._adjustments import AdjustmentTests
 from traffik.testing._decisions import DecisionTests
 from traffik.testing._leases import LeaseTests
 from traffik.testing._lifecycle import LifecycleTests
@@ -35,7 +36,9 @@ def _xfail_reason(func: object) -> str | None:
     return None
 
 
-class BackendConformance(PrimitiveTests, LifecycleTests, LockTests, DecisionTests, LeaseTests):
+class BackendConformance(
+    PrimitiveTests, LifecycleTests, LockTests, DecisionTests, AdjustmentTests, LeaseTests
+):
     """The conformance kit. Subclass it as ``Test<Something>`` and define ``make_backend``.
 
     * ``make_backend(self, namespace)`` returns a new, uninitialised backend whose keys

@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from fastapi import params
+from traffik.charging import ChargeWhen, charge_by_status, check_charge_when
 from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.fastapi._headers import set_rate_limit_headers
 from traffik.fastapi._signature import with_dependencies
@@ -82,6 +83,7 @@ def _build_dependency(
     fixed: Sequence[BaseThrottle[typing.Any]] | None = None,
     *,
     lifecycle: bool = False,
+    charge_when: ChargeWhen | None = None,
 ) -> Callable[..., Awaitable[Callable[[Response], None]]]:
     """A FastAPI dependency that runs the selected throttles on the connection.
 
@@ -89,7 +91,8 @@ def _build_dependency(
     applied without calling ``select``. With ``lifecycle`` (a throttle acts on the
     response lifecycle) it also asks FastAPI for the request-scoped
     :func:`traffik.lifecycle.connection_lifecycle`, which ends the connection's
-    lifecycle once the response is over.
+    lifecycle once the response is over. ``charge_when`` refunds each throttle's
+    charge of a request whose status it answers False for.
     """
     from traffik.fastapi.dependencies import store_resolved
 
@@ -103,6 +106,8 @@ def _build_dependency(
             store_resolved(connection, resolved)
         for throttle in select(connection, resolved) if fixed is None else fixed:
             await throttle(connection)
+            if charge_when is not None:
+                charge_by_status(throttle, connection, charge_when)
         set_rate_limit_headers(connection, response)
         return _Finish(connection)
 
@@ -152,17 +157,20 @@ class ThrottleDepends(params.Depends):
         *,
         extra: Mapping[str, Callable[..., typing.Any]] | None = None,
         throttles: Sequence[BaseThrottle[typing.Any]] = (),
+        charge_when: ChargeWhen | None = None,
         fixed: bool = False,
     ) -> None:
-        lifecycle = any(t.needs_lifecycle for t in throttles)
-        super().__init__(
-            _build_dependency(
-                select,
-                dict(extra or {}),
-                tuple(throttles) if fixed else None,
-                lifecycle=lifecycle,
-            )
+        for throttle in throttles:
+            check_charge_when(charge_when, throttle.strategy)
+        lifecycle = charge_when is not None or any(t.needs_lifecycle for t in throttles)
+        dependency = _build_dependency(
+            select,
+            dict(extra or {}),
+            tuple(throttles) if fixed else None,
+            lifecycle=lifecycle,
+            charge_when=charge_when,
         )
+        super().__init__(dependency)
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))
         # Found by the startup checks (traffik.checks) in the app's dependency tree.
@@ -210,21 +218,30 @@ def _check_throttles(throttles: Sequence[typing.Any]) -> tuple[BaseThrottle[typi
 
 @typing.overload
 def throttled(
-    throttle: BaseThrottle[typing.Any], /, *more: BaseThrottle[typing.Any]
+    throttle: BaseThrottle[typing.Any],
+    /,
+    *more: BaseThrottle[typing.Any],
+    charge_when: ChargeWhen | None = None,
 ) -> ThrottleDepends: ...
 
 
 @typing.overload
-def throttled(throttle: BaseThrottle[typing.Any], route: F, /) -> F: ...
+def throttled(
+    throttle: BaseThrottle[typing.Any], route: F, /, *, charge_when: ChargeWhen | None = None
+) -> F: ...
 
 
-def throttled(*args: typing.Any, route: typing.Any = None) -> typing.Any:
+def throttled(
+    *args: typing.Any, route: typing.Any = None, charge_when: ChargeWhen | None = None
+) -> typing.Any:
     """Throttle a route with one or more throttles, applied in the order given.
 
     ``throttled(t1, t2)`` returns a :class:`ThrottleDepends`: a decorator for a
     route function (sync or async) and a ``Depends`` for ``dependencies=[...]``.
     ``throttled(throttle, route)`` (the traffik 1.0.0b2 form) returns the throttled
-    route directly.
+    route directly. ``charge_when``: ``(connection, status_code) -> bool``, sync or
+    async; False gives every throttle's charge for the request back
+    (:mod:`traffik.charging`), replacing the throttles' own ``charge_when``.
     """
     items = list(args)
     if (
@@ -242,7 +259,11 @@ def throttled(*args: typing.Any, route: typing.Any = None) -> typing.Any:
         return checked
 
     depends = ThrottleDepends(
-        select, extra=_identifier_dependencies(checked), throttles=checked, fixed=True
+        select,
+        extra=_identifier_dependencies(checked),
+        throttles=checked,
+        charge_when=charge_when,
+        fixed=True,
     )
     if route is not None:
         return depends(route)

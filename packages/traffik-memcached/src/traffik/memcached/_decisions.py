@@ -29,7 +29,11 @@ if typing.TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.strategies import Strategy
 
-__all__ = ["charge", "decide_cas", "decide_window"]
+__all__ = ["Entry", "cas_loop", "charge", "decide_cas", "decide_window", "write_command"]
+
+T = typing.TypeVar("T")
+#: A retrieved item: (data, cas unique, flags).
+Entry = tuple[bytes, int, int]
 
 
 async def decide_window(
@@ -128,47 +132,67 @@ async def decide_cas(
 ) -> Decision:
     """The strategy's own transition between ``gets`` and ``cas`` (``add`` for a new key).
 
-    A lost race re-reads and re-decides, after a random pause that doubles on
-    every retry; after ``max_retries`` retries it raises BackendError. Requests of
-    this instance for the same key take turns (a local asyncio lock, no I/O), so
-    they never fight each other over CAS: only other instances can make a race.
+    A lost race re-reads and re-decides (see :func:`cas_loop`).
+    """
+
+    def attempt(mk: bytes, entry: Entry | None) -> tuple[bytes | None, Decision]:
+        state = None if entry is None else decode_state(decode_value(entry[0]))
+        now = backend.clock() if now_ms is None else now_ms
+        step = strategy.decide(state, now, rate, cost)
+        if not step.write:
+            return None, step.decision
+        return write_command(mk, entry, step.state, step.ttl_ms), step.decision
+
+    return await cas_loop(backend, server, skey, attempt, "deciding")
+
+
+async def cas_loop(
+    backend: MemcachedBackend[typing.Any],
+    server: Server,
+    skey: str,
+    attempt: typing.Callable[[bytes, Entry | None], tuple[bytes | None, T]],
+    doing: str,
+) -> T:
+    """``gets`` the item of ``skey``, let ``attempt`` say what to write, ``cas`` or ``add`` it.
+
+    ``attempt(item_key, entry)`` returns the write command (None: nothing to write)
+    and the result. A lost race re-reads and calls ``attempt`` again, after a random
+    pause that doubles on every retry; after ``max_retries`` retries it raises
+    BackendError. Requests of this instance for the same key take turns (a local
+    asyncio lock, no I/O), so they never fight each other over CAS: only other
+    instances can make a race.
     """
     lock = backend._turns.get(skey)
     if lock is None:
         lock = backend._turns[skey] = asyncio.Lock()
     async with lock:
         client = server.client
-        for attempt in range(backend.max_retries + 1):
-            if attempt:
-                pause = backend.retry_backoff * (1 << min(attempt, 10))
+        for retry in range(backend.max_retries + 1):
+            if retry:
+                pause = backend.retry_backoff * (1 << min(retry, 10))
                 await asyncio.sleep(random.uniform(0, min(pause, 0.05)))
             (mk,), (values,) = await backend._run(
                 server, [skey], lambda ks: (b"gets %s\r\n" % ks[0], (VALUES,))
             )
             entry = typing.cast("Values", values).get(mk)
-            state = None if entry is None else decode_state(decode_value(entry[0]))
-            now = backend.clock() if now_ms is None else now_ms
-            step = strategy.decide(state, now, rate, cost)
-            if not step.write:
-                return step.decision
-            command = _write_command(mk, entry, step.state, step.ttl_ms)
+            command, result = attempt(mk, entry)
             if command is None:
-                return step.decision
+                return result
             (line,) = await client.execute(command, (LINE,))
             if line == b"STORED":
-                return step.decision
+                return result
             if line not in (b"EXISTS", b"NOT_FOUND", b"NOT_STORED"):
                 raise BackendError(f"memcached answered the write of {skey!r} with {line!r}.")
             # A lost race is an answer: the server is alive, however long this takes.
             heard_from(backend, server.address)
         raise BackendError(
-            f"Gave up deciding {skey!r} after {backend.max_retries + 1} attempts: other requests "
+            f"Gave up {doing} {skey!r} after {backend.max_retries + 1} attempts: other requests "
             f"kept changing it (CAS contention). Raise max_retries, or spread the load over more keys."
         )
 
 
-def _write_command(
-    mk: bytes, entry: tuple[bytes, int, int] | None, state: Sequence[int] | None, ttl_ms: int
+def write_command(
+    mk: bytes, entry: Entry | None, state: Sequence[int] | None, ttl_ms: int
 ) -> bytes | None:
     """``add`` a new state, ``cas`` over the one read, or expire it (``cas`` with exptime -1)."""
     if state is None:

@@ -10,6 +10,7 @@ from collections import defaultdict
 from traffik.backends.base import BackendCapabilities, Clock, ThrottleBackend, wall_clock_ms
 from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.leases import LeaseGrant, release_lease, renew_lease, take_lease
+from traffik.memcached._adjustments import adjust_cas, adjust_window
 from traffik.memcached._decisions import decide_cas, decide_window
 from traffik.memcached._generations import Generations
 from traffik.memcached._keys import (
@@ -35,7 +36,7 @@ from traffik.memcached._servers import (
     server_addresses,
 )
 from traffik.memcached.lock import AsyncMemcachedLock
-from traffik.strategies import decode_state
+from traffik.strategies import UNLIMITED_DECISION, check_adjustment, decode_state
 from traffik.strategies.fixed_window import FixedWindowStrategy
 from traffik.types import HTTPConnectionT
 
@@ -409,6 +410,26 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         if type(strategy) is FixedWindowStrategy:
             return await decide_window(self, server, skey, strategy, rate, cost, now_ms)
         return await decide_cas(self, server, skey, strategy, rate, cost, now_ms)
+
+    async def adjust(
+        self,
+        key: str,
+        strategy: Strategy,
+        rate: Rate,
+        delta: int,
+        *,
+        age_ms: int = 0,
+        now_ms: int | None = None,
+    ) -> Decision:
+        """Give back or charge more atomically: a CAS on the window counter (fixed
+        window) or the strategy's adjustment in a CAS loop."""
+        check_adjustment(strategy, rate, delta, age_ms)  # bad input fails before any I/O
+        if rate.unlimited:
+            return UNLIMITED_DECISION
+        server, skey = self._server(key), self.state_key(key, strategy)
+        if type(strategy) is FixedWindowStrategy:
+            return await adjust_window(self, server, skey, strategy, rate, delta, age_ms, now_ms)
+        return await adjust_cas(self, server, skey, strategy, rate, delta, age_ms, now_ms)
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None

@@ -81,6 +81,12 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _closed(text: str) -> bool:
+    """The peer closed or reset the connection (104, EOF, a broken pipe)."""
+    lowered = text.lower()
+    return any(sign in lowered for sign in ("reset by peer", "eof", "broken pipe", "(104"))
+
+
 def _is_permission(text: str) -> bool:
     return "NOPERM" in text or "can't run this command" in text or "no permissions" in text
 
@@ -125,16 +131,31 @@ def _missing_permission(exc: BaseException) -> BackendError | None:
     )
 
 
-def backend_error(where: str, op: str, exc: BaseException) -> BackendError:
-    """The traffik exception for client error ``exc`` raised by ``op`` on the server ``where``."""
+_TLS_CLOSED = (
+    "The server closed the connection during the TLS handshake: if it asks for a "
+    "client certificate (tls-auth-clients), pass ssl_certfile and ssl_keyfile (URL "
+    "parameters, or arguments of Redis(...)); also check ssl_ca_certs."
+)
+
+
+def backend_error(where: str, op: str, exc: BaseException, *, tls: bool = False) -> BackendError:
+    """The traffik exception for client error ``exc`` raised by ``op`` on the server ``where``.
+
+    ``tls``: the backend speaks TLS (a ``rediss://`` URL). A server that refuses a
+    client without a certificate may reset the connection before its TLS alert
+    reaches the client (TLS 1.3 checks the certificate after the client's side of
+    the handshake ends), so a reset on a TLS connection is explained as TLS.
+    """
     if isinstance(exc, _CONNECTION_ERRORS):
         text = str(exc).rstrip(".")
-        tls = _ssl_cause(exc)
-        if tls is not None and str(tls) not in text:
-            text += f" (TLS: {tls})"
-            exc_hint = _tls_hint(str(tls)) or _hint(exc)
+        tls_error = _ssl_cause(exc)
+        if tls_error is not None and str(tls_error) not in text:
+            text += f" (TLS: {tls_error})"
+            exc_hint = _tls_hint(str(tls_error)) or _hint(exc)
         else:
             exc_hint = _hint(exc)
+        if tls and exc_hint.startswith("Check that the server") and _closed(text):
+            exc_hint = _TLS_CLOSED
         return BackendConnectionError(
             f"Redis at {where} failed during {op}(): {type(exc).__name__}: {text}. {exc_hint}"
         )

@@ -14,6 +14,7 @@ from traffik.exceptions import (
     ConfigurationError,
 )
 from traffik.leases import LeaseGrant
+from traffik.redis._adjust import adjust_args, adjust_script
 from traffik.redis._cluster import ClusterRouter
 from traffik.redis._connection import Client, ConnectionSettings, Opened, open_client, validate_url
 from traffik.redis._errors import backend_error, gated
@@ -24,6 +25,7 @@ from traffik.redis._scan import delete_namespace
 from traffik.redis._scripts import (
     SCRIPT_OF,
     DecisionPlan,
+    LuaScript,
     ScriptSet,
     decision_args,
     keep_plan,
@@ -145,6 +147,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
                     f"{name} must be a positive number of seconds, got {value!r}."
                 )
         self._where = "the Redis server"
+        self._tls = isinstance(connection, str) and connection.startswith("rediss")
         if isinstance(connection, str):
             self._where = validate_url(connection)
         if sentinel_kwargs is not None and not (
@@ -186,7 +189,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
 
     def wrap_error(self, operation: str, error: Exception) -> BackendError:
         """A client error as BackendConnectionError (unreachable) or BackendError, naming the server."""
-        return backend_error(self._where, operation, error)
+        return backend_error(self._where, operation, error, tls=self._tls)
 
     def _not_open(self) -> BackendConnectionError:
         return BackendConnectionError(
@@ -398,6 +401,32 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
                 reply = await run_script(opened.client, script, skey, args)
         return to_decision(reply)
 
+    async def adjust(
+        self,
+        key: str,
+        strategy: Strategy,
+        rate: Rate,
+        delta: int,
+        *,
+        age_ms: int = 0,
+        now_ms: int | None = None,
+    ) -> Decision:
+        """Give back or charge more in one EVALSHA on the key's server, with its clock.
+
+        Built-in strategies run their adjustment script (one round trip, Redis and
+        Redis Cluster alike); other adjustable strategies take the generic path.
+        """
+        script = adjust_script(strategy)
+        if script is None:
+            return await super().adjust(key, strategy, rate, delta, age_ms=age_ms, now_ms=now_ms)
+        if now_ms is None and not self._server_clock:
+            now_ms = self.clock()
+        args = adjust_args(strategy, rate, delta, age_ms, now_ms)
+        if rate.unlimited:
+            return UNLIMITED_DECISION
+        now, raw = await self._read_script(script, self.state_key(key, strategy), args)
+        return strategy.snapshot(decode_state(raw), now, rate)
+
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None
     ) -> Decision:
@@ -408,10 +437,18 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
             return UNLIMITED_DECISION
         if now_ms is None and not self._server_clock:
             now_ms = self.clock()
-        opened, scripts = self._ready()
-        skey = self.state_key(key, strategy)
+        _, scripts = self._ready()
         args = ("" if now_ms is None else now_ms,)
-        pipeline, script = self._pipeline, scripts["peek"]
+        skey = self.state_key(key, strategy)
+        now, raw = await self._read_script(scripts["peek"], skey, args)
+        return strategy.peek(decode_state(raw), now, rate)
+
+    async def _read_script(
+        self, script: LuaScript, skey: str, args: tuple[int | str, ...]
+    ) -> tuple[int, typing.Any]:
+        """Run a script that replies ``{now_ms, state text}`` (peek, adjustments)."""
+        opened, _ = self._ready()
+        pipeline = self._pipeline
         if pipeline is not None:
             now, raw = await pipeline.call(script, pipeline.encode(skey), pack_args(args))
         elif opened.gate is None:
@@ -419,7 +456,7 @@ class RedisBackend(ThrottleBackend[Client, HTTPConnectionT]):
         else:
             async with opened.gate:
                 now, raw = await run_script(opened.client, script, skey, args)
-        return strategy.peek(decode_state(raw), int(now), rate)
+        return int(now), raw
 
     # -- leases (traffik.leases): one script per operation, see _leases.py ---------
 

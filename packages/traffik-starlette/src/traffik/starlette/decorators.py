@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
+from traffik.charging import ChargeWhen, charge_by_status, check_charge_when
 from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.headers import write_recorded_fields
 from traffik.starlette._lifecycle import call_with_lifecycle
@@ -52,13 +53,17 @@ def _find_connection(args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any]
 
 
 def throttled(
-    *throttles: BaseThrottle[typing.Any], websocket_close_code: int = WS_TRY_AGAIN_LATER
+    *throttles: BaseThrottle[typing.Any],
+    websocket_close_code: int = WS_TRY_AGAIN_LATER,
+    charge_when: ChargeWhen | None = None,
 ) -> Callable[[F], F]:
     """A decorator applying ``throttles`` (in order) before a Starlette endpoint runs.
 
     Works on ``async def`` and plain ``def`` endpoints (the latter run in the thread
     pool, as Starlette would), on ``HTTPEndpoint`` methods and on WebSocket
-    endpoints.
+    endpoints. ``charge_when``: ``(connection, status_code) -> bool``, sync or async;
+    False gives every throttle's charge for the request back (:mod:`traffik.charging`),
+    replacing the throttles' own ``charge_when``.
     """
     if not throttles:
         raise TypeError(
@@ -70,12 +75,13 @@ def throttled(
                 f"throttled() takes throttles (HTTPThrottle, WebSocketThrottle or another "
                 f"BaseThrottle), got {throttle!r}."
             )
+        check_charge_when(charge_when, throttle.strategy)
 
     def decorator(endpoint: F) -> F:
         if not callable(endpoint):
             raise TypeError(f"throttled(...) decorates an endpoint function, got {endpoint!r}.")
         is_async = is_async_callable(endpoint)
-        lifecycle = any(t.needs_lifecycle for t in throttles)
+        lifecycle = charge_when is not None or any(t.needs_lifecycle for t in throttles)
 
         @functools.wraps(endpoint)
         async def wrapper(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
@@ -104,6 +110,8 @@ def throttled(
             else:
                 for throttle in throttles:
                     await throttle(connection)
+                    if charge_when is not None:
+                        charge_by_status(throttle, connection, charge_when)
             if is_async:
                 result = await endpoint(*args, **kwargs)
             else:

@@ -7,6 +7,7 @@ import typing
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 from traffik.backends.base import initialize_by_policy, throttle_backend_ctx
+from traffik.charging import charge_by_status
 from traffik.checks import check_backends
 from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.lifecycle import observe
@@ -106,15 +107,28 @@ class ThrottleMiddleware:
         self._initialized = backend is None
         # Throttles acting on the response lifecycle (traffik.lifecycle) need the
         # connection observed from here; others pay nothing for it.
-        self._observe = any(t.throttle.needs_lifecycle for t in throttles)
+        self._observe = any(t.needs_lifecycle for t in throttles)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._observe:
-            await observe(self._handle, scope, receive, send)
+            if self.headers and scope["type"] in self._by_type:
+                # The fields are merged outside the observer: status callbacks (a
+                # charge_when refund) run first, so the response shows their effect.
+                if "state" not in scope:
+                    scope["state"] = {}
+                send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
+                await observe(self._handle_sent, scope, receive, send)
+            else:
+                await observe(self._handle, scope, receive, send)
         else:
             await self._handle(scope, receive, send)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle_sent(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send, fields=False)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, *, fields: bool = True
+    ) -> None:
         # Per request: one state dict, one cheap send wrapper (headers=True), the rules
         # checked on the scope, one Request/WebSocket only when a rule matches, and
         # each matching throttle called directly (its area named on the scope).
@@ -128,7 +142,7 @@ class ThrottleMiddleware:
         # throttles are visible here even if a layer copies the scope.
         if "state" not in scope:
             scope["state"] = {}
-        if self.headers:
+        if self.headers and fields:
             send = rate_limit_sender(scope, send, legacy=self.legacy_headers)
         connection: HTTPConnection | None = None
         token = None
@@ -162,6 +176,8 @@ class ThrottleMiddleware:
                 else:
                     scope[ROUTE_KEY_SCOPE] = rule._area
                 await rule.throttle(connection)
+                if rule.charge_when is not None:
+                    charge_by_status(rule.throttle, connection, rule.charge_when)
         except Exception as exc:
             if token is not None:
                 throttle_backend_ctx.reset(token)

@@ -8,6 +8,7 @@ import re
 import typing
 
 from starlette.requests import HTTPConnection
+from traffik.charging import ChargeWhen, charge_by_status, check_charge_when
 from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.throttles import BaseThrottle, HTTPThrottle, WebSocketThrottle
 
@@ -79,6 +80,9 @@ class MiddlewareThrottle:
       answers HEAD with the GET endpoint, and both spend one budget). A throttle
       with ``methods`` never applies to WebSocket connections (they have no method).
     - ``hook``: ``(connection) -> bool``, sync or async, checked last.
+    - ``charge_when``: ``(connection, status_code) -> bool``, sync or async, called
+      once the response status is known; False gives this rule's charge back
+      (:mod:`traffik.charging`). It replaces the throttle's own ``charge_when``.
 
     ``HTTPThrottle`` applies to HTTP requests, ``WebSocketThrottle`` to WebSocket
     handshakes; other throttles to both. The middleware runs before routing, so a
@@ -94,6 +98,7 @@ class MiddlewareThrottle:
         "_area",
         "_http",
         "_websocket",
+        "charge_when",
         "hook",
         "methods",
         "path",
@@ -112,6 +117,7 @@ class MiddlewareThrottle:
         prefix: str | None = None,
         per_path: bool = False,
         shadow: bool = False,
+        charge_when: ChargeWhen | None = None,
     ) -> None:
         if not isinstance(throttle, BaseThrottle):
             raise TypeError(
@@ -131,7 +137,9 @@ class MiddlewareThrottle:
             # keeps enforcing wherever else it is used.
             throttle = copy.copy(throttle)
             throttle.shadow = True
+        check_charge_when(charge_when, throttle.strategy)
         self.throttle = throttle
+        self.charge_when = charge_when
         self.path = _compile_path(path)
         self.prefix = prefix
         self.methods = _normalise_methods(methods)
@@ -156,6 +164,12 @@ class MiddlewareThrottle:
         if self.hook is not None:
             rules.append(f"hook={getattr(self.hook, '__name__', self.hook)!r}")
         return f"MiddlewareThrottle({self.throttle!r}{''.join(', ' + r for r in rules)})"
+
+    @property
+    def needs_lifecycle(self) -> bool:
+        """True when this rule acts on the response lifecycle (its throttle's or its own
+        ``charge_when``): the middleware then observes the connection."""
+        return self.charge_when is not None or self.throttle.needs_lifecycle
 
     def applies_to(self, scope_type: str) -> bool:
         """Whether this throttle can apply to connections of ``scope_type`` at all."""
@@ -253,14 +267,16 @@ class MiddlewareThrottle:
         """
         if self.per_path:
             await self.throttle(connection)
-            return
-        scope = connection.scope
-        previous = scope.get(ROUTE_KEY_SCOPE, _UNSET)
-        scope[ROUTE_KEY_SCOPE] = self._area
-        try:
-            await self.throttle(connection)
-        finally:
-            if previous is _UNSET:
-                scope.pop(ROUTE_KEY_SCOPE, None)
-            else:
-                scope[ROUTE_KEY_SCOPE] = previous
+        else:
+            scope = connection.scope
+            previous = scope.get(ROUTE_KEY_SCOPE, _UNSET)
+            scope[ROUTE_KEY_SCOPE] = self._area
+            try:
+                await self.throttle(connection)
+            finally:
+                if previous is _UNSET:
+                    scope.pop(ROUTE_KEY_SCOPE, None)
+                else:
+                    scope[ROUTE_KEY_SCOPE] = previous
+        if self.charge_when is not None:
+            charge_by_status(self.throttle, connection, self.charge_when)
