@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from traffik._blockcache import MAX_TRUST_MS, BlockCache
+from traffik._guard.blockcache import MAX_TRUST_MS, BlockCache
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.exceptions import ConfigurationError, ConnectionThrottled

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from traffik._blockcache import BlockCache
-from traffik._circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from traffik._guard.blockcache import BlockCache
+from traffik._guard.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from traffik.decisions import Decision
 
 

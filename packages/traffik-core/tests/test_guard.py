@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from traffik import events
-from traffik._guard import Guard
-from traffik._inflight import InFlight
+from traffik._guard.guard import Guard
+from traffik._guard.inflight import InFlight
 from traffik.backends.base import BackendCapabilities
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.decisions import Decision
@@ -272,7 +272,7 @@ async def test_a_long_decision_that_keeps_hearing_from_its_server_is_not_a_failu
 async def test_a_guard_goes_with_its_backend_and_needs_no_hash() -> None:
     import gc
 
-    from traffik.failures import _guards
+    from traffik._guard.registry import guards as _guards
 
     class Unhashable(Server):
         __hash__ = None  # type: ignore[assignment]

@@ -10,7 +10,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.requests import Request
 
-from traffik import _instrument, events, metrics
+from traffik import events, metrics
+from traffik._guard.emit import observers
 from traffik.backends.base import BackendCapabilities
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.decisions import Decision
@@ -223,11 +224,11 @@ async def test_backend_call_latency_is_a_histogram_in_seconds(reader: Reader) ->
     points = {
         tuple(sorted(dict(point.attributes).items())): point for point in metric.data.data_points
     }
-    ok = points[(("traffik.backend", repr(backend)),)]
+    ok = points[(("traffik.backend", repr(backend)), ("traffik.call.outcome", "ok"))]
     assert ok.count == 5
     assert 0 < ok.sum < 1
     assert tuple(ok.explicit_bounds) == metrics.DURATION_BUCKETS
-    failed = points[(("error.type", "BackendError"), ("traffik.backend", repr(backend)))]
+    failed = points[(("traffik.backend", repr(backend)), ("traffik.call.outcome", "error"))]
     assert failed.count == 1
 
 
@@ -253,7 +254,7 @@ async def test_uninstrument_stops_recording_and_unhooks_everything() -> None:
     metrics.instrument(meter_provider=recorded.provider)
     assert metrics.is_instrumented()
     assert events.has_subscribers()
-    assert _instrument.call_observer is not None
+    assert len(observers) == 1
     backend = FlakyBackend()
     await backend.initialize()
     await decide_with_policy(backend, "k", FW, RATE, 1, name="u")
@@ -261,7 +262,7 @@ async def test_uninstrument_stops_recording_and_unhooks_everything() -> None:
     metrics.uninstrument()  # twice is harmless
     assert not metrics.is_instrumented()
     assert not events.has_subscribers()
-    assert _instrument.call_observer is None
+    assert observers == []
     await decide_with_policy(backend, "k", FW, RATE, 1, name="u")
     # The counters keep their totals, frozen; the live gauges report nothing.
     assert recorded.points("traffik.decisions") == {decision_attrs("u", "admitted", backend): 1}
@@ -320,7 +321,8 @@ async def test_a_real_redis_backend_reports_its_call_durations_and_circuit(
         ok = [
             point
             for point in durations.data.data_points
-            if dict(point.attributes) == {"traffik.backend": repr(backend)}
+            if dict(point.attributes)
+            == {"traffik.backend": repr(backend), "traffik.call.outcome": "ok"}
         ]
         assert len(ok) == 1
         assert ok[0].count == 3

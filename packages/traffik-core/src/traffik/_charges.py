@@ -17,8 +17,8 @@ import time
 import typing
 
 from traffik import events
-from traffik._guard import FAILURES
-from traffik._policy_events import circuit_event, emit_request_event
+from traffik._guard.answer import FAILURES
+from traffik._guard.emit import circuit_event, emit_request_event
 from traffik.exceptions import BackendError, LockTimeoutError
 from traffik.failures import fallback_of, guard_of
 from traffik.headers import DECISIONS_STATE_KEY, record_in_state, write_recorded_fields

@@ -18,119 +18,69 @@ when the backend cannot answer, ``on_error`` decides:
 - ``"throttle"``: refuse, with Retry-After until the next recovery probe (fail closed);
 - ``"raise"``: let the :class:`~traffik.exceptions.BackendError` propagate;
 - a backend instance: decide on that backend instead (for example a second Redis).
+
+For metrics: :func:`observe_backend_calls` reports every backend call the guard
+makes (duration and outcome), and :func:`guard_stats` reads each failure domain's
+in-flight and waiting counts and circuit state. Both cost nothing while unused.
+
+This module is the guard's public face; the guard itself lives in
+``traffik._guard`` (see its docstring for the layout).
 """
 
 from __future__ import annotations
 
 import typing
-import weakref
-from dataclasses import dataclass
 
-from traffik import _instrument
-from traffik._circuit import CircuitBreaker
-from traffik._guard import FAILURES, Guard, answer_by_policy, custom_call, emit_answer
-from traffik.exceptions import ConfigurationError
+from traffik._guard.answer import FAILURES, answer_by_policy, call_on
+from traffik._guard.blockcache import entry_key
+from traffik._guard.emit import CALL_OUTCOMES, BackendCall, emit_decision, observe_calls
+from traffik._guard.guard import Guard
+from traffik._guard.policy import (
+    DEFAULT_NETWORK_POLICY,
+    ON_ERROR_ACTIONS,
+    FailurePolicy,
+    OnError,
+)
+from traffik._guard.policy import check_on_error as check_on_error  # for throttles
+from traffik._guard.registry import DomainStats, backends, forget_refusal, guards, heard_from, stats
+from traffik._guard.registry import set_guard as _set_guard
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.events import _subscribers
+from traffik.strategies._base import Strategy
 
 if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+
     from traffik.backends.base import ThrottleBackend
     from traffik.decisions import Decision
     from traffik.rates import Rate
-    from traffik.strategies._base import Strategy
 
 __all__ = [
+    "CALL_OUTCOMES",
     "DEFAULT_NETWORK_POLICY",
     "ON_ERROR_ACTIONS",
+    "BackendCall",
+    "DomainStats",
     "FailurePolicy",
     "OnError",
     "decide_with_policy",
+    "forget_client_refusal",
+    "guard_stats",
+    "guarded_backends",
     "heard_from",
     "local_fallback_backend",
+    "observe_backend_calls",
     "wait_with_policy",
 ]
 
-#: The named actions; a ThrottleBackend instance is accepted too (fall back to it).
-ON_ERROR_ACTIONS = ("fallback", "allow", "throttle", "raise")
-OnError = typing.Union[str, "ThrottleBackend[typing.Any, typing.Any]"]
-
-
-def check_on_error(value: object) -> None:
-    """Raise ConfigurationError unless ``value`` is a known action or a backend."""
-    if isinstance(value, str) and value in ON_ERROR_ACTIONS:
-        return
-    from traffik.backends.base import ThrottleBackend
-
-    if isinstance(value, ThrottleBackend):
-        return
-    raise ConfigurationError(
-        f"on_error must be one of {', '.join(map(repr, ON_ERROR_ACTIONS))} or a backend "
-        f"instance to fall back to, got {value!r}."
-    )
-
-
-@dataclass(frozen=True)
-class FailurePolicy:
-    """How a backend's failures are handled (set as ``backend.failure_policy``).
-
-    ``timeout`` (seconds; None: unbounded) is how long the server may stay silent:
-    a request whose server answered nothing at all for ``timeout`` while it waited
-    is a failure, answered by ``on_error``. At most ``max_in_flight`` calls per
-    failure domain are out at once; up to ``max_waiting`` more wait their turn in
-    order. A request that is behind this process's own backlog while the server
-    keeps answering waits up to ``max_wait`` seconds; beyond that, or with the line
-    full, it gets the overload answer: refused (429, Retry-After 1 s), never
-    counted as a failure of the server. After ``failure_threshold`` consecutive
-    failures the circuit opens for ``recovery_time`` seconds, doubling on each
-    failed probe up to ``max_recovery_time``. ``block_cache_size`` refusals are
-    kept locally (0: off).
-    """
-
-    on_error: OnError = "fallback"
-    timeout: float | None = 0.25
-    failure_threshold: int = 5
-    recovery_time: float = 0.5
-    max_recovery_time: float = 5.0
-    block_cache_size: int = 10_000
-    max_in_flight: int = 256
-    max_waiting: int = 10_000
-    max_wait: float = 2.0
-
-    def __post_init__(self) -> None:
-        check_on_error(self.on_error)
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigurationError(
-                f"timeout must be a positive number of seconds or None, got {self.timeout!r}."
-            )
-        if not self.max_wait > 0:
-            raise ConfigurationError(
-                f"max_wait must be a positive number of seconds, got {self.max_wait!r}."
-            )
-        for name, low in (("block_cache_size", 0), ("max_in_flight", 1), ("max_waiting", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigurationError(f"{name} must be an int of at least {low}, got {value!r}.")
-        # Validates thresholds and times with a clear message.
-        try:
-            CircuitBreaker(self.failure_threshold, self.recovery_time, self.max_recovery_time)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-
-
-#: The policy network backends (Redis, Memcached) start with.
-DEFAULT_NETWORK_POLICY = FailurePolicy()
-
-#: The guard of each backend with a policy, by id(backend); an entry goes when its
-#: backend is collected (weakref.finalize), so a backend need not be hashable.
-_guards: dict[int, Guard] = {}
+CustomStrategy = typing.Callable[..., typing.Awaitable[float]]
 
 
 def set_guard(backend: ThrottleBackend[typing.Any, typing.Any], guard: Guard) -> Guard:
     """Compose ``guard`` around ``backend`` (tests use it to inject a clock)."""
-    key = id(backend)
-    if key not in _guards:
-        weakref.finalize(backend, _guards.pop, key, None)
-        _instrument.track(backend)
-    _guards[key] = guard
-    return guard
+    if guard.fallback_of is None:
+        guard.fallback_of = fallback_of
+    return _set_guard(backend, guard)
 
 
 def guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> Guard | None:
@@ -142,53 +92,57 @@ def guard_of(backend: ThrottleBackend[typing.Any, typing.Any]) -> Guard | None:
     policy = backend.failure_policy
     if policy is None:
         return None
-    guard = _guards.get(id(backend))
+    guard = guards.get(id(backend))
     if guard is None or guard.policy is not policy:
-        guard = set_guard(backend, Guard(policy))
+        guard = _set_guard(backend, Guard(policy, fallback_of=fallback_of))
     return guard
 
 
-def heard_from(
-    backend: ThrottleBackend[typing.Any, typing.Any], domain: typing.Hashable = None
-) -> None:
-    """Tell the failure guard that failure domain ``domain`` of ``backend`` (what
-    :meth:`~traffik.backends.base.ThrottleBackend.failure_domain` returns for the
-    key) just answered a round trip.
-
-    The guard judges a server silent when no call of its failure domain finished
-    for a whole ``timeout``. A backend whose one decision may take many round trips
-    (a compare-and-swap loop losing races to other processes, with pauses between
-    attempts) calls this after each reply, so a long contended decision is not
-    mistaken for a dead server. Cheap; a no-op for backends without a policy.
+def guard_stats(backend: ThrottleBackend[typing.Any, typing.Any]) -> list[DomainStats]:
+    """A read-only snapshot of ``backend``'s failure guard, one :class:`DomainStats` per
+    failure domain used so far: calls in flight, requests waiting for a slot, the
+    circuit's state, answers heard. Empty for a backend without a policy (or not
+    used yet). Cheap: read it when a metrics exporter asks, not per request.
     """
-    guard = _guards.get(id(backend))
-    if guard is not None:
-        guard.breaker(domain).heard()
+    return stats(backend)
 
 
-async def drain_abandoned(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
-    """Let calls abandoned at their deadline unwind (bounded) before ``backend`` closes."""
-    guard = _guards.get(id(backend))
-    if guard is not None:
-        await guard.drain()
+def guarded_backends() -> list[ThrottleBackend[typing.Any, typing.Any]]:
+    """Every live backend a failure guard was composed around (for metrics exporters,
+    with :func:`guard_stats`)."""
+    return typing.cast("list[ThrottleBackend[typing.Any, typing.Any]]", list(backends.values()))
 
 
-def forget_local_blocks(backend: ThrottleBackend[typing.Any, typing.Any]) -> None:
-    """Drop the refusals cached for ``backend`` (its data was reset)."""
-    guard = _guards.get(id(backend))
-    if guard is not None and guard.cache is not None:
-        guard.cache.clear()
+def forget_client_refusal(
+    backend: ThrottleBackend[typing.Any, typing.Any], key: str, strategy: Strategy, rate: Rate
+) -> None:
+    """Make this process's block cache forget the refusal it keeps for throttle key
+    ``key`` under ``strategy`` and ``rate`` (that client was just reset)."""
+    forget_refusal(backend, entry_key(key, strategy, rate))
 
 
-_fallback: ThrottleBackend[typing.Any, typing.Any] | None = None
+def observe_backend_calls(callback: Callable[[BackendCall], None]) -> Callable[[], None]:
+    """Call ``callback(call)`` after every backend call a failure guard makes.
+
+    ``call`` is a :class:`BackendCall`: the backend, the failure domain, the
+    seconds the call took (until the request stopped waiting for it) and its
+    outcome, one of :data:`CALL_OUTCOMES` (``"ok"``, ``"error"``, ``"timeout"``,
+    ``"late"``, ``"cancelled"``). Answers given without a call (open circuit,
+    block cache, full queue) are not calls; :mod:`traffik.events` reports them.
+    Callbacks run inline on the request path: keep them cheap. A failing
+    callback is logged and never changes a decision. Returns the function that
+    stops the callback. While no callback is registered, calls are not timed.
+    """
+    return observe_calls(callback)
+
+
+_fallback: InMemoryBackend[typing.Any] | None = None
 
 
 async def local_fallback_backend() -> ThrottleBackend[typing.Any, typing.Any]:
     """The process-wide in-memory backend used by the ``"fallback"`` action."""
     global _fallback
     if _fallback is None:
-        from traffik.backends.inmemory import InMemoryBackend
-
         backend: InMemoryBackend[typing.Any] = InMemoryBackend(
             namespace="traffik-fallback", max_keys=100_000
         )
@@ -202,9 +156,6 @@ async def fallback_of(action: OnError) -> ThrottleBackend[typing.Any, typing.Any
     if action == "fallback":
         return await local_fallback_backend()
     return typing.cast("ThrottleBackend[typing.Any, typing.Any]", action)
-
-
-CustomStrategy = typing.Callable[..., typing.Awaitable[float]]
 
 
 async def decide_with_policy(
@@ -227,58 +178,62 @@ async def decide_with_policy(
     whoever gave it, is emitted once as ``allowed`` or ``throttled``
     (``shadow_throttled`` with ``shadow=True``: a shadow throttle's refusal).
     """
-    from traffik.strategies._base import Strategy
-
-    if isinstance(strategy, Strategy) and cost > strategy.capacity(rate):
-        # Can never fit: no need to ask anyone.
-        decision = strategy.decide(None, 0, rate, cost).decision
+    failure_policy = backend.failure_policy
+    if isinstance(strategy, Strategy):
+        if cost > strategy.capacity(rate):
+            # Can never fit: no need to ask anyone.
+            decision = strategy.decide(None, 0, rate, cost).decision
+        elif failure_policy is None:
+            # No failure policy (in-memory backends): errors propagate unless the
+            # throttle names an action of its own.
+            now = backend.decide_now
+            try:
+                if now is not None:
+                    decision = now(key, strategy, rate, cost)
+                else:
+                    decision = await backend.decide(key, strategy, rate, cost)
+            except FAILURES as exc:
+                decision = await _by_action(
+                    backend, key, strategy, False, rate, cost, policy, exc, name
+                )
+        else:
+            guard = guards.get(id(backend))
+            if guard is None or guard.policy is not failure_policy:
+                guard = typing.cast("Guard", guard_of(backend))
+            action = failure_policy.on_error if policy is None else policy
+            decision = await guard.decide(backend, key, strategy, rate, cost, action, name)
+    elif failure_policy is None:
+        try:
+            decision = await call_on(backend, key, strategy, True, rate, cost)
+        except FAILURES as exc:
+            decision = await _by_action(backend, key, strategy, True, rate, cost, policy, exc, name)
     else:
-        decision = await _decide(backend, key, strategy, rate, cost, policy, name)
-    emit_answer(decision, key, backend, name, shadow)
+        guard = typing.cast("Guard", guard_of(backend))
+        action = failure_policy.on_error if policy is None else policy
+        decision = await guard.decide_custom(backend, key, strategy, rate, cost, action, name)
+    if _subscribers:
+        emit_decision(decision, key, backend, name, shadow)
     return decision
 
 
-async def _decide(
+async def _by_action(
     backend: ThrottleBackend[typing.Any, typing.Any],
     key: str,
     strategy: Strategy | CustomStrategy,
+    custom: bool,
     rate: Rate,
     cost: int,
     policy: OnError | None,
+    error: BaseException,
     name: str,
 ) -> Decision:
-    from traffik.strategies._base import Strategy
-
-    guard = guard_of(backend)
-    if guard is None:
-        # No failure policy (in-memory backends): errors propagate unless the
-        # throttle names an action of its own.
-        call = _call_of(key, strategy, rate, cost)
-        try:
-            return await call(backend)
-        except FAILURES as exc:
-            if policy is None or policy == "raise":
-                raise
-            return await answer_by_policy(backend, key, call, rate, cost, policy, exc, None, name)
-    action = guard.policy.on_error if policy is None else policy
-    if isinstance(strategy, Strategy):
-        return await guard.decide(backend, key, strategy, rate, cost, action, name)
-    return await guard.decide_custom(backend, key, strategy, rate, cost, action, name)
-
-
-def _call_of(
-    key: str, strategy: Strategy | CustomStrategy, rate: Rate, cost: int
-) -> typing.Callable[[ThrottleBackend[typing.Any, typing.Any]], typing.Awaitable[Decision]]:
-    from traffik.strategies._base import Strategy
-
-    if not isinstance(strategy, Strategy):
-        return custom_call(key, strategy, rate, cost)
-    builtin = strategy
-
-    async def call(target: ThrottleBackend[typing.Any, typing.Any]) -> Decision:
-        return await target.decide(key, builtin, rate, cost)
-
-    return call
+    """A backend without a failure policy failed: the throttle's own action, if any,
+    answers; otherwise the error propagates."""
+    if policy is None or policy == "raise":
+        raise error
+    return await answer_by_policy(
+        backend, key, strategy, custom, rate, cost, policy, error, None, name, fallback_of
+    )
 
 
 async def wait_with_policy(

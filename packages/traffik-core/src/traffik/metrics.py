@@ -15,8 +15,9 @@ The instruments (meter ``traffik``; names follow OpenTelemetry's conventions:
 
 - ``traffik.decisions`` (counter, ``{decision}``): ``traffik.throttle``,
   ``traffik.outcome``, ``traffik.backend``;
-- ``traffik.backend.call.duration`` (histogram, ``s``): ``traffik.backend``, and
-  ``error.type`` for failed calls;
+- ``traffik.backend.call.duration`` (histogram, ``s``): ``traffik.backend``,
+  ``traffik.call.outcome`` (``ok``, ``error``, ``timeout``, ``late``, ``cancelled``:
+  :data:`traffik.failures.CALL_OUTCOMES`);
 - ``traffik.backend.calls.active`` and ``traffik.backend.calls.waiting`` (up-down
   counters, ``{call}``): ``traffik.backend``, ``traffik.failure_domain``;
 - ``traffik.circuit.state`` (up-down counter, ``1``) and
@@ -41,7 +42,7 @@ policy actions and exception class names. The client's identity and the throttle
 key are never recorded.
 
 Uninstrumented, nothing is paid beyond what :mod:`traffik.events` costs with no
-subscriber (one truth test per event) and one global read per backend call.
+subscriber (one truth test per event) and the guard's check for call observers.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ from __future__ import annotations
 import contextvars
 import typing
 
-from traffik import _instrument, events
+from traffik import events
+from traffik.failures import guard_stats, guarded_backends, observe_backend_calls
 
 if typing.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+    from traffik.failures import BackendCall
 
 __all__ = [
     "ADMITTED",
@@ -230,14 +234,12 @@ class _Recorder:
             return
         counts[key] = counts.get(key, 0) + 1
 
-    def on_call(self, backend: typing.Any, seconds: float, error: BaseException | None) -> None:
-        if error is None:
-            attributes = self.attributes(("traffik.backend",), (repr(backend),))
-        else:
-            attributes = self.attributes(
-                ("traffik.backend", "error.type"), (repr(backend), type(error).__qualname__)
-            )
-        self.duration.record(seconds, attributes)
+    def on_call(self, call: BackendCall) -> None:
+        """Record one guarded backend call (:func:`traffik.failures.observe_backend_calls`)."""
+        attributes = self.attributes(
+            ("traffik.backend", "traffik.call.outcome"), (repr(call.backend), call.outcome)
+        )
+        self.duration.record(call.seconds, attributes)
 
     def observe(self, name: str) -> list[Observation]:
         """The current values of instrument ``name``."""
@@ -252,8 +254,8 @@ class _Recorder:
             ]
         # Summed per attribute set: two backends may describe themselves alike.
         totals: dict[tuple[str, ...], int] = {}
-        for stat in _instrument.guard_stats():
-            base = (repr(stat.backend), _domain_name(stat.domain))
+        for backend, stat in [(b, st) for b in guarded_backends() for st in guard_stats(b)]:
+            base = (repr(backend), _domain_name(stat.domain))
             if name == "traffik.backend.calls.active":
                 totals[base] = totals.get(base, 0) + stat.in_flight
             elif name == "traffik.backend.calls.waiting":
@@ -275,6 +277,8 @@ class _Recorder:
 _CIRCUIT_ATTRIBUTES = ("traffik.backend", "traffik.failure_domain", "traffik.circuit.state")
 
 _active: _Recorder | None = None
+#: Stops the active recorder's backend call observer.
+_stop_observing: typing.Callable[[], None] | None = None
 #: id(meter provider) -> its recorder, kept after uninstrument(): its counters keep
 #: their totals (frozen), and instrumenting the same provider again carries on from them.
 _recorders: dict[int, _Recorder] = {}
@@ -300,7 +304,7 @@ def instrument(meter_provider: MeterProvider | None = None) -> None:
     they stopped when it is the same provider). Raises ``ImportError``
     naming the extra to install when ``opentelemetry-api`` is missing.
     """
-    global _active
+    global _active, _stop_observing
     try:
         import opentelemetry.metrics  # noqa: F401
     except ImportError:
@@ -314,21 +318,22 @@ def instrument(meter_provider: MeterProvider | None = None) -> None:
         recorder = _recorders[id(meter_provider)] = _Recorder(meter_provider)
     _active = recorder
     events.subscribe(recorder.on_event)
-    _instrument.call_observer = recorder.on_call
+    _stop_observing = observe_backend_calls(recorder.on_call)
 
 
 def uninstrument() -> None:
     """Stop recording (a no-op when not instrumented). The counters keep reporting
     their totals, frozen; the live gauges (calls, circuits) report nothing. Calling
     :func:`instrument` on the same provider again resumes the same counters."""
-    global _active
+    global _active, _stop_observing
     recorder = _active
     if recorder is None:
         return
     _active = None
     events.unsubscribe(recorder.on_event)
-    if _instrument.call_observer == recorder.on_call:
-        _instrument.call_observer = None
+    if _stop_observing is not None:
+        _stop_observing()
+        _stop_observing = None
 
 
 def is_instrumented() -> bool:

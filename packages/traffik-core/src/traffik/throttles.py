@@ -641,9 +641,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         backend again.
         Needs a built-in strategy (a custom one keeps its state where it chooses).
         """
-        from traffik._blockcache import entry_key
         from traffik._clients import resolve
-        from traffik.failures import guard_of
+        from traffik.failures import forget_client_refusal
 
         strategy = self.strategy
         if not isinstance(strategy, Strategy):
@@ -653,9 +652,7 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             )
         found, key = resolve(self, identity, route, method, context_key, backend, app, area, key_by)
         await found.reset_key(key, strategy, self.rate)
-        guard = guard_of(found)
-        if guard is not None and guard.cache is not None:
-            guard.cache.discard(entry_key(key, strategy, self.rate))
+        forget_client_refusal(found, key, strategy, self.rate)
 
 
 class HTTPThrottle(BaseThrottle[Request]):

@@ -21,6 +21,9 @@ import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from traffik._guard.policy import DEFAULT_NETWORK_POLICY, FailurePolicy
+from traffik._guard.registry import drain_abandoned, forget_local_blocks
+from traffik._guard.types import BackendClass
 from traffik.backends._context import (
     BACKEND_STATE_KEY,
     ThrottleContext,
@@ -31,12 +34,6 @@ from traffik.backends._context import (
 from traffik.backends._locking import AsyncLockContext
 from traffik.decisions import Decision
 from traffik.exceptions import BackendError, ConfigurationError, TraffikException
-from traffik.failures import (
-    DEFAULT_NETWORK_POLICY,
-    FailurePolicy,
-    drain_abandoned,
-    forget_local_blocks,
-)
 from traffik.handlers import connection_throttled
 from traffik.identifiers import connection_identifier
 from traffik.leases import LeaseGrant
@@ -177,9 +174,16 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     #: taken, charged and reported as usual, and nothing is refused (set
     #: ``backend.shadow = True``; read per request, so it can be switched live).
     shadow: bool = False
+    #: A backend whose decisions never wait (in memory) may offer ``decide`` as a plain
+    #: method, ``decide_now(key, strategy, rate, cost, now_ms)``: the strategy protocol
+    #: and the failure layer then skip a coroutine per decision. None otherwise, and
+    #: reset to None in a subclass that overrides ``decide`` without it.
+    decide_now: typing.ClassVar[typing.Callable[..., Decision] | None] = None
 
     def __init_subclass__(cls, **kwargs: typing.Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "decide" in cls.__dict__ and "decide_now" not in cls.__dict__:
+            cls.decide_now = None  # its decide may wait, or do more: always call it
         for name in _WRAPPED:
             if name in cls.unwrapped_methods:
                 continue
@@ -504,6 +508,10 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def lifespan(self, app: typing.Any) -> typing.AsyncContextManager[None]:
         """A Starlette/FastAPI ``lifespan``: the backend is open while the app runs, closed after."""
         return _lifespan(self, app)
+
+
+# A backend is what a failure policy's on_error accepts besides an action name.
+BackendClass.register(ThrottleBackend)  # type: ignore[type-abstract]
 
 
 def _no_leases(backend: ThrottleBackend[typing.Any, typing.Any]) -> str:

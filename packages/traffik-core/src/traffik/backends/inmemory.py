@@ -30,8 +30,8 @@ from traffik.strategies.fixed_window import FixedWindowStrategy as _FixedWindow
 from traffik.types import HTTPConnectionT
 
 if typing.TYPE_CHECKING:
+    from traffik._guard.policy import FailurePolicy
     from traffik.decisions import Decision
-    from traffik.failures import FailurePolicy
     from traffik.rates import Rate
     from traffik.strategies._base import State, Strategy
 
@@ -106,6 +106,11 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
         self._leases: dict[str, dict[str, int]] = {}
         # The last fixed-window rejection of a full window (reset_ms 0 never matches).
         self._fw_full: Decision = _Decision(False, 0, 0, 0, 0, 0, "default")
+        # The last transition that left its (stored, tuple) state as it was: (state,
+        # now, strategy, rate, cost, decision). Transitions are pure, so the same
+        # state object (held here, so never recycled) at the same millisecond under
+        # the same strategy, rate and cost gets the same decision without a step.
+        self._unchanged: tuple[typing.Any, ...] = (None, None, None, None, None, None)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -230,6 +235,13 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
         self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, *, now_ms: int | None = None
     ) -> Decision:
         """Charge ``cost`` to ``key`` under ``strategy`` and ``rate`` in one synchronous step."""
+        return self._decide(key, strategy, rate, cost, now_ms)
+
+    def _decide(
+        self, key: str, strategy: Strategy, rate: Rate, cost: int = 1, now_ms: int | None = None
+    ) -> Decision:
+        """:meth:`decide` without the coroutine: ``decide_now`` (see
+        :attr:`ThrottleBackend.decide_now`), which a subclass overriding ``decide`` loses."""
         store = self.connection
         if store is None:
             store = self._store()  # raises BackendConnectionError
@@ -318,7 +330,22 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
                 state = entry[0]
                 if state.__class__ is not tuple:
                     state = decode_state(state)
+                else:
+                    memo = self._unchanged
+                    if (
+                        memo[0] is state
+                        and memo[1] == now
+                        and memo[2] is strategy
+                        and memo[3] is rate
+                        and memo[4] == cost
+                    ):
+                        # The same pure transition as the last one that left its state
+                        # unchanged (a hot key refused again in the same millisecond).
+                        store.move_to_end(skey)
+                        return typing.cast("Decision", memo[5])
         new, ttl_ms, decision, write = strategy.decide(state, now, rate, cost)
+        if not write and state is not None and new is state:
+            self._unchanged = (state, now, strategy, rate, cost, decision)
         if write:
             if new is None:
                 if entry is not None:
@@ -376,6 +403,8 @@ class InMemoryBackend(_ExpiryWheelStore, ThrottleBackend[_Store, HTTPConnectionT
                 store.move_to_end(skey)
                 self._expire_at(skey, entry, now + ttl_ms)
         return decision
+
+    decide_now = _decide
 
     async def peek(
         self, key: str, strategy: Strategy, rate: Rate, *, now_ms: int | None = None

@@ -1,4 +1,9 @@
-"""How the failure policy tells what happened: log records and :mod:`traffik.events`."""
+"""How the guard tells what happened: log records, :mod:`traffik.events`, call observers.
+
+Call observers are the hook for metrics (:func:`traffik.failures.observe_backend_calls`):
+each backend call the guard makes is reported once, with its duration and outcome.
+Nothing is measured or built while nobody observes.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,27 @@ import logging
 import typing
 
 from traffik import events
-from traffik._circuit import CLOSED, OPEN
+from traffik._guard.circuit import CLOSED, OPEN
 from traffik.events import _subscribers
 
 if typing.TYPE_CHECKING:
-    from traffik.backends.base import ThrottleBackend
-    from traffik.decisions import Decision
-    from traffik.failures import OnError
+    from collections.abc import Callable, Hashable
 
-__all__ = ["circuit_event", "emit_decision", "emit_request_event", "report"]
+    from traffik._guard.policy import OnError
+    from traffik._guard.types import Backend
+    from traffik.decisions import Decision
+
+__all__ = [
+    "CALL_OUTCOMES",
+    "BackendCall",
+    "circuit_event",
+    "emit_decision",
+    "emit_request_event",
+    "observe_calls",
+    "observers",
+    "report",
+    "report_call",
+]
 
 logger = logging.getLogger("traffik.failures")
 
@@ -22,7 +39,7 @@ logger = logging.getLogger("traffik.failures")
 def emit_request_event(
     kind: events.EventKind,
     key: str,
-    backend: ThrottleBackend[typing.Any, typing.Any],
+    backend: Backend,
     name: str,
     *,
     decision: Decision | None = None,
@@ -48,7 +65,7 @@ def emit_request_event(
 def emit_decision(
     decision: Decision,
     key: str,
-    backend: ThrottleBackend[typing.Any, typing.Any],
+    backend: Backend,
     name: str = "",
     shadow: bool = False,
 ) -> None:
@@ -63,8 +80,8 @@ def emit_decision(
 
 def circuit_event(
     kind: str | None,
-    backend: ThrottleBackend[typing.Any, typing.Any],
-    domain: typing.Hashable = None,
+    backend: Backend,
+    domain: Hashable = None,
 ) -> None:
     """Log and emit a change of the circuit of failure domain ``domain`` (``kind`` None:
     nothing changed); the event's ``detail`` names the domain if there are several."""
@@ -84,7 +101,7 @@ def circuit_event(
 
 
 def report(
-    backend: ThrottleBackend[typing.Any, typing.Any],
+    backend: Backend,
     key: str,
     action: OnError,
     error: BaseException | None,
@@ -98,3 +115,48 @@ def report(
     if _subscribers:
         detail = action if isinstance(action, str) else repr(action)
         emit_request_event(events.FALLBACK, key, backend, name, error=error, detail=detail)
+
+
+#: How a backend call ended: answered; raised a backend error; judged silent at its
+#: deadline (a failure of the server); judged behind this process's backlog (the
+#: overload answer); or cancelled by the request's own caller.
+CALL_OUTCOMES = ("ok", "error", "timeout", "late", "cancelled")
+
+
+class BackendCall(typing.NamedTuple):
+    """One backend call made by the failure guard, as call observers see it."""
+
+    #: The backend called.
+    backend: Backend
+    #: Its failure domain for the key (``None``: the whole backend).
+    domain: Hashable
+    #: Seconds from the call's start (after any wait for an in-flight slot) to its end,
+    #: or to the moment the request stopped waiting for it (``timeout``, ``late``).
+    seconds: float
+    #: One of :data:`CALL_OUTCOMES`.
+    outcome: str
+
+
+#: The call observers (a list, so that checking for none is one truth test).
+observers: list[Callable[[BackendCall], None]] = []
+
+
+def observe_calls(callback: Callable[[BackendCall], None]) -> Callable[[], None]:
+    """Call ``callback`` after every guarded backend call; returns the function that stops it."""
+    observers.append(callback)
+
+    def stop() -> None:
+        if callback in observers:
+            observers.remove(callback)
+
+    return stop
+
+
+def report_call(backend: Backend, domain: Hashable, seconds: float, outcome: str) -> None:
+    """Tell every observer about one call (callers check for observers first)."""
+    call = BackendCall(backend, domain, seconds, outcome)
+    for callback in tuple(observers):
+        try:
+            callback(call)
+        except Exception:  # an observer must never change a decision
+            logger.exception("traffik: a backend call observer failed")

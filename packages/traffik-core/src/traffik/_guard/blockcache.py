@@ -12,7 +12,6 @@ again, and a client another process unblocked is admitted within a second.
 
 from __future__ import annotations
 
-import functools
 import time as _time
 import typing
 from collections import OrderedDict
@@ -95,20 +94,25 @@ class BlockCache:
         self._entries.clear()
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_tag(strategy: Strategy) -> str:
-    return repr(strategy)
+#: Tags of the strategies seen, by id (the strategy is kept, so its id is not reused):
+#: an int lookup instead of hashing a dataclass per request.
+_tags: dict[int, tuple[Strategy, str]] = {}
+_MAX_TAGS = 256
 
 
 def _strategy_tag(strategy: Strategy) -> str:
     """The strategy with its whole configuration (a refusal under a stricter one of the
     same kind, say a smaller debt, says nothing about a more lenient one)."""
-    try:
-        return _cached_tag(strategy)
-    except TypeError:  # an unhashable custom strategy
-        return repr(strategy)
+    known = _tags.get(id(strategy))
+    if known is not None and known[0] is strategy:
+        return known[1]
+    tag = repr(strategy)
+    if len(_tags) >= _MAX_TAGS:
+        _tags.clear()
+    _tags[id(strategy)] = (strategy, tag)
+    return tag
 
 
 def entry_key(key: str, strategy: Strategy, rate: Rate) -> str:
     """The cache entry of ``key`` under ``strategy`` (its whole configuration) and ``rate``."""
-    return f"{key}:{_strategy_tag(strategy)}:{rate.limit}/{rate.expire}"
+    return f"{key}:{_strategy_tag(strategy)}:{rate.limit}/{rate._expire}"

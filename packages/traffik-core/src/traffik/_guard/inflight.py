@@ -42,7 +42,8 @@ class InFlight:
         """Join the line for a slot: a future that becomes True when the slot is yours
         (give it back with :meth:`release`), or None if the line is full.
 
-        A caller that stops waiting calls :meth:`leave` with the future.
+        A caller that stops waiting calls :meth:`leave` with the future; whoever
+        stops its wait (the guard's sweep) may resolve it with False.
         """
         if self.waiting >= self.max_waiting:
             return None
@@ -57,7 +58,7 @@ class InFlight:
 
     def leave(self, waiter: asyncio.Future[bool]) -> None:
         """Stop waiting (timed out or cancelled); a slot handed over meanwhile goes back."""
-        if waiter.done() and not waiter.cancelled():
+        if waiter.done() and not waiter.cancelled() and waiter.result():
             self.release()
         else:
             waiter.cancel()
@@ -91,7 +92,7 @@ class InFlight:
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
-            if not waiter.done():
+            if not waiter.done():  # expired or cancelled waiters are skipped
                 waiter.set_result(True)
                 self.waiting -= 1
                 return

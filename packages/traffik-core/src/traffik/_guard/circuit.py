@@ -38,11 +38,11 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_delay",
-        "_failures",
         "_until",
         "answers",
         "epoch",
         "failure_threshold",
+        "failures",
         "max_recovery_time",
         "recovery_time",
         "state",
@@ -68,7 +68,7 @@ class CircuitBreaker:
         self.max_recovery_time = max_recovery_time
         self._clock = clock
         self.state = CLOSED
-        self._failures = 0
+        self.failures = 0
         self._delay = recovery_time
         self._until = 0.0
         self.epoch = 0
@@ -96,7 +96,7 @@ class CircuitBreaker:
         that closed the circuit."""
         if epoch is not None and epoch != self.epoch:
             return None
-        self._failures = 0
+        self.failures = 0
         if self.state != CLOSED:
             self._delay = self.recovery_time
             return self._enter(CLOSED)
@@ -111,10 +111,10 @@ class CircuitBreaker:
         opened (or reopened) the circuit."""
         if (epoch is not None and epoch != self.epoch) or self.state == OPEN:
             return None
-        self._failures += 1
+        self.failures += 1
         if self.state == HALF_OPEN:
             self._delay = min(self._delay * 2, self.max_recovery_time)
-        elif self._failures < self.failure_threshold:
+        elif self.failures < self.failure_threshold:
             return None
         self._until = self._clock() + self._delay
         return self._enter(OPEN)
