@@ -371,3 +371,97 @@ def test_arbitrary_forwarding_bytes_through_a_real_app_never_500(
 
     asyncio.run(run())
     assert statuses == [200]
+
+
+# --- The bound on forwarding hops ---------------------------------------------
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    import traffik.identifiers as identifiers
+
+    calls = [0]
+    real = getattr(identifiers, name)
+
+    def counting(*args: typing.Any) -> typing.Any:
+        calls[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(identifiers, name, counting)
+    return calls
+
+
+MEGABYTE_OF_TRUSTED = ", ".join(["10.1.2.3"] * 105_000)  # > 1 MB, all trusted
+
+
+def test_max_hops_default_is_documented_and_validated() -> None:
+    from traffik.identifiers import MAX_HOPS
+
+    assert ProxyConfig.build(["10.0.0.0/8"]).max_hops == MAX_HOPS == 16
+    for bad in (0, -1, True, 2.5, "8"):
+        with pytest.raises(ValueError, match="max_hops must be a positive int"):
+            ProxyConfig.build(["10.0.0.0/8"], max_hops=bad)  # type: ignore[arg-type]
+
+
+def test_a_megabyte_of_trusted_hops_examines_only_max_hops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert len(MEGABYTE_OF_TRUSTED) > 1_000_000
+    parsed = _count_calls(monkeypatch, "_node_ip")
+    request = make_request(
+        client=("10.0.0.5", 1),
+        headers=[("X-Forwarded-For", "198.51.100.77, " + MEGABYTE_OF_TRUSTED)],
+    )
+    # Every hop examined is trusted and the walk stops at the bound: the farthest
+    # hop examined is the client, as when the header ends there.
+    assert str(client_address(request, PROXY)) == "10.1.2.3"
+    assert parsed[0] == 16
+    config = ProxyConfig.build(["10.0.0.0/8"], max_hops=3)
+    parsed[0] = 0
+    assert str(client_address(request, config)) == "10.1.2.3"
+    assert parsed[0] == 3
+
+
+def test_the_bound_counts_entries_across_repeated_header_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed = _count_calls(monkeypatch, "_node_ip")
+    config = ProxyConfig.build(["10.0.0.0/8"], max_hops=4)
+    lines = [("X-Forwarded-For", "198.51.100.1, 10.0.0.1")] + [
+        ("X-Forwarded-For", "10.0.0.2, 10.0.0.3")
+    ] * 1000
+    request = make_request(client=("10.0.0.5", 1), headers=lines)
+    assert str(client_address(request, config)) == "10.0.0.2"
+    assert parsed[0] == 4
+    # Within the bound, the client is found as before.
+    near = make_request(
+        client=("10.0.0.5", 1),
+        headers=[("X-Forwarded-For", "6.6.6.6, 198.51.100.1, 10.0.0.2, 10.0.0.3")],
+    )
+    assert str(client_address(near, config)) == "198.51.100.1"
+
+
+def test_forwarded_header_is_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    elements = _count_calls(monkeypatch, "_forwarded_node")
+    config = ProxyConfig.build(["10.0.0.0/8"], headers=["forwarded"], max_hops=5)
+    huge = ", ".join(["for=10.9.9.9;proto=https"] * 50_000)
+    request = make_request(
+        client=("10.0.0.5", 1), headers=[("Forwarded", "for=198.51.100.2, " + huge)]
+    )
+    assert str(client_address(request, config)) == "10.9.9.9"
+    assert elements[0] == 5
+
+
+def test_max_hops_reaches_configure_trusted_proxies_and_ip_identifier() -> None:
+    app = Starlette()
+    assert configure_trusted_proxies(app, ["10.0.0.0/8"], max_hops=2).max_hops == 2
+    identifier = ip_identifier(["10.0.0.0/8"], max_hops=7)
+    assert identifier.proxy_config.max_hops == 7  # type: ignore[attr-defined]
+
+
+def test_empty_entries_count_towards_the_bound() -> None:
+    config = ProxyConfig.build(["10.0.0.0/8"], max_hops=4)
+    request = make_request(
+        client=("10.0.0.5", 1), headers=[("X-Forwarded-For", "198.51.100.1" + "," * 100_000)]
+    )
+    # Nothing but empty entries within the bound: no hop to read, the peer is the client.
+    assert str(client_address(request, config)) == "10.0.0.5"

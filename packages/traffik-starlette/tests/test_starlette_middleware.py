@@ -375,14 +375,30 @@ def test_explicit_backend_is_initialised_once_without_lifespan() -> None:
     assert calls == 1
 
 
-def test_no_backend_is_a_configuration_error() -> None:
+def test_no_backend_fails_the_startup_with_a_configuration_error() -> None:
     app = Starlette(
         routes=routes(),
         middleware=[
             Middleware(ThrottleMiddleware, middleware_throttles=[HTTPThrottle("none", "1/m")])
         ],
     )
-    with TestClient(app) as client, pytest.raises(ConfigurationError, match="No backend"):
+    with (
+        pytest.raises(ConfigurationError, match=r"no backend: throttle 'none' \(middleware\)"),
+        TestClient(app),
+    ):
+        pass
+
+
+def test_no_backend_without_a_lifespan_is_a_configuration_error_on_the_request() -> None:
+    # No lifespan run (an ASGI test transport, say): nothing to check at startup.
+    app = Starlette(
+        routes=routes(),
+        middleware=[
+            Middleware(ThrottleMiddleware, middleware_throttles=[HTTPThrottle("none", "1/m")])
+        ],
+    )
+    client = TestClient(app)
+    with pytest.raises(ConfigurationError, match="No backend"):
         client.get("/other")
 
 

@@ -45,6 +45,8 @@ PLANNED = frozenset(
         "on_backend_error",
         "legacy_headers",
         "key_by",
+        "shadow",
+        "shadow_headers",
     }
 )
 
@@ -63,7 +65,9 @@ class ThrottlePlan:
     - ``policy``: the failure action (``on_backend_error``), None for the backend's;
     - ``prefix``: ``"{uid}:"`` as it starts every key; ``routes``: the route part
       per scope (cached per route); ``custom_key``: ``get_key`` is overridden;
-    - ``legacy``, ``min_wait``, ``headers``: for the recorded decision and refusals.
+    - ``legacy``, ``min_wait``, ``headers``: for the recorded decision and refusals;
+    - ``shadow``, ``shadow_headers``: decide but never refuse (and whether its fields
+      are sent); a backend's ``shadow`` adds to it per request.
     """
 
     __slots__ = (
@@ -81,6 +85,8 @@ class ThrottlePlan:
         "prefix",
         "rate",
         "routes",
+        "shadow",
+        "shadow_headers",
         "strategy",
         "uid",
         "unlimited",
@@ -102,6 +108,8 @@ class ThrottlePlan:
         headers: dict[str, str],
         by_template: bool,
         custom_key: bool,
+        shadow: bool = False,
+        shadow_headers: bool = False,
     ) -> None:
         self.uid = uid
         self.rate = rate
@@ -120,3 +128,5 @@ class ThrottlePlan:
         self.prefix = f"{route_part(uid)}:"
         self.routes = RouteKeys(by_template=by_template)
         self.custom_key = custom_key
+        self.shadow = shadow
+        self.shadow_headers = shadow_headers

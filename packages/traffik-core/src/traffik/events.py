@@ -39,6 +39,7 @@ __all__ = [
     "FALLBACK",
     "LOCAL_BLOCK",
     "OVERLOAD",
+    "SHADOW_THROTTLED",
     "SLOT_EXPIRED",
     "SLOT_REFUSED",
     "SLOT_TAKEN",
@@ -55,6 +56,7 @@ logger = logging.getLogger("traffik.events")
 EventKind = typing.Literal[
     "allowed",
     "throttled",
+    "shadow_throttled",
     "backend_error",
     "fallback",
     "local_block",
@@ -72,6 +74,9 @@ EventKind = typing.Literal[
 ALLOWED: EventKind = "allowed"
 #: A request was refused.
 THROTTLED: EventKind = "throttled"
+#: A shadow throttle would have refused the request; it was let through (``decision``
+#: is the refusal it would have sent).
+SHADOW_THROTTLED: EventKind = "shadow_throttled"
 #: A backend call failed or timed out (``error`` holds the exception).
 BACKEND_ERROR: EventKind = "backend_error"
 #: The failure policy answered instead of the backend (``detail`` says which action).

@@ -32,6 +32,7 @@ from __future__ import annotations
 import typing
 
 from traffik._guard.answer import FAILURES, answer_by_policy, call_on
+from traffik._guard.blockcache import entry_key
 from traffik._guard.emit import CALL_OUTCOMES, BackendCall, emit_decision, observe_calls
 from traffik._guard.guard import Guard
 from traffik._guard.policy import (
@@ -41,7 +42,7 @@ from traffik._guard.policy import (
     OnError,
 )
 from traffik._guard.policy import check_on_error as check_on_error  # for throttles
-from traffik._guard.registry import DomainStats, guards, heard_from, stats
+from traffik._guard.registry import DomainStats, backends, forget_refusal, guards, heard_from, stats
 from traffik._guard.registry import set_guard as _set_guard
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.events import _subscribers
@@ -63,7 +64,9 @@ __all__ = [
     "FailurePolicy",
     "OnError",
     "decide_with_policy",
+    "forget_client_refusal",
     "guard_stats",
+    "guarded_backends",
     "heard_from",
     "local_fallback_backend",
     "observe_backend_calls",
@@ -102,6 +105,20 @@ def guard_stats(backend: ThrottleBackend[typing.Any, typing.Any]) -> list[Domain
     used yet). Cheap: read it when a metrics exporter asks, not per request.
     """
     return stats(backend)
+
+
+def guarded_backends() -> list[ThrottleBackend[typing.Any, typing.Any]]:
+    """Every live backend a failure guard was composed around (for metrics exporters,
+    with :func:`guard_stats`)."""
+    return typing.cast("list[ThrottleBackend[typing.Any, typing.Any]]", list(backends.values()))
+
+
+def forget_client_refusal(
+    backend: ThrottleBackend[typing.Any, typing.Any], key: str, strategy: Strategy, rate: Rate
+) -> None:
+    """Make this process's block cache forget the refusal it keeps for throttle key
+    ``key`` under ``strategy`` and ``rate`` (that client was just reset)."""
+    forget_refusal(backend, entry_key(key, strategy, rate))
 
 
 def observe_backend_calls(callback: Callable[[BackendCall], None]) -> Callable[[], None]:
@@ -150,6 +167,7 @@ async def decide_with_policy(
     *,
     policy: OnError | None = None,
     name: str = "",
+    shadow: bool = False,
 ) -> Decision:
     """Ask ``backend`` to decide; when it cannot, answer by its policy (``policy`` overrides the action).
 
@@ -157,7 +175,8 @@ async def decide_with_policy(
     one (``async (key, rate, backend, cost) -> wait_ms``, its wait turned into a
     decision with ``remaining=-1``, unknown); both take the same path. ``name``
     (the throttle's uid) is the ``policy`` of the events emitted, and every answer,
-    whoever gave it, is emitted once as ``allowed`` or ``throttled``.
+    whoever gave it, is emitted once as ``allowed`` or ``throttled``
+    (``shadow_throttled`` with ``shadow=True``: a shadow throttle's refusal).
     """
     failure_policy = backend.failure_policy
     if isinstance(strategy, Strategy):
@@ -193,7 +212,7 @@ async def decide_with_policy(
         action = failure_policy.on_error if policy is None else policy
         decision = await guard.decide_custom(backend, key, strategy, rate, cost, action, name)
     if _subscribers:
-        emit_decision(decision, key, backend, name)
+        emit_decision(decision, key, backend, name, shadow)
     return decision
 
 

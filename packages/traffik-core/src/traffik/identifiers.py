@@ -15,6 +15,8 @@ With trusted proxies, ``X-Forwarded-For`` (or, when declared with
 ``headers=("forwarded",)``, RFC 7239 ``Forwarded``) is read from the nearest hop
 outward: trusted hops are skipped and the first untrusted address is the client. A malformed or obfuscated entry where the client
 should be makes the identifier fall back to the peer address (never an error).
+At most ``max_hops`` entries (default :data:`MAX_HOPS`) are examined, nearest
+first, so a huge header costs no more than a short one.
 
 IPv6 clients are grouped by network (``ipv6_prefix``, default /64: one customer
 usually owns a whole /64), IPv4-mapped IPv6 addresses count as IPv4. A peer that
@@ -42,6 +44,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "ANONYMOUS",
+    "MAX_HOPS",
     "PROXY_CONFIG_STATE_KEY",
     "ProxyConfig",
     "client_address",
@@ -71,6 +74,11 @@ _KNOWN_HEADERS = ("forwarded", "x-forwarded-for")
 #: from the client untouched, so reading them would let any client pick its identity.
 _HEADERS = ("x-forwarded-for",)
 
+#: How many forwarding entries are examined by default, nearest first. Real chains
+#: have a handful of proxies; a header longer than this (only a client or a
+#: misconfigured chain writes one) is read no further, so its cost is bounded.
+MAX_HOPS = 16
+
 #: Bound on the per-process cache of peer address -> identity.
 _CACHE_SIZE = 4096
 
@@ -85,7 +93,8 @@ class ProxyConfig:
     used); default ``("x-forwarded-for",)``. List only headers your proxy writes
     (``("forwarded",)`` for an RFC 7239 proxy): one it passes through is the client's
     to forge. ``ipv6_prefix`` / ``ipv4_prefix``: clients are keyed by their network of
-    that length (128 / 32 key single addresses).
+    that length (128 / 32 key single addresses). ``max_hops``: at most that many
+    forwarding entries are examined, nearest first (default :data:`MAX_HOPS`).
     """
 
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -93,6 +102,7 @@ class ProxyConfig:
     headers: tuple[str, ...] = _HEADERS
     ipv6_prefix: int = 64
     ipv4_prefix: int = 32
+    max_hops: int = MAX_HOPS
     #: Peer address -> identity, for configurations that trust no proxy.
     _cache: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -104,6 +114,7 @@ class ProxyConfig:
         headers: Iterable[str] = _HEADERS,
         ipv6_prefix: int = 64,
         ipv4_prefix: int = 32,
+        max_hops: int = MAX_HOPS,
     ) -> ProxyConfig:
         """Validate and normalise settings; raises ``ValueError`` naming the bad one."""
         if isinstance(trusted_proxies, str):
@@ -138,7 +149,12 @@ class ProxyConfig:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
                 raise ValueError(f"{name} must be an int from 1 to {top}, got {value!r}.")
-        return cls(tuple(networks), trust_unix, names, ipv6_prefix, ipv4_prefix)
+        if isinstance(max_hops, bool) or not isinstance(max_hops, int) or max_hops < 1:
+            raise ValueError(
+                f"max_hops must be a positive int (the number of forwarding entries "
+                f"examined, nearest first), got {max_hops!r}."
+            )
+        return cls(tuple(networks), trust_unix, names, ipv6_prefix, ipv4_prefix, max_hops)
 
     def is_trusted(self, ip: IPAddress) -> bool:
         """True if ``ip`` is one of the trusted proxies."""
@@ -168,11 +184,17 @@ def configure_trusted_proxies(
     headers: Iterable[str] = _HEADERS,
     ipv6_prefix: int = 64,
     ipv4_prefix: int = 32,
+    max_hops: int = MAX_HOPS,
 ) -> ProxyConfig:
     """Declare the reverse proxies ``app`` sits behind; the default identifier then reads
-    their forwarding headers. Stored on ``app.state``; returns the validated config."""
+    their forwarding headers (at most ``max_hops`` entries, nearest first). Stored on
+    ``app.state``; returns the validated config."""
     config = ProxyConfig.build(
-        trusted_proxies, headers=headers, ipv6_prefix=ipv6_prefix, ipv4_prefix=ipv4_prefix
+        trusted_proxies,
+        headers=headers,
+        ipv6_prefix=ipv6_prefix,
+        ipv4_prefix=ipv4_prefix,
+        max_hops=max_hops,
     )
     setattr(app.state, PROXY_CONFIG_STATE_KEY, config)
     _remember(app, config)
@@ -216,13 +238,37 @@ def _forwarded_node(element: str) -> str | None:
     return node
 
 
-def _forwarded_for(values: list[str]) -> list[str | None]:
-    """The ``for=`` nodes of RFC 7239 ``Forwarded`` values, nearest last; None where malformed.
+def _tail(values: list[bytes], limit: int) -> list[str]:
+    """The last ``limit`` comma-separated entries of raw header ``values``, nearest last.
+
+    Entries are cut from the end with ``rfind``, and only they are decoded, so the
+    work is bounded by ``limit``, not by the header's length: the rest of a long
+    header is neither copied, decoded nor split. Empty entries count towards the bound.
+    """
+    entries: list[str] = []
+    for value in reversed(values):
+        end = len(value)
+        while True:
+            if len(entries) >= limit:
+                entries.reverse()
+                return entries
+            start = value.rfind(b",", 0, end)
+            entries.append(value[start + 1 : end].decode("latin-1"))
+            if start < 0:
+                break
+            end = start
+    entries.reverse()
+    return entries
+
+
+def _forwarded_for(values: list[bytes], limit: int) -> list[str | None]:
+    """The ``for=`` nodes of the last ``limit`` RFC 7239 ``Forwarded`` elements, nearest
+    last; None where malformed.
 
     Elements are judged one by one: garbage a client put beyond the hops the proxies
     wrote is never reached by the walk, so it must not spoil the whole header.
     """
-    return [_forwarded_node(element) for value in values for element in value.split(",")]
+    return [_forwarded_node(element) for element in _tail(values, limit)]
 
 
 def _node_ip(node: str | None) -> IPAddress | None:
@@ -241,15 +287,18 @@ def _node_ip(node: str | None) -> IPAddress | None:
 
 
 def _hops(connection: HTTPConnection, config: ProxyConfig) -> list[str | None]:
-    headers = connection.headers
+    # The raw ASGI headers, not ``connection.headers``: Starlette would decode every
+    # value whole, and only the last ``max_hops`` entries are ever read.
+    raw: list[tuple[bytes, bytes]] = connection.scope.get("headers") or []
     for name in config.headers:
-        values = headers.getlist(name)
+        key = name.encode("latin-1")
+        values = [value for header, value in raw if header.lower() == key]
         if not values:
             continue
         if name == "forwarded":
-            return _forwarded_for(values)
+            return _forwarded_for(values, config.max_hops)
         hops: list[str | None] = [
-            entry for value in values for entry in value.split(",") if entry.strip()
+            entry for entry in _tail(values, config.max_hops) if entry.strip()
         ]
         return hops
     return []
@@ -290,7 +339,8 @@ def client_address(
         found = ip
         if not config.is_trusted(ip):
             return ip
-    # Every hop is a trusted proxy: the farthest one is the client.
+    # Every hop examined is a trusted proxy: the farthest one is the client (also
+    # when the walk stopped at max_hops: the header is read no further).
     return found if found is not None else peer
 
 
@@ -411,10 +461,15 @@ def ip_identifier(
     headers: Iterable[str] = _HEADERS,
     ipv6_prefix: int = 64,
     ipv4_prefix: int = 32,
+    max_hops: int = MAX_HOPS,
 ) -> typing.Callable[..., typing.Awaitable[str]]:
     """An identifier keyed by client address with its own proxy settings (ignores the app's)."""
     config = ProxyConfig.build(
-        trusted_proxies, headers=headers, ipv6_prefix=ipv6_prefix, ipv4_prefix=ipv4_prefix
+        trusted_proxies,
+        headers=headers,
+        ipv6_prefix=ipv6_prefix,
+        ipv4_prefix=ipv4_prefix,
+        max_hops=max_hops,
     )
 
     async def identifier(

@@ -140,6 +140,12 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         key_by: ``"route"`` (the route template: ``/items/1`` and ``/items/2``
             share a budget) or ``"path"`` (the concrete path, as traffik 1.0.0b2
             did).
+        shadow: Decide and charge as usual but never refuse: a would-be refusal is
+            reported (the ``shadow_throttled`` event) and the request goes on. A
+            backend with ``shadow = True`` puts every throttle deciding on it in
+            shadow.
+        shadow_headers: Also send a shadow throttle's RateLimit fields (off by
+            default: clients see only the enforcing throttles').
         charge_when: ``(connection, status_code) -> bool``, sync or async, called
             once the response status is known; False gives the request's charge
             back (:mod:`traffik.charging`).
@@ -151,6 +157,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
 
     #: What FastAPI sees as the parameters of the throttle used as a dependency.
     _dependency_signature: typing.ClassVar[inspect.Signature | None] = None
+    #: The ASGI scope type this throttle keys (WebSocket keys use "ws" as the method).
+    _scope_type: typing.ClassVar[str] = "http"
     #: True when the throttle acts on the response lifecycle (:mod:`traffik.lifecycle`):
     #: integrations then observe the connection's status and end for it.
     needs_lifecycle: bool = False
@@ -171,6 +179,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         on_backend_error: OnError | None = None,
         legacy_headers: bool = False,
         key_by: str = "route",
+        shadow: bool = False,
+        shadow_headers: bool = False,
         charge_when: ChargeWhen | None = None,
     ) -> None:
         if not isinstance(uid, str) or not uid:
@@ -228,6 +238,11 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         self.on_backend_error = on_backend_error
         self.legacy_headers = legacy_headers
         self.key_by = key_by
+        for name, flag in (("shadow", shadow), ("shadow_headers", shadow_headers)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}.")
+        self.shadow = shadow
+        self.shadow_headers = shadow_headers
         #: ``(connection, status_code) -> bool``: False refunds the request (traffik.charging).
         self.charge_when = charge_when
         if charge_when is not None:
@@ -262,6 +277,8 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             headers=self.headers,
             by_template=self.key_by == "route",
             custom_key=self._custom_key,
+            shadow=self.shadow,
+            shadow_headers=self.shadow_headers,
         )
         self._plan = plan
         return plan
@@ -378,6 +395,10 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         Returns the recorded decision, or None when the connection is exempt
         (``Rate()``, or an identifier returning :data:`~traffik.types.UNLIMITED`):
         nothing was charged or recorded then. Refuses nothing: see :meth:`_throttle`.
+        In shadow (the throttle's ``shadow`` or its backend's), the decision is taken,
+        charged and reported as usual, then never refused: None is returned (and
+        nothing recorded), or with ``shadow_headers`` the decision is recorded and
+        an admitted copy returned.
         """
         plan = self._plan or self._make_plan()
         if plan.unlimited:
@@ -409,8 +430,16 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         # Taken before the decision: a refund's age then errs long (traffik._charges).
         started = monotonic_ms()
         # Built-in and custom strategies take the same failure path (traffik.failures).
+        shadow = plan.shadow or backend.shadow
         decision = await decide_with_policy(
-            backend, key, plan.strategy, plan.rate, cost, policy=plan.policy, name=uid
+            backend,
+            key,
+            plan.strategy,
+            plan.rate,
+            cost,
+            policy=plan.policy,
+            name=uid,
+            shadow=shadow,
         )
         if decision.limit != plan.limit:
             # Burst strategies (GCRA burst=, token bucket burst_size=, leaky bucket
@@ -419,6 +448,14 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             # instead: "5/s" with burst=1 reads q=5;w=1, not q=1;w=1 ("1 per
             # second"). r still counts the units available now (up to the burst).
             decision = decision._replace(limit=plan.limit)
+        if shadow and not plan.shadow_headers:
+            # Charged and reported (decide_with_policy); nothing recorded, so clients
+            # see none of its fields, and None: nothing refuses.
+            if decision.allowed:
+                if scope.get("state") is None:
+                    scope["state"] = {}
+                self._charged(connection, scope["state"], uid, backend, key, cost, started)
+            return None
         # The record (headers.record_in_state, inlined: one call less per request).
         state = scope.get("state")
         if state is None:
@@ -432,11 +469,25 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
         if plan.legacy:
             scope["state"][LEGACY_STATE_KEY] = True
         if decision.allowed:
-            # What a refund gives back to (traffik.charging), and charge_when's refund.
-            remember_charge(scope["state"], uid, backend, key, cost, started)
-            if self.charge_when is not None:
-                charge_by_status(self, connection, self.charge_when)
+            self._charged(connection, scope["state"], uid, backend, key, cost, started)
+        elif shadow:
+            return decision._replace(allowed=True)  # recorded as it is; never refused
         return decision
+
+    def _charged(
+        self,
+        connection: HTTPConnectionT,
+        state: dict[str, typing.Any],
+        uid: str,
+        backend: ThrottleBackend[typing.Any, typing.Any],
+        key: str,
+        cost: int,
+        started: int,
+    ) -> None:
+        # What a refund gives back to (traffik.charging), and charge_when's refund.
+        remember_charge(state, uid, backend, key, cost, started)
+        if self.charge_when is not None:
+            charge_by_status(self, connection, self.charge_when)
 
     async def _refuse(
         self,
@@ -534,6 +585,75 @@ class BaseThrottle(typing.Generic[HTTPConnectionT]):
             return None
         return typing.cast("StrategyStat", await get_stat(key, self.rate, backend))
 
+    # -- one client, for operators ---------------------------------------------------
+
+    async def client_stat(
+        self,
+        identity: typing.Any,
+        route: str,
+        *,
+        method: str = "GET",
+        context_key: typing.Any = None,
+        backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
+        app: typing.Any = None,
+        area: str | None = None,
+        key_by: str | None = None,
+    ) -> StrategyStat | None:
+        """The quota of client ``identity`` on ``route``, read without charging it.
+
+        ``identity`` is what the identifier returns for that client: its address for
+        the default one (an IPv6 address is grouped into its network as requests
+        are), or your identifier's value. ``route`` is the route template
+        (``"/items/{item_id}"``; the path with ``key_by="path"``, or what an
+        overridden ``get_key`` returns), ``method`` its HTTP method. The backend is
+        ``backend``, else the throttle's, else ``app``'s. ``area``: the area a
+        ``ThrottleMiddleware`` rule keys by (``MiddlewareThrottle.client_stat``
+        passes it; ``route`` is then ignored). ``key_by``: how ``route`` is keyed,
+        ``"route"`` or ``"path"`` (default: the throttle's ``key_by``; a middleware
+        rule with ``per_path=True`` runs before routing, so it keys by path). None
+        when the strategy cannot tell (a custom strategy without ``get_stat``).
+        """
+        from traffik._clients import resolve
+
+        found, key = resolve(self, identity, route, method, context_key, backend, app, area, key_by)
+        get_stat = getattr(self.strategy, "get_stat", None)
+        if get_stat is None:
+            return None
+        return typing.cast("StrategyStat", await get_stat(key, self.rate, found))
+
+    async def reset_client(
+        self,
+        identity: typing.Any,
+        route: str,
+        *,
+        method: str = "GET",
+        context_key: typing.Any = None,
+        backend: ThrottleBackend[typing.Any, typing.Any] | None = None,
+        app: typing.Any = None,
+        area: str | None = None,
+        key_by: str | None = None,
+    ) -> None:
+        """Give client ``identity`` a fresh quota on ``route`` (arguments as in
+        :meth:`client_stat`), and unblock it.
+
+        This process's block cache forgets the client at once; another process
+        answers from its own block cache for at most one second before asking the
+        backend again.
+        Needs a built-in strategy (a custom one keeps its state where it chooses).
+        """
+        from traffik._clients import resolve
+        from traffik.failures import forget_client_refusal
+
+        strategy = self.strategy
+        if not isinstance(strategy, Strategy):
+            raise ConfigurationError(
+                f"reset_client() needs a built-in strategy; throttle {self.uid!r} has the "
+                f"custom {strategy!r}, which keeps its state where it chooses: reset it there."
+            )
+        found, key = resolve(self, identity, route, method, context_key, backend, app, area, key_by)
+        await found.reset_key(key, strategy, self.rate)
+        forget_client_refusal(found, key, strategy, self.rate)
+
 
 class HTTPThrottle(BaseThrottle[Request]):
     """Throttle HTTP requests: ``Depends(throttle)`` in FastAPI, or ``await throttle(request)``.
@@ -574,6 +694,7 @@ class WebSocketThrottle(BaseThrottle[WebSocket]):
     """
 
     _dependency_signature = _WS_SIGNATURE
+    _scope_type = "websocket"
 
     async def __call__(
         self,

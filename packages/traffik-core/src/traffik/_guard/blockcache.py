@@ -4,8 +4,10 @@ Quotas in every built-in strategy only come back with time, so once a backend
 refused cost ``c`` for a key until ``T``, any request of cost ``>= c`` for that
 key, under the same rate and strategy configuration (callers key entries by both),
 is refused until ``T`` too; answering it locally saves a network round trip
-during floods. Only a reset of the backend by another process can make the
-local answer stale, and then only until ``T``.
+during floods. Only a reset by another process (of the backend, or of one
+client with ``reset_client``) can make the local answer stale, so an entry is
+trusted for at most :data:`MAX_TRUST_MS` (one second): then the backend is asked
+again, and a client another process unblocked is admitted within a second.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ if typing.TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.strategies._base import Strategy
 
-__all__ = ["BlockCache", "entry_key"]
+__all__ = ["MAX_TRUST_MS", "BlockCache", "entry_key"]
+
+#: How long a cached refusal is answered locally before the backend is asked again:
+#: the longest a reset made by another process goes unseen by this one.
+MAX_TRUST_MS = 1000
 
 
 def _monotonic_ms() -> int:
@@ -39,7 +45,8 @@ class BlockCache:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}.")
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[int, int, int, Decision]] = OrderedDict()
+        #: key -> (trusted until, blocked until, cost, cached at, decision)
+        self._entries: OrderedDict[str, tuple[int, int, int, int, Decision]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -49,9 +56,9 @@ class BlockCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        until, blocked_cost, at, decision = entry
+        trusted, until, blocked_cost, at, decision = entry
         now = self._clock()
-        if now >= until:
+        if now >= trusted:
             del self._entries[key]
             return None
         if cost < blocked_cost:
@@ -72,10 +79,15 @@ class BlockCache:
             return
         now = self._clock()
         entries = self._entries
-        entries[key] = (now + decision.retry_after_ms, cost, now, decision)
+        until = now + decision.retry_after_ms
+        entries[key] = (min(until, now + MAX_TRUST_MS), until, cost, now, decision)
         entries.move_to_end(key)
         if len(entries) > self.max_entries:
             entries.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        """Forget the refusal cached for ``key`` (its client was reset), if any."""
+        self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Forget every refusal (called when the backend is reset)."""

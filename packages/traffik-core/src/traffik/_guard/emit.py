@@ -67,10 +67,14 @@ def emit_decision(
     key: str,
     backend: Backend,
     name: str = "",
+    shadow: bool = False,
 ) -> None:
-    """Emit ALLOWED or THROTTLED for ``decision`` of throttle ``name`` (callers check for
-    subscribers first)."""
-    kind = events.ALLOWED if decision.allowed else events.THROTTLED
+    """Emit ALLOWED or THROTTLED (SHADOW_THROTTLED for a shadow throttle) for
+    ``decision`` of throttle ``name`` (callers check for subscribers first)."""
+    if decision.allowed:
+        kind = events.ALLOWED
+    else:
+        kind = events.SHADOW_THROTTLED if shadow else events.THROTTLED
     emit_request_event(kind, key, backend, name, decision=decision)
 
 

@@ -19,8 +19,10 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "DomainStats",
+    "backends",
     "drain_abandoned",
     "forget_local_blocks",
+    "forget_refusal",
     "guards",
     "heard_from",
     "lookup",
@@ -30,6 +32,8 @@ __all__ = [
 
 #: The guard of each backend with a policy, by id(backend).
 guards: dict[int, Guard] = {}
+#: The same backends, weakly, for readers of every guard (traffik.metrics).
+backends: weakref.WeakValueDictionary[int, Backend] = weakref.WeakValueDictionary()
 
 
 def set_guard(backend: Backend, guard: Guard) -> Guard:
@@ -37,6 +41,7 @@ def set_guard(backend: Backend, guard: Guard) -> Guard:
     key = id(backend)
     if key not in guards:
         weakref.finalize(backend, guards.pop, key, None)
+        backends[key] = backend
     guards[key] = guard
     return guard
 
@@ -58,6 +63,13 @@ async def drain_abandoned(backend: Backend) -> None:
     guard = guards.get(id(backend))
     if guard is not None:
         await guard.drain()
+
+
+def forget_refusal(backend: Backend, entry: str) -> None:
+    """Drop the refusal cached for block-cache entry ``entry`` (its client was reset)."""
+    guard = guards.get(id(backend))
+    if guard is not None and guard.cache is not None:
+        guard.cache.discard(entry)
 
 
 def forget_local_blocks(backend: Backend) -> None:

@@ -89,6 +89,7 @@ _WRAPPED = (
     "clear",
     "decide",
     "peek",
+    "reset_key",
     "adjust",
     "take_lease",
     "renew_lease",
@@ -169,6 +170,10 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     capabilities: typing.ClassVar[BackendCapabilities] = BackendCapabilities()
     #: Methods a subclass wants left unwrapped (hot paths that cannot raise client errors).
     unwrapped_methods: typing.ClassVar[frozenset[str]] = frozenset()
+    #: Shadow mode for every throttle that decides on this backend: decisions are
+    #: taken, charged and reported as usual, and nothing is refused (set
+    #: ``backend.shadow = True``; read per request, so it can be switched live).
+    shadow: bool = False
     #: A backend whose decisions never wait (in memory) may offer ``decide`` as a plain
     #: method, ``decide_now(key, strategy, rate, cost, now_ms)``: the strategy protocol
     #: and the failure layer then skip a coroutine per decision. None otherwise, and
@@ -236,6 +241,17 @@ class ThrottleBackend(ABC, typing.Generic[T, HTTPConnectionT]):
     def state_key(self, key: str, strategy: Strategy) -> str:
         """Where ``strategy`` keeps the state of throttle key ``key``."""
         return f"{self.namespace}:{key}:{strategy.storage_suffix()}"
+
+    async def reset_key(self, key: str, strategy: Strategy, rate: Rate) -> None:
+        """Forget the state of throttle key ``key`` under ``strategy`` and ``rate``: its
+        next request starts on a fresh quota.
+
+        The default deletes :meth:`state_key`. A backend that keeps a key's state
+        elsewhere too (Memcached's fixed-window counters) overrides it. Throttles call
+        it from :meth:`~traffik.throttles.BaseThrottle.reset_client`, which also makes
+        this process's block cache forget the key.
+        """
+        await self.delete(self.state_key(key, strategy))
 
     def wrap_error(self, operation: str, error: Exception) -> BackendError:
         """The :class:`~traffik.exceptions.BackendError` raised for client error ``error``

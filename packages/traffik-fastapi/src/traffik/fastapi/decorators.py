@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from fastapi import params
 from traffik.charging import ChargeWhen, charge_by_status, check_charge_when
+from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.fastapi._headers import set_rate_limit_headers
 from traffik.fastapi._signature import with_dependencies
 from traffik.lifecycle import Lifecycle, connection_lifecycle
@@ -172,6 +173,8 @@ class ThrottleDepends(params.Depends):
         super().__init__(dependency)
         # Depends is a frozen dataclass in recent FastAPI versions.
         object.__setattr__(self, "throttles", tuple(throttles))
+        # Found by the startup checks (traffik.checks) in the app's dependency tree.
+        setattr(self.dependency, THROTTLES_ATTRIBUTE, self.throttles)
 
     def __call__(self, route: F) -> F:
         """Throttle ``route``: the same dependency, attached through the route's signature."""

@@ -444,6 +444,23 @@ class MemcachedBackend(ThrottleBackend[ServerPool, HTTPConnectionT]):
         raw = await self._get_on(server, skey)
         return strategy.peek(decode_state(raw), now, rate)
 
+    async def reset_key(self, key: str, strategy: Strategy, rate: Rate) -> None:
+        """Forget ``key``'s state: its CAS record and, for the fixed window, the counter
+        of the current window (both on the server that holds ``key``)."""
+        server, skey = self._server(key), self.state_key(key, strategy)
+        keys = [skey]
+        if type(strategy) is FixedWindowStrategy and rate.expire:
+            now = self.clock()
+            keys.append(f"{skey}@{now - now % rate.expire}")
+        _, replies = await self._run(
+            server,
+            keys,
+            lambda ks: (b"".join(b"delete %s\r\n" % k for k in ks), tuple(LINE for _ in ks)),
+        )
+        for line in replies:
+            if line not in (b"DELETED", b"NOT_FOUND"):
+                raise BackendError(f"memcached answered delete of {key!r} with {line!r}.")
+
     # -- leases (traffik.leases): a CAS loop per operation, see _leases.py -----------
 
     async def take_lease(

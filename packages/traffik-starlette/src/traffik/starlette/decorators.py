@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from traffik.charging import ChargeWhen, charge_by_status, check_charge_when
+from traffik.checks import THROTTLES_ATTRIBUTE
 from traffik.headers import write_recorded_fields
 from traffik.starlette._lifecycle import call_with_lifecycle
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception
@@ -119,6 +120,7 @@ def throttled(
                 write_recorded_fields(connection.scope.get("state"), result)
             return result
 
+        setattr(wrapper, THROTTLES_ATTRIBUTE, throttles)  # found by startup checks
         return typing.cast("F", wrapper)
 
     return decorator

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 from traffik.backends.base import initialize_by_policy, throttle_backend_ctx
 from traffik.charging import charge_by_status
+from traffik.checks import check_backends
 from traffik.keys import ROUTE_KEY_SCOPE
 from traffik.lifecycle import observe
 from traffik.starlette._responses import WS_TRY_AGAIN_LATER, handle_exception, rate_limit_sender
@@ -18,7 +19,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import Sequence
 
     from starlette.requests import HTTPConnection
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from traffik.backends.base import ThrottleBackend
 
 __all__ = ["ThrottleMiddleware"]
@@ -50,7 +51,11 @@ class ThrottleMiddleware:
     otherwise closed with code 1013 "Try Again Later" (``websocket_close_code``; a
     server closing a handshake that was never accepted shows the client an HTTP 403).
     ``websocket="pass"`` lets every WebSocket through untouched, as traffik 1.0.0b2 did.
-    Lifespan and other scopes always pass through.
+    Lifespan and other scopes always pass through; when the app has started, the
+    middleware checks that every throttle of its rules and of the app's routes has a
+    backend (:func:`traffik.checks.check_backends`) and fails the startup, naming
+    them, if not: a forgotten ``lifespan=backend.lifespan`` shows at startup, not as
+    a 500 on the first request.
 
     Per request the middleware builds at most one ``Request`` (or ``WebSocket``),
     only when a rule matches, and shares it with every matching throttle; the rules
@@ -129,6 +134,8 @@ class ThrottleMiddleware:
         # each matching throttle called directly (its area named on the scope).
         candidates = self._by_type.get(scope["type"])
         if candidates is None:
+            if scope["type"] == "lifespan":
+                send = self._startup_checker(scope, send)
             await self.app(scope, receive, send)
             return
         # The same state dict for every layer below, so decisions recorded by route
@@ -190,6 +197,20 @@ class ThrottleMiddleware:
             else:
                 scope[ROUTE_KEY_SCOPE] = area
         await self.app(scope, receive, send)
+
+    def _startup_checker(self, scope: Scope, send: Send) -> Send:
+        """``send`` that, once the app has started, fails the startup if a throttle of
+        the app or of these rules would have no backend (a forgotten lifespan)."""
+
+        async def checked(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                rules = [("middleware", rule.throttle) for rule in self.middleware_throttles]
+                # Raised into the app's lifespan, which then reports the startup as
+                # failed (Starlette sends lifespan.startup.failed) and unwinds it.
+                check_backends(scope.get("app"), rules, backend=self.backend)
+            await send(message)
+
+        return checked
 
     @staticmethod
     def _restore_area(scope: Scope, area: typing.Any) -> None:

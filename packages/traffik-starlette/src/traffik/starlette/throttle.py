@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import typing
@@ -15,6 +16,7 @@ if typing.TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable
 
     from starlette.types import Receive, Scope, Send
+    from traffik.types import StrategyStat
 
 __all__ = ["MiddlewareThrottle", "ThrottleHook"]
 
@@ -87,7 +89,9 @@ class MiddlewareThrottle:
     throttle here limits the **whole matched area per client**: every path it matches
     shares one budget (``"/api/"`` with ``"100/m"`` = 100 API requests per minute per
     client). Pass ``per_path=True`` for one budget per concrete path (traffik
-    1.0.0b2's behaviour).
+    1.0.0b2's behaviour). ``shadow=True`` runs this rule in shadow (it charges and
+    reports, never refuses) on its own copy of the throttle, which keeps enforcing
+    wherever else it is used.
     """
 
     __slots__ = (
@@ -112,6 +116,7 @@ class MiddlewareThrottle:
         *,
         prefix: str | None = None,
         per_path: bool = False,
+        shadow: bool = False,
         charge_when: ChargeWhen | None = None,
     ) -> None:
         if not isinstance(throttle, BaseThrottle):
@@ -125,6 +130,13 @@ class MiddlewareThrottle:
             raise TypeError(f"prefix must be a string such as '/api/', got {prefix!r}.")
         if hook is not None and not callable(hook):
             raise TypeError(f"hook must be a callable (connection) -> bool, got {hook!r}.")
+        if not isinstance(shadow, bool):
+            raise TypeError(f"shadow must be True or False, got {shadow!r}.")
+        if shadow and not throttle.shadow:
+            # This rule's own copy: same uid, so the same budgets, while the throttle
+            # keeps enforcing wherever else it is used.
+            throttle = copy.copy(throttle)
+            throttle.shadow = True
         check_charge_when(charge_when, throttle.strategy)
         self.throttle = throttle
         self.charge_when = charge_when
@@ -191,6 +203,50 @@ class MiddlewareThrottle:
         scope.setdefault("state", {})
         await self.hit(connection)
         return connection
+
+    async def client_stat(
+        self,
+        identity: typing.Any,
+        path: str | None = None,
+        *,
+        method: str = "GET",
+        backend: typing.Any = None,
+        app: typing.Any = None,
+    ) -> StrategyStat | None:
+        """The quota client ``identity`` has left under this rule, read without
+        charging it: the whole area's (or, with ``per_path``, ``path``'s: the
+        middleware runs before routing, so it keys the concrete path). See
+        :meth:`traffik.throttles.BaseThrottle.client_stat`."""
+        route, area = self._operator_route(path)
+        return await self.throttle.client_stat(
+            identity, route, method=method, backend=backend, app=app, area=area, key_by="path"
+        )
+
+    async def reset_client(
+        self,
+        identity: typing.Any,
+        path: str | None = None,
+        *,
+        method: str = "GET",
+        backend: typing.Any = None,
+        app: typing.Any = None,
+    ) -> None:
+        """Give client ``identity`` a fresh quota under this rule, and unblock it
+        (arguments as in :meth:`client_stat`)."""
+        route, area = self._operator_route(path)
+        await self.throttle.reset_client(
+            identity, route, method=method, backend=backend, app=app, area=area, key_by="path"
+        )
+
+    def _operator_route(self, path: str | None) -> tuple[str, str | None]:
+        if not self.per_path:
+            return "", self._area
+        if not path:
+            raise ValueError(
+                "This rule keys each path apart (per_path=True): pass the path whose "
+                "quota to read or reset, such as '/items/1'."
+            )
+        return path, None
 
     async def hit(
         self,
