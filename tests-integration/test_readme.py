@@ -67,7 +67,7 @@ def test_quick_start_says_what_a_newcomer_needs() -> None:
         "hatch run demo --serve --port",
         "hatch run test",
         'hatch run test -m "not slow"',
-        "4½ minutes",
+        "about 9 minutes",
     ):
         assert needed in TEXT, needed
 
