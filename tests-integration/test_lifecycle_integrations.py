@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from traffik import InMemoryBackend
 from traffik.fastapi import throttled as fastapi_throttled
 from traffik.lifecycle import Outcome, attach
 from traffik.starlette import MiddlewareThrottle, ThrottleMiddleware
@@ -60,11 +61,16 @@ class Record:
         return self.ends[-1]
 
 
+#: The recording throttles decide nothing, but ThrottleMiddleware's startup check
+#: (rightly) refuses to start an app whose throttles have no backend.
+UNUSED_BACKEND = InMemoryBackend(namespace="lifecycle-recording")
+
+
 class RecordingHTTP(HTTPThrottle):
     needs_lifecycle = True
 
     def __init__(self, record: Record) -> None:
-        super().__init__("recording", "1000/s")
+        super().__init__("recording", "1000/s", backend=UNUSED_BACKEND)
         self.record = record
 
     async def __call__(  # type: ignore[override]
@@ -79,7 +85,7 @@ class RecordingWS(WebSocketThrottle):
     needs_lifecycle = True
 
     def __init__(self, record: Record) -> None:
-        super().__init__("recording-ws", "1000/s")
+        super().__init__("recording-ws", "1000/s", backend=UNUSED_BACKEND)
         self.record = record
 
     async def __call__(  # type: ignore[override]
