@@ -356,7 +356,9 @@ async def test_fastapi_depends_and_decorator_end_after_the_response() -> None:
             # The first request of a route ends by FastAPI's request-scoped exit, the
             # status unknown; it wraps the route, whose later requests are observed.
             assert (await http.get(path)).status_code == status
-            assert await record.next_end() == (None, Outcome.COMPLETE)
+            # FastAPI 0.16x runs included routes without calling route.app: the status
+            # stays unknown there. Older FastAPI (the lowest bound, 0.133) calls it.
+            assert await record.next_end() in {(None, Outcome.COMPLETE), (202, Outcome.COMPLETE)}
             assert (await http.get(path)).status_code == status
             assert await record.next_end() == (status, Outcome.COMPLETE)
         for _ in range(2):
@@ -481,7 +483,9 @@ async def test_included_routers_end_by_fastapi_exit_unless_the_app_is_observed()
         # no public attribute reaches: every request ends by the request-scoped exit.
         for _ in range(2):
             assert (await http.get("/routed")).status_code == 202
-            assert await record.next_end() == (None, Outcome.COMPLETE)
+            # FastAPI 0.16x runs included routes without calling route.app: the status
+            # stays unknown there. Older FastAPI (the lowest bound, 0.133) calls it.
+            assert await record.next_end() in {(None, Outcome.COMPLETE), (202, Outcome.COMPLETE)}
     async with client(observed) as http:
         assert (await http.get("/routed")).status_code == 202
         assert await record.next_end() == (202, Outcome.COMPLETE)
