@@ -81,22 +81,39 @@ def test_with_the_lifespan_the_app_starts_and_serves() -> None:
         assert client.get("/v1/inside").status_code == 200
 
 
+class _Collect(logging.Handler):
+    """Every record of a logger, as text (uvicorn's own handlers may write elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(logging.Formatter().format(record))
+
+
 def test_uvicorn_reports_a_forgotten_lifespan_and_does_not_start(
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = uvicorn.Config(
         fastapi_app(), host="127.0.0.1", port=find_free_port(), lifespan="on", log_config=None
     )
     server = uvicorn.Server(config)
-    with caplog.at_level(logging.ERROR):
-        try:
-            asyncio.run(server.serve())
-        except SystemExit as exc:  # recent uvicorn exits (code 3), as its command line does
-            assert exc.code == 3  # noqa: PT017
+    collect = _Collect()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(collect)
+    try:
+        with caplog.at_level(logging.ERROR):
+            try:
+                asyncio.run(server.serve())
+            except SystemExit as exc:  # recent uvicorn exits (code 3), as its CLI does
+                assert exc.code == 3  # noqa: PT017
+    finally:
+        uvicorn_log.removeHandler(collect)
     assert not server.started
-    # uvicorn logs through its own handlers once its logging was configured in this
-    # process (by an earlier test), else through the root logger: read both.
-    logged = caplog.text + capfd.readouterr().err
+    # Once an earlier test configured uvicorn's logging in this process, its records
+    # no longer reach caplog's handler: read them on uvicorn's logger itself too.
+    logged = caplog.text + "\n".join(collect.texts)
     assert "ConfigurationError: These throttles have no backend:" in logged
     assert "throttle 'area' (middleware)" in logged
     assert "Application startup failed" in logged
